@@ -1,0 +1,1 @@
+"""dytok: question-aware visual-token compression (DyToK) for video LLMs."""

@@ -1,0 +1,124 @@
+"""What every model family provides, and the chat-model plumbing most families share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin
+
+from ..errors import ModelError
+
+
+@dataclass
+class EncodedVideo:
+    """The query-independent result of the vision stage for one video (worth caching)."""
+
+    features: torch.Tensor  # (F, T, D) visual tokens per frame, in the LLM's embedding space
+    extra: torch.Tensor  # (E, D) tokens that follow the frames and are never compressed (LLaVA's newline)
+    attention: torch.Tensor  # (F, T) attention each token receives at the selector layer (float32)
+    keys: torch.Tensor  # (F, T, Dk) key metric at that layer, averaged over heads (float32)
+
+    @property
+    def num_frames(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.features.shape[1]
+
+    def all_tokens(self) -> torch.Tensor:
+        return torch.cat([self.features.flatten(0, 1), self.extra])  # (F*T + E, D)
+
+
+class VideoModel:
+    """A loaded video LLM of one family: its processor, prompts, vision features and generation.
+
+    Family adapters subclass this, set `model_type`, and implement `encode` and the attention
+    layout; one file per family in this package, registered by `config.model_type`.
+    """
+
+    model_type: ClassVar[str]
+    text_sub_config: ClassVar[str] = "text_config"
+
+    def __init__(self, name: str, model: PreTrainedModel, processor: ProcessorMixin) -> None:
+        self.name = name
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        if getattr(processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
+            raise ModelError(f"model {name!r} ships no chat template, so a prompt cannot be built for it")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.text_attention_modules())
+
+    # --- family specifics -------------------------------------------------------------------
+    def encode(self, images: np.ndarray) -> EncodedVideo:
+        """Vision tower, projector and any pooling for frames (F, H, W, 3) uint8 RGB."""
+        raise NotImplementedError
+
+    def text_attention_modules(self) -> list[nn.Module]:
+        """The language model's self-attention module of every decoder layer, in order."""
+        raise NotImplementedError
+
+    def video_token_id(self) -> int:
+        raise NotImplementedError
+
+    def video_inputs(self, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> dict[str, Any]:
+        """Model keyword arguments that carry pre-computed visual tokens (N, D) for `input_ids`."""
+        raise NotImplementedError
+
+    # --- shared plumbing --------------------------------------------------------------------
+    def prompt_ids(self, question: str) -> torch.Tensor:
+        """The chat prompt (1, S) with a single video placeholder, ending where the answer begins."""
+        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        if int((ids == self.video_token_id()).sum()) != 1:
+            raise ModelError(f"the chat template of {self.name!r} does not place exactly one video token")
+        return ids
+
+    def build_inputs(self, question: str, visual_tokens: torch.Tensor) -> dict[str, Any]:
+        """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows."""
+        ids = self.prompt_ids(question)[0]
+        at = int((ids == self.video_token_id()).nonzero()[0])
+        placeholders = torch.full((visual_tokens.shape[0],), self.video_token_id(), dtype=ids.dtype)
+        input_ids = torch.cat([ids[:at], placeholders, ids[at + 1 :]])[None].to(self.device)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            **self.video_inputs(input_ids, visual_tokens),
+        }
+
+    def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Sequence positions (N,) of the video placeholders in `inputs`."""
+        return (inputs["input_ids"][0] == self.video_token_id()).nonzero()[:, 0]
+
+    def prefill(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """One forward pass over the prompt; returns the logits at its last position (1, V)."""
+        return self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
+
+    def generate(
+        self,
+        inputs: dict[str, Any],
+        generation: GenerationConfig,
+        logits_processor: LogitsProcessorList | None = None,
+        streamer: Any = None,
+    ) -> torch.Tensor:
+        """New token ids (n,) for `inputs`."""
+        prompt_length = inputs["input_ids"].shape[1]
+        output = self.model.generate(
+            **inputs, generation_config=generation, logits_processor=logits_processor, streamer=streamer
+        )
+        return output[0, prompt_length:]
+
+    def decode(self, token_ids: torch.Tensor) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

@@ -1,0 +1,209 @@
+"""The stages in order: decode -> encode -> prior -> allocate -> select -> generate.
+
+`Pipeline.plan` stops before generation (what `inspect` shows); `Pipeline.ask` runs everything.
+Models load once per pipeline, so one process can serve many videos and questions.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
+
+from .budget import allocate_budgets, total_budget, uniform_weights
+from .config import Method, Settings, parse_prior_layers
+from .errors import InputError, ModelError
+from .models import EncodedVideo, VideoModel, load_model
+from .prior import keyframe_prior
+from .selectors.visionzip import FrameSelection, select_video
+from .video import Frames, read_video
+
+StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
+
+
+@dataclass
+class Plan:
+    """Where the visual-token budget goes for one (video, question): everything but the answer."""
+
+    video: str
+    question: str
+    frames: Frames
+    encoded: EncodedVideo
+    weights: torch.Tensor  # (F,) normalised frame weights (uniform unless the prior ran)
+    budgets: torch.Tensor  # (F,) tokens kept per frame
+    selections: list[FrameSelection] | None  # None when nothing was compressed
+    visual_tokens: torch.Tensor  # (N, D) what the LLM receives: kept frame tokens, then the extra tokens
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kept_tokens(self) -> int:
+        return int(self.budgets.sum())
+
+
+@dataclass
+class Answer:
+    plan: Plan
+    text: str
+    token_ids: list[int]
+    timings: dict[str, float]
+
+
+class _FirstTokenClock(LogitsProcessor):
+    """Notes when generation first asks for next-token scores: the prompt's prefill is done then."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.at is None:
+            self.at = time.perf_counter()
+        return scores
+
+
+class _CallbackStreamer(TextStreamer):
+    """Hands decoded text to a callback as whole words become available."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)
+
+
+class Pipeline:
+    """Models load on first use, so a video that cannot be read fails before a model is loaded."""
+
+    def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None):
+        self.settings = settings
+        if model is not None:
+            self.model = model
+        if prior is not None:
+            self.prior = prior
+
+    def _load(self, name: str) -> VideoModel:
+        settings = self.settings
+        return load_model(
+            name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code
+        )
+
+    @cached_property
+    def model(self) -> VideoModel:
+        return self._load(self.settings.model)
+
+    @cached_property
+    def prior(self) -> VideoModel:
+        return self._load(self.settings.prior_model) if self.settings.prior_model else self.model
+
+    @cached_property
+    def prior_layers(self) -> tuple[int, ...]:
+        try:
+            return parse_prior_layers(self.settings.prior_layers, self.prior.num_layers)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+
+    @property
+    def prior_name(self) -> str | None:
+        if self.settings.method is not Method.dytok:
+            return None
+        return self.settings.prior_model or self.settings.model
+
+    def read(self, video: str | Path) -> Frames:
+        return read_video(video, backend=self.settings.backend.value, **self.settings.sampling)
+
+    def plan(self, video: str | Path, question: str, on_stage: StageCallback | None = None) -> Plan:
+        stage = on_stage or (lambda message: None)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        stage(f"Decoding {Path(video).name}")
+        frames = self.read(video)
+        timings["decode_s"] = time.perf_counter() - started
+        if "model" not in self.__dict__:
+            stage(f"Loading {self.settings.model}")
+        model = self.model
+
+        started = time.perf_counter()
+        stage(f"Encoding {len(frames.indices)} frames")
+        encoded = model.encode(frames.images)
+        timings["vision_s"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if self.settings.method is Method.dytok:
+            stage("Computing the keyframe prior")
+        weights = self._frame_weights(frames, encoded, question)
+        timings["prior_s"] = time.perf_counter() - started
+
+        num_frames, per_frame = encoded.num_frames, encoded.tokens_per_frame
+        if self.settings.method is Method.none:
+            budgets = torch.full((num_frames,), per_frame, dtype=torch.long)
+            selections, kept = None, encoded.features.flatten(0, 1)
+        else:
+            budget = total_budget(self.settings.ratio, num_frames, per_frame)
+            budgets = allocate_budgets(weights, budget, cap=per_frame)
+            kept, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
+        return Plan(
+            video=str(video),
+            question=question,
+            frames=frames,
+            encoded=encoded,
+            weights=weights,
+            budgets=budgets,
+            selections=selections,
+            visual_tokens=torch.cat([kept, encoded.extra]),
+            timings=timings,
+        )
+
+    def _frame_weights(self, frames: Frames, encoded: EncodedVideo, question: str) -> torch.Tensor:
+        if self.settings.method is not Method.dytok:
+            return uniform_weights(encoded.num_frames)
+        prior_video = encoded if self.prior is self.model else self.prior.encode(frames.images)
+        if prior_video.num_frames != encoded.num_frames:
+            raise ModelError(
+                f"the prior model groups the video into {prior_video.num_frames} frames, "
+                f"the answering model into {encoded.num_frames}; use a prior model of the same family"
+            )
+        return keyframe_prior(self.prior, prior_video, question, self.prior_layers)
+
+    def answer(self, plan: Plan, on_text: Callable[[str], None] | None = None) -> Answer:
+        settings = self.settings
+        generation = copy.deepcopy(self.model.model.generation_config)
+        if settings.temperature > 0:
+            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
+        else:
+            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        clock = _FirstTokenClock()
+        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
+        inputs = self.model.build_inputs(plan.question, plan.visual_tokens)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
+        finished = time.perf_counter()
+        timings = dict(plan.timings)
+        timings["prefill_s"] = (clock.at or finished) - started
+        timings["generate_s"] = finished - started
+        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
+
+    def ask(
+        self,
+        video: str | Path,
+        question: str,
+        on_text: Callable[[str], None] | None = None,
+        on_stage: StageCallback | None = None,
+    ) -> Answer:
+        started = time.perf_counter()
+        plan = self.plan(video, question, on_stage)
+        if on_stage:
+            on_stage("Generating")
+        answer = self.answer(plan, on_text)
+        answer.timings["total_s"] = time.perf_counter() - started
+        return answer

@@ -1,0 +1,70 @@
+"""The JSON record of one (video, question): the stable contract for scripts (see README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Settings
+from .pipeline import Answer, Plan
+
+TIMING_KEYS = ("decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s")
+
+
+def _base(video: str, question: str, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    return {
+        "video": video,
+        "question": question,
+        "answer": None,
+        "model": settings.model,
+        "prior_model": prior_model,
+        "method": settings.method.value,
+        "ratio": settings.ratio,
+        "backend": None,
+        "frames": [],
+        "visual_tokens": None,
+        "tokens_per_frame": None,
+        "timings": None,
+        "error": None,
+    }
+
+
+def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    record = _base(plan.video, plan.question, settings, prior_model)
+    per_frame = plan.encoded.tokens_per_frame
+    frames = []
+    for index, (source, timestamp, weight, budget) in enumerate(
+        zip(plan.frames.indices, plan.frames.timestamps, plan.weights.tolist(), plan.budgets.tolist())
+    ):
+        selection = plan.selections[index] if plan.selections is not None else None
+        frames.append(
+            {
+                "index": index,
+                "frame": int(source),
+                "timestamp": round(float(timestamp), 3),
+                "weight": weight,
+                "budget": int(budget),
+                "dominant": selection.dominant if selection else int(budget),
+                "contextual": selection.contextual if selection else 0,
+            }
+        )
+    record.update(
+        backend=plan.frames.backend,
+        frames=frames,
+        visual_tokens={"full": plan.encoded.num_frames * per_frame, "kept": plan.kept_tokens},
+        tokens_per_frame=per_frame,
+        timings={key: round(plan.timings.get(key, 0.0), 4) for key in TIMING_KEYS},
+    )
+    return record
+
+
+def answer_record(answer: Answer, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    record = plan_record(answer.plan, settings, prior_model)
+    record["answer"] = answer.text
+    record["timings"] = {key: round(answer.timings.get(key, 0.0), 4) for key in TIMING_KEYS}
+    return record
+
+
+def error_record(video: str, question: str, settings: Settings, prior_model: str | None, error: str) -> dict[str, Any]:
+    record = _base(video, question, settings, prior_model)
+    record["error"] = error
+    return record

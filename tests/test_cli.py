@@ -1,0 +1,174 @@
+"""The installed `dytok` script end to end, as a user or a shell pipeline runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from clips import write_audio_only, write_clip_pyav, write_text_file, write_truncated
+
+DYTOK = shutil.which("dytok")
+pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
+
+RECORD_KEYS = {
+    "video", "question", "answer", "model", "prior_model", "method", "ratio", "backend", "frames",
+    "visual_tokens", "tokens_per_frame", "timings", "error",
+}
+FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}
+TIMING_KEYS = {"decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s"}
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})}
+    environment.pop("DYTOK_MODEL", None)
+    return subprocess.run(
+        [DYTOK, *args], capture_output=True, text=True, env=environment, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dytok: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.stdout == ""
+
+
+def test_answer_on_stdout_and_nothing_else(tiny_llava_dir, clip):
+    result = run("ask", str(clip), "what happens in the video?", "--model", str(tiny_llava_dir), "--frames", "6",
+                 "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress animation or library noise when stderr is not a terminal
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1
+
+
+def test_json_record(tiny_llava_dir, clip):
+    result = run("ask", str(clip), "is there a dog?", "--model", str(tiny_llava_dir), "--frames", "6",
+                 "--ratio", "0.5", "--max-new-tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert set(record) == RECORD_KEYS
+    assert record["video"] == str(clip) and record["question"] == "is there a dog?"
+    assert isinstance(record["answer"], str) and record["error"] is None
+    assert record["model"] == str(tiny_llava_dir) == record["prior_model"]
+    assert record["method"] == "dytok" and record["ratio"] == 0.5 and record["backend"] == "decord"
+    assert record["tokens_per_frame"] == 16
+    assert record["visual_tokens"] == {"full": 6 * 16, "kept": 48}
+    assert set(record["timings"]) == TIMING_KEYS and all(v >= 0 for v in record["timings"].values())
+    frames = record["frames"]
+    assert [f["index"] for f in frames] == list(range(6))
+    assert all(set(f) == FRAME_KEYS for f in frames)
+    assert [f["frame"] for f in frames] == sorted(f["frame"] for f in frames)
+    assert sum(f["weight"] for f in frames) == pytest.approx(1.0, abs=1e-5)
+    assert sum(f["budget"] for f in frames) == 48
+    assert all(f["dominant"] + f["contextual"] == f["budget"] for f in frames)
+    timestamps = [f["timestamp"] for f in frames]
+    assert timestamps == sorted(timestamps) and timestamps[0] == 0.0
+
+
+def test_method_none_record_has_full_budgets(tiny_llava_dir, clip):
+    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "4", "--method", "none",
+                 "--max-new-tokens", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["question"] == "Describe this video." and record["prior_model"] is None
+    assert [f["budget"] for f in record["frames"]] == [16] * 4
+    assert [f["weight"] for f in record["frames"]] == [0.25] * 4
+    assert record["visual_tokens"] == {"full": 64, "kept": 64}
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad")
+    valid = write_clip_pyav(folder / "valid.mp4", n_frames=30)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    return {
+        "missing": folder / "missing.mp4",
+        "directory": folder,
+        "not a video": write_text_file(folder / "notes.mp4"),
+        "empty": empty,
+        "truncated": write_truncated(valid, folder / "truncated.mp4", fraction=0.3),
+        "audio-only": write_audio_only(folder / "audio.m4a"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not a video", "empty", "truncated", "audio-only"])
+def test_bad_video_is_one_line_exit_2(bad_inputs, tiny_llava_dir, kind):
+    path = bad_inputs[kind]
+    result = run("ask", str(path), "what?", "--model", str(tiny_llava_dir))
+    assert_one_line_error(result, 2, str(path))
+
+
+def test_bad_video_with_json_still_yields_a_record(bad_inputs, tiny_llava_dir):
+    path = bad_inputs["not a video"]
+    result = run("ask", str(path), "what?", "--model", str(tiny_llava_dir), "--json")
+    assert result.returncode == 2
+    record = json.loads(result.stdout)
+    assert set(record) == RECORD_KEYS and record["answer"] is None
+    assert str(path) in record["error"] and "\n" not in record["error"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--ratio", "0"], "--ratio"),
+        (["--ratio", "1.5"], "--ratio"),
+        (["--ratio", "abc"], "--ratio"),
+        (["--frames", "0"], "--frames"),
+        (["--fps", "-1"], "--fps"),
+        (["--method", "magic"], "--method"),
+        (["--prior-layers", "x-y"], "--prior-layers"),
+        (["--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_bad_flags_are_usage_errors(clip, args, fragment):
+    assert_one_line_error(run("ask", str(clip), "what?", *args), 2, fragment)
+
+
+def test_prior_layers_beyond_the_model(tiny_llava_dir, clip):
+    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--prior-layers", "2-9")
+    assert_one_line_error(result, 2, "--prior-layers", "0-3")
+
+
+@pytest.mark.parametrize("model", ["./no/such/model/dir", "nobody-here/no-such-model"])
+def test_unknown_model(clip, model):
+    result = run("ask", str(clip), "--model", model, "--frames", "2")
+    assert_one_line_error(result, 2, model, "--model PATH", "HF_HUB_OFFLINE")
+
+
+def test_model_of_an_unsupported_family(tmp_path, clip):
+    from transformers import Qwen2Config
+
+    Qwen2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1).save_pretrained(tmp_path)
+    result = run("ask", str(clip), "--model", str(tmp_path), "--frames", "2")
+    assert_one_line_error(result, 2, "qwen2", "llava_onevision")
+
+
+def test_help_and_no_arguments():
+    assert run("--help").returncode == 0
+    assert "--ratio" in run("ask", "--help").stdout
+    result = run()
+    assert result.returncode == 2 and "Usage" in result.stderr
+
+
+def test_interrupt_exits_130_without_traceback(tiny_llava_dir, clip):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [DYTOK, "ask", str(clip), "--model", str(tiny_llava_dir), "--max-new-tokens", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )
+    time.sleep(1.0)  # inside the imports and model load, well before an answer
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines() == ["dytok: error: interrupted"]
