@@ -110,6 +110,7 @@ def test_single_contextual_token_by_hand() -> None:
     selection = select_frame(features, attention, keys, 3)
     assert selection.dominant_index.tolist() == [1, 3]
     assert selection.tokens.tolist() == [[7.0, 0.0], [0.0, 7.0], [3.0, 3.0]]
+    assert selection.token_index.tolist() == [1, 3, 0]  # the contextual token sits where its target was
 
 
 def test_contextual_assignment_by_hand() -> None:
@@ -135,6 +136,7 @@ def test_contextual_assignment_by_hand() -> None:
     )
     selection = select_frame(features, attention, keys, 8)
     assert selection.dominant_index.tolist() == [0, 2, 3, 5, 6, 8]
+    assert selection.token_index.tolist() == [0, 2, 3, 5, 6, 8, 1, 7]
     assert (selection.dominant, selection.contextual) == (6, 2)
     expected_dominant = [[0.0, 0.0], [2.0, -2.0], [3.0, -3.0], [5.0, -5.0], [6.0, -6.0], [8.0, -8.0]]
     assert selection.tokens.tolist() == expected_dominant + [[13.0, 3.0], [5.0, 5.0]]

@@ -40,6 +40,7 @@ class Plan:
     budgets: torch.Tensor  # (F,) tokens kept per frame
     selections: list[FrameSelection] | None  # None when nothing was compressed
     visual_tokens: torch.Tensor  # (N, D) what the LLM receives: kept frame tokens, then the extra tokens
+    kept_index: torch.Tensor  # (N,) where each of those tokens sat in the uncompressed video's tokens
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -145,10 +146,13 @@ class Pipeline:
         if self.settings.method is Method.none:
             budgets = torch.full((num_frames,), per_frame, dtype=torch.long)
             selections, kept = None, encoded.features.flatten(0, 1)
+            frame_index = torch.arange(num_frames * per_frame)
         else:
             budget = total_budget(self.settings.ratio, num_frames, per_frame)
             budgets = allocate_budgets(weights, budget, cap=per_frame)
             kept, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
+            frame_index = torch.cat([f * per_frame + s.token_index.cpu() for f, s in enumerate(selections)])
+        extra_index = num_frames * per_frame + torch.arange(encoded.extra.shape[0])
         return Plan(
             video=str(video),
             question=question,
@@ -158,6 +162,7 @@ class Pipeline:
             budgets=budgets,
             selections=selections,
             visual_tokens=torch.cat([kept, encoded.extra]),
+            kept_index=torch.cat([frame_index, extra_index]),
             timings=timings,
         )
 
@@ -183,7 +188,7 @@ class Pipeline:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
-        inputs = self.model.build_inputs(plan.question, plan.visual_tokens)
+        inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index)
         started = time.perf_counter()
         with torch.inference_mode():
             token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)

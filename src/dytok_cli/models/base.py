@@ -72,8 +72,14 @@ class VideoModel:
     def video_token_id(self) -> int:
         raise NotImplementedError
 
-    def video_inputs(self, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> dict[str, Any]:
-        """Model keyword arguments that carry pre-computed visual tokens (N, D) for `input_ids`."""
+    def video_inputs(
+        self, input_ids: torch.Tensor, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """Model keyword arguments that carry pre-computed visual tokens (N, D) for `input_ids`.
+
+        `kept_index` (N,) says where each token sat among the uncompressed video's tokens (None:
+        nothing was dropped), for families whose positions depend on it.
+        """
         raise NotImplementedError
 
     # --- shared plumbing --------------------------------------------------------------------
@@ -86,7 +92,9 @@ class VideoModel:
             raise ModelError(f"the chat template of {self.name!r} does not place exactly one video token")
         return ids
 
-    def build_inputs(self, question: str, visual_tokens: torch.Tensor) -> dict[str, Any]:
+    def build_inputs(
+        self, question: str, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None = None
+    ) -> dict[str, Any]:
         """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows."""
         ids = self.prompt_ids(question)[0]
         at = int((ids == self.video_token_id()).nonzero()[0])
@@ -95,7 +103,7 @@ class VideoModel:
         return {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
-            **self.video_inputs(input_ids, visual_tokens),
+            **self.video_inputs(input_ids, visual_tokens, kept_index),
         }
 
     def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:

@@ -50,7 +50,10 @@ class LlavaOnevision(VideoModel):
     def video_token_id(self) -> int:
         return self.model.config.video_token_id
 
-    def video_inputs(self, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> dict[str, Any]:
+    def video_inputs(
+        self, input_ids: torch.Tensor, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None
+    ) -> dict[str, Any]:
+        # 1-D positions renumbered contiguously over the kept tokens, as the reference does.
         return {"mm_encoder_outputs": {"video": BaseModelOutputWithPooling(pooler_output=visual_tokens[None])}}
 
     def _selector_layer(self) -> nn.Module:

@@ -19,7 +19,14 @@ class FrameSelection:
     tokens: torch.Tensor  # (n, D) dominant tokens in raster order, then the merged contextual tokens
     dominant: int  # n_dom
     contextual: int  # n_ctx
-    dominant_index: torch.Tensor  # (n_dom,) int64, sorted indices into the frame's T tokens
+    # (n,) int64: where each kept token sat among the frame's T tokens (a contextual token sits where
+    # its target did), so a model with positional structure (M-RoPE) can place it as before.
+    token_index: torch.Tensor
+
+    @property
+    def dominant_index(self) -> torch.Tensor:
+        """(n_dom,) sorted indices of the dominant tokens."""
+        return self.token_index[: self.dominant]
 
 
 def split_budget(n: int) -> tuple[int, int]:
@@ -74,7 +81,7 @@ def select_frame(
     merged = assign.T @ rest_features[~is_target] / counts  # (n_ctx, D)
     contextual = rest_features[is_target] + merged  # (n_ctx, D)
     tokens = torch.cat([features[dominant_index], contextual])  # (n, D)
-    return FrameSelection(tokens, n_dom, n_ctx, dominant_index)
+    return FrameSelection(tokens, n_dom, n_ctx, torch.cat([dominant_index, rest[is_target]]))
 
 
 def select_video(
