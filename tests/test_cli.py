@@ -92,9 +92,12 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     valid = write_clip_pyav(folder / "valid.mp4", n_frames=30)
     empty = folder / "empty.mp4"
     empty.write_bytes(b"")
+    no_videos = folder / "no-videos"
+    no_videos.mkdir()
+    (no_videos / "readme.txt").write_text("nothing to see")
     return {
         "missing": folder / "missing.mp4",
-        "directory": folder,
+        "directory": no_videos,
         "not a video": write_text_file(folder / "notes.mp4"),
         "empty": empty,
         "truncated": write_truncated(valid, folder / "truncated.mp4", fraction=0.3),

@@ -17,7 +17,11 @@ FRAMES = 6
 
 
 def settings(model_dir, **overrides) -> Settings:
-    return Settings(model=str(model_dir), frames=FRAMES, device=Device.cpu, dtype=DType.float32, max_new_tokens=12, **overrides)
+    # Decoding in-process keeps these tests quick; the bounded worker is covered by the CLI tests.
+    return Settings(
+        model=str(model_dir), frames=FRAMES, device=Device.cpu, dtype=DType.float32, max_new_tokens=12,
+        decode_timeout=None, **overrides,
+    )
 
 
 def reference_generate(adapter, frames, question: str, max_new_tokens: int = 12) -> list[int]:

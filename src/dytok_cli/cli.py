@@ -12,7 +12,7 @@ import typer
 
 from . import render
 from .config import DEFAULT_MODEL, DEFAULT_QUESTION, MODEL_ENV_VAR, Backend, Device, DType, Method, Settings
-from .errors import DytokError
+from .errors import DytokError, Interrupted
 
 app = typer.Typer(
     name="dytok",
@@ -47,6 +47,14 @@ PriorLayersOption = Annotated[
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")]
 TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")]
+DecodeTimeoutOption = Annotated[
+    Optional[float],
+    typer.Option("--decode-timeout", help="Give up decoding one video after this many seconds (0: no limit)."),
+]
+CacheDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="Keep decoded frames and vision features here, reused across runs."),
+]
 
 
 @app.callback(invoke_without_command=True)
@@ -66,8 +74,23 @@ def _settings(**options) -> Settings:
 
 @app.command()
 def ask(
-    video: Annotated[Path, typer.Argument(help="Video file.", show_default=False)],
-    question: Annotated[str, typer.Argument(help="Question about the video.")] = DEFAULT_QUESTION,
+    arguments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="VIDEO... [QUESTION]",
+            help="Video files, directories of videos, or - to read paths from stdin. Without -q, a last "
+            "argument that is not a path or a video file name is the question.",
+            show_default=False,
+        ),
+    ],
+    question: Annotated[
+        Optional[list[str]], typer.Option("--question", "-q", help="A question (repeat for several).")
+    ] = None,
+    questions_file: Annotated[
+        Optional[Path], typer.Option("--questions", help="File with one question per line.")
+    ] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
+    null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated.")] = False,
     model: ModelOption = DEFAULT_MODEL,
     prior_model: PriorModelOption = None,
     method: MethodOption = _DEFAULTS.method,
@@ -80,52 +103,83 @@ def ask(
     device: DeviceOption = _DEFAULTS.device,
     dtype: DTypeOption = _DEFAULTS.dtype,
     trust_remote_code: TrustOption = False,
+    decode_timeout: DecodeTimeoutOption = _DEFAULTS.decode_timeout,
+    cache_dir: CacheDirOption = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON record instead of the answer.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
+    jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
 ) -> int:
-    """Answer a question about a video (default question: "Describe this video.")."""
+    """Answer questions about videos (default question: "Describe this video.")."""
     settings = _settings(
         model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
         max_frames=max_frames, backend=backend, prior_layers=prior_layers, device=device, dtype=dtype,
         max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, trust_remote_code=trust_remote_code,
+        decode_timeout=decode_timeout or None,
     )
-    _check_video_path(video)
+    if json_output and jsonl_output:
+        raise typer.BadParameter("--json and --jsonl cannot be used together")
     # Imported here so `--help` and usage errors answer without loading torch.
+    from . import batch
+    from .cache import VisualCache
     from .pipeline import Pipeline
-    from .record import answer_record, error_record
-    from .video import VideoError
 
-    pipeline = Pipeline(settings)
-    streaming = not json_output and render.stdout_is_terminal()
-    try:
-        with render.status(f"Reading {video.name}") as spinner:
-            answer = pipeline.ask(
-                video,
-                question,
-                on_text=render.write if streaming else None,
-                on_stage=spinner.update if spinner else None,
+    inputs, questions = batch.split_arguments(arguments, list(question or []))
+    if questions_file is not None:
+        questions = [*(question or []), *batch.read_questions(questions_file)]
+    if inputs.count(batch.STDIN) > 1:
+        raise typer.BadParameter("- (stdin) can be given only once")
+    # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
+    # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
+    single = len(inputs) == 1 and inputs[0] != batch.STDIN and not Path(inputs[0]).is_dir()
+    videos = list(batch.expand_inputs(inputs, recursive=recursive, stdin=sys.stdin, nul=null_separated))
+    if not videos:
+        raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {', '.join(sorted(batch.VIDEO_EXTENSIONS))})")
+
+    pairs = len(videos) * len(questions)
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    stream = not (json_output or jsonl_output) and render.stdout_is_terminal()
+    collected: list[dict] = []
+    errors: list[str] = []
+    completed = 0
+
+    def emit(outcome: batch.Outcome) -> None:
+        nonlocal completed
+        completed += 1
+        progress.advance()
+        record = outcome.record
+        if record["error"]:
+            errors.append(record["error"])
+            if not single:
+                progress.error(f"{record['video']}: {record['error']}")
+        if jsonl_output:
+            render.write_json(record, indent=None)
+        elif json_output:
+            collected.append(record)
+        elif outcome.answer is not None:
+            heading = f"# {record['video']}: {record['question']}\n" if pairs > 1 else ""
+            with progress.paused():
+                render.write("\n" if stream else f"{heading}{outcome.answer.text}\n")
+
+    def before_answer(position: int, video: str) -> None:
+        progress.start_video(video)
+        if stream and pairs > 1:
+            render.write(f"# {video}\n")
+
+    with render.BatchProgress(len(videos), pairs, live=pairs > 1) as progress:
+        try:
+            failed = batch.run(
+                pipeline, videos, questions, emit, on_video=before_answer, on_stage=progress.stage,
+                on_text=progress.streaming(render.write) if stream else None,
             )
-    except VideoError as error:
-        if json_output:
-            render.write_json(error_record(str(video), question, settings, pipeline.prior_name, str(error)))
-        raise DytokError(str(error)) from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
     if json_output:
-        render.write_json(answer_record(answer, settings, pipeline.prior_name))
-    elif streaming:
-        render.write("\n")
-    else:
-        render.write(answer.text + "\n")
-    return EXIT_OK
-
-
-def _check_video_path(video: Path) -> None:
-    """Fail before the model loads when the video path cannot be right."""
-    if not video.exists():
-        raise DytokError(f"{video}: no such file")
-    if video.is_dir():
-        raise DytokError(f"{video}: is a directory, not a video file")
+        render.write_json(collected[0] if pairs == 1 else collected)
+    if failed and single:
+        raise DytokError(errors[0])
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _quiet_libraries() -> None:
@@ -151,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         status = EXIT_INTERRUPTED
     except DytokError as error:
         render.error(str(error))
-        status = EXIT_USAGE
+        return error.exit_code
     except typer.TyperException as error:  # usage errors: bad flags, missing arguments
         render.error((error.format_message() or "bad usage").splitlines()[0])
         status = getattr(error, "exit_code", EXIT_USAGE)
-    except BrokenPipeError:
+    except (render.StdoutClosed, BrokenPipeError):
         # The reader went away (`| head -1`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = EXIT_OK

@@ -4,6 +4,8 @@
 class DytokError(Exception):
     """Base of all user-facing errors; `str(error)` is one line."""
 
+    exit_code = 2  # the CLI's exit status: most of these are a usage or input problem
+
 
 class ModelError(DytokError):
     """A model could not be loaded or does not fit what dytok needs."""
@@ -11,3 +13,9 @@ class ModelError(DytokError):
 
 class InputError(DytokError):
     """A video or an argument cannot be used."""
+
+
+class Interrupted(DytokError):
+    """The user stopped a run (Ctrl-C); the message summarises how far it got."""
+
+    exit_code = 130

@@ -21,11 +21,28 @@ from .budget import allocate_budgets, total_budget, uniform_weights
 from .config import Method, Settings, parse_prior_layers
 from .errors import InputError, ModelError
 from .models import EncodedVideo, VideoModel, load_model
+from .cache import VisualCache
 from .prior import keyframe_prior
 from .selectors.visionzip import FrameSelection, select_video
-from .video import Frames, read_video
+from .video import Frames, read_video_bounded
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
+
+
+@dataclass
+class Visual:
+    """The query-independent work for one video: decoded frames and what the vision stage made of them."""
+
+    video: str
+    frames: Frames
+    encoded: EncodedVideo  # for the answering model
+    prior_encoded: EncodedVideo  # for the prior model (the same object when the model is its own prior)
+    timings: dict[str, float]  # decode_s, vision_s
+
+    def take_timings(self) -> dict[str, float]:
+        """The cost of this work for the first question that uses it; later questions got it free."""
+        timings, self.timings = self.timings, {"decode_s": 0.0, "vision_s": 0.0}
+        return dict(timings)
 
 
 @dataclass
@@ -83,8 +100,16 @@ class _CallbackStreamer(TextStreamer):
 class Pipeline:
     """Models load on first use, so a video that cannot be read fails before a model is loaded."""
 
-    def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: VideoModel | None = None,
+        prior: VideoModel | None = None,
+        cache: VisualCache | None = None,
+    ):
         self.settings = settings
+        self.cache = cache
         if model is not None:
             self.model = model
         if prior is not None:
@@ -118,28 +143,70 @@ class Pipeline:
         return self.settings.prior_model or self.settings.model
 
     def read(self, video: str | Path) -> Frames:
-        return read_video(video, backend=self.settings.backend.value, **self.settings.sampling)
+        sampling = self.settings.sampling
+        backend = self.settings.backend.value
+        return read_video_bounded(video, timeout_s=self.settings.decode_timeout, backend=backend, **sampling)
 
-    def plan(self, video: str | Path, question: str, on_stage: StageCallback | None = None) -> Plan:
+    def prepare(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
+        """Decode and encode a video once; every question on it reuses the result."""
         stage = on_stage or (lambda message: None)
-        timings: dict[str, float] = {}
+        if self.cache is not None:
+            key = self.cache.key(video, self._cache_identity())
+            hit = self.cache.load(key, video, self.model.device)
+            if hit is not None:
+                return hit
         started = time.perf_counter()
         stage(f"Decoding {Path(video).name}")
         frames = self.read(video)
-        timings["decode_s"] = time.perf_counter() - started
+        decoded = time.perf_counter()
         if "model" not in self.__dict__:
             stage(f"Loading {self.settings.model}")
         model = self.model
-
-        started = time.perf_counter()
+        loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
         encoded = model.encode(frames.images)
-        timings["vision_s"] = time.perf_counter() - started
+        prior_encoded = encoded
+        if self.settings.method is Method.dytok and self.prior is not self.model:
+            prior_encoded = self.prior.encode(frames.images)
+            if prior_encoded.num_frames != encoded.num_frames:
+                raise ModelError(
+                    f"the prior model groups the video into {prior_encoded.num_frames} frames, "
+                    f"the answering model into {encoded.num_frames}; use a prior model of the same family"
+                )
+        timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
+        visual = Visual(str(video), frames, encoded, prior_encoded, timings)
+        if self.cache is not None:
+            self.cache.store(key, visual)
+        return visual
+
+    def _cache_identity(self) -> dict[str, Any]:
+        """Everything besides the file's bytes that changes the query-independent result."""
+        settings = self.settings
+        model = self.model
+        identity = {
+            "sampling": settings.sampling,
+            "backend": settings.backend.value,
+            "model": settings.model,
+            "dtype": str(model.model.dtype),
+            "device": model.device.type,
+        }
+        if settings.method is Method.dytok and settings.prior_model:
+            identity["prior_model"] = settings.prior_model
+            identity["prior_dtype"] = str(self.prior.model.dtype)
+        return identity
+
+    def plan(self, video: str | Path | Visual, question: str, on_stage: StageCallback | None = None) -> Plan:
+        stage = on_stage or (lambda message: None)
+        visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
+        timings = visual.take_timings()
+        encoded = visual.encoded
 
         started = time.perf_counter()
         if self.settings.method is Method.dytok:
             stage("Computing the keyframe prior")
-        weights = self._frame_weights(frames, encoded, question)
+            weights = keyframe_prior(self.prior, visual.prior_encoded, question, self.prior_layers)
+        else:
+            weights = uniform_weights(encoded.num_frames)
         timings["prior_s"] = time.perf_counter() - started
 
         num_frames, per_frame = encoded.num_frames, encoded.tokens_per_frame
@@ -154,9 +221,9 @@ class Pipeline:
             frame_index = torch.cat([f * per_frame + s.token_index.cpu() for f, s in enumerate(selections)])
         extra_index = num_frames * per_frame + torch.arange(encoded.extra.shape[0])
         return Plan(
-            video=str(video),
+            video=visual.video,
             question=question,
-            frames=frames,
+            frames=visual.frames,
             encoded=encoded,
             weights=weights,
             budgets=budgets,
@@ -165,17 +232,6 @@ class Pipeline:
             kept_index=torch.cat([frame_index, extra_index]),
             timings=timings,
         )
-
-    def _frame_weights(self, frames: Frames, encoded: EncodedVideo, question: str) -> torch.Tensor:
-        if self.settings.method is not Method.dytok:
-            return uniform_weights(encoded.num_frames)
-        prior_video = encoded if self.prior is self.model else self.prior.encode(frames.images)
-        if prior_video.num_frames != encoded.num_frames:
-            raise ModelError(
-                f"the prior model groups the video into {prior_video.num_frames} frames, "
-                f"the answering model into {encoded.num_frames}; use a prior model of the same family"
-            )
-        return keyframe_prior(self.prior, prior_video, question, self.prior_layers)
 
     def answer(self, plan: Plan, on_text: Callable[[str], None] | None = None) -> Answer:
         settings = self.settings
@@ -200,15 +256,15 @@ class Pipeline:
 
     def ask(
         self,
-        video: str | Path,
+        video: str | Path | Visual,
         question: str,
         on_text: Callable[[str], None] | None = None,
         on_stage: StageCallback | None = None,
     ) -> Answer:
-        started = time.perf_counter()
         plan = self.plan(video, question, on_stage)
         if on_stage:
             on_stage("Generating")
         answer = self.answer(plan, on_text)
-        answer.timings["total_s"] = time.perf_counter() - started
+        # Model loading is a one-off per process, so it is not part of a question's cost.
+        answer.timings["total_s"] = sum(answer.timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
         return answer

@@ -1,0 +1,124 @@
+"""On-disk cache of the query-independent work for a video (frames, vision features, selector scores).
+
+Entries are safetensors files named by a hash of the video's bytes and of everything else that
+changes the result (sampling, backend, model, dtype, device). Writes go to a temporary file that
+is renamed into place, so concurrent runs never see half an entry; an entry that does not load,
+or whose stored digest does not match its tensors, is ignored and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models.base import EncodedVideo
+from .video import Frames
+
+if TYPE_CHECKING:
+    from .pipeline import Visual
+
+_FORMAT = 1  # bump when the stored layout changes; old entries then simply miss
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _tuples(value: Any) -> Any:
+    """JSON brings sequences back as lists; the dataclasses hold tuples."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def _flatten(prefix: str, encoded: EncodedVideo, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    for field in dataclasses.fields(encoded):
+        value = getattr(encoded, field.name)
+        if isinstance(value, torch.Tensor):
+            tensors[f"{prefix}.{field.name}"] = value.detach().cpu().contiguous()
+        else:
+            meta[f"{prefix}.{field.name}"] = value
+
+
+def _unflatten(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device) -> EncodedVideo:
+    values = {}
+    for field in dataclasses.fields(EncodedVideo):
+        name = f"{prefix}.{field.name}"
+        values[field.name] = tensors[name].to(device) if name in tensors else _tuples(meta[name])
+    return EncodedVideo(**values)
+
+
+class VisualCache:
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def key(self, video: str | os.PathLike, identity: dict[str, Any]) -> str:
+        description = json.dumps({"format": _FORMAT, "file": file_digest(video), **identity}, sort_keys=True)
+        return hashlib.sha256(description.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.safetensors"
+
+    def load(self, key: str, video: str | os.PathLike, device: torch.device) -> Visual | None:
+        from .pipeline import Visual
+
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            tensors = load_file(path)
+            with open(path, "rb") as handle:  # the metadata lives in the header
+                header_size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(header_size))
+            meta = json.loads(header["__metadata__"]["dytok"])
+            if meta.get("digest") != _tensors_digest(tensors):
+                return None
+            details = {name: _tuples(value) for name, value in meta["frames"].items()}
+            frames = Frames(images=tensors.pop("frames.images").numpy(), **details)
+            encoded = _unflatten("encoded", tensors, meta["encoded"], device)
+            prior = _unflatten("prior", tensors, meta["prior"], device) if meta["prior"] is not None else encoded
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+            return None  # unreadable or foreign: recompute and overwrite
+        return Visual(str(video), frames, encoded, prior, {"decode_s": 0.0, "vision_s": 0.0})
+
+    def store(self, key: str, visual: Visual) -> None:
+        tensors: dict[str, torch.Tensor] = {"frames.images": torch.from_numpy(np.ascontiguousarray(visual.frames.images))}
+        encoded_meta: dict[str, Any] = {}
+        _flatten("encoded", visual.encoded, tensors, encoded_meta)
+        prior_meta: dict[str, Any] | None = None
+        if visual.prior_encoded is not visual.encoded:
+            prior_meta = {}
+            _flatten("prior", visual.prior_encoded, tensors, prior_meta)
+        frames = {f.name: getattr(visual.frames, f.name) for f in dataclasses.fields(Frames) if f.name != "images"}
+        meta = {"frames": frames, "encoded": encoded_meta, "prior": prior_meta, "digest": _tensors_digest(tensors)}
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata={"dytok": json.dumps(meta)})
+            os.replace(temporary, self._path(key))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
