@@ -178,3 +178,20 @@ def test_closed_stdout_pipe_ends_quietly(tiny_llava_dir, folder):
     process.wait(timeout=120)
     assert json.loads(first)["error"] is None
     assert process.returncode == 0 and stderr == ""
+
+
+def test_interrupt_mid_batch_summarises_and_exits_130(tiny_llava_dir, folder, capsys, monkeypatch):
+    real_ask = Pipeline.ask
+    calls = []
+
+    def ask_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "ask", ask_then_interrupt)
+    argv = cli_args(tiny_llava_dir, "ask", str(folder / "a.mp4"), str(folder / "b.MOV"), "-q", "x", "--jsonl")
+    status, records, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 130 and len(records) == 1  # the finished answer was already written
+    assert err.strip().splitlines() == ["dytok: error: interrupted after 1 of 2 answers"]

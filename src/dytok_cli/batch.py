@@ -13,7 +13,7 @@ import torch
 
 from .config import DEFAULT_QUESTION
 from .errors import InputError
-from .pipeline import Answer, Pipeline, StageCallback
+from .pipeline import Answer, Pipeline, StageCallback, Visual
 from .record import answer_record, error_record
 from .video import VideoError
 
@@ -85,7 +85,7 @@ def run(
     questions: list[str],
     emit: Callable[[Outcome], None],
     *,
-    on_video: Callable[[int, str], None] | None = None,
+    on_pair: Callable[[str, str], None] | None = None,
     on_stage: StageCallback | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> int:
@@ -96,24 +96,27 @@ def run(
     """
     failed = 0
     settings, prior_name = pipeline.settings, pipeline.prior_name
-    for position, video in enumerate(videos):
-        if on_video:
-            on_video(position, video)
-        try:
-            visual = pipeline.prepare(video, on_stage)
-        except PER_VIDEO_ERRORS as error:
-            for question in questions:
-                emit(Outcome(error_record(video, question, settings, prior_name, _one_line(error)), None))
-            failed += len(questions)
-            continue
+    for video in videos:
+        visual: Visual | None = None
+        unusable: str | None = None  # set when the video itself fails: every question on it fails alike
         for question in questions:
-            try:
-                answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage)
-            except PER_VIDEO_ERRORS as error:
-                emit(Outcome(error_record(video, question, settings, prior_name, _one_line(error)), None))
-                failed += 1
-                continue
-            emit(Outcome(answer_record(answer, settings, prior_name), answer))
+            if on_pair:
+                on_pair(video, question)
+            message = unusable
+            if message is None:
+                try:
+                    if visual is None:
+                        visual = pipeline.prepare(video, on_stage)
+                    answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage)
+                except PER_VIDEO_ERRORS as error:
+                    message = _one_line(error)
+                    if visual is None:
+                        unusable = message
+                else:
+                    emit(Outcome(answer_record(answer, settings, prior_name), answer))
+                    continue
+            emit(Outcome(error_record(video, question, settings, prior_name, message), None))
+            failed += 1
         del visual
     return failed
 

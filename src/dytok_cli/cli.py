@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import render
-from .config import DEFAULT_MODEL, DEFAULT_QUESTION, MODEL_ENV_VAR, Backend, Device, DType, Method, Settings
+from .config import (
+    DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Method, Settings,
+)
 from .errors import DytokError, Interrupted
 
 app = typer.Typer(
@@ -162,15 +164,16 @@ def ask(
             with progress.paused():
                 render.write("\n" if stream else f"{heading}{outcome.answer.text}\n")
 
-    def before_answer(position: int, video: str) -> None:
+    def before_pair(video: str, question: str) -> None:
         progress.start_video(video)
         if stream and pairs > 1:
-            render.write(f"# {video}\n")
+            with progress.paused():
+                render.write(f"# {video}: {question}\n")
 
-    with render.BatchProgress(len(videos), pairs, live=pairs > 1) as progress:
+    with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
             failed = batch.run(
-                pipeline, videos, questions, emit, on_video=before_answer, on_stage=progress.stage,
+                pipeline, videos, questions, emit, on_pair=before_pair, on_stage=progress.stage,
                 on_text=progress.streaming(render.write) if stream else None,
             )
         except KeyboardInterrupt:
@@ -180,6 +183,98 @@ def ask(
     if failed and single:
         raise DytokError(errors[0])
     return EXIT_FAILED if failed else EXIT_OK
+
+
+@app.command()
+def inspect(
+    video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file.", show_default=False)],
+    question: Annotated[
+        Optional[str],
+        typer.Option("--question", "-q", help=f"The question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r})."),
+    ] = None,
+    show_budgets: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--show-budgets/--no-show-budgets",
+            help="Print the per-frame budget table on stdout (default: on, except with --json, or with "
+            "--export-keyframes when stdout is not a terminal).",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON record: ask's, without answer, plus each frame's rank.")] = False,
+    export_dir: Annotated[
+        Optional[Path],
+        typer.Option("--export-keyframes", metavar="DIR", help="Write the top-ranked frames as images, with keyframes.json/.csv, to DIR."),
+    ] = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", min=1, help=f"Keyframes to export (default {DEFAULT_TOP}; at most the frames sampled).")
+    ] = None,
+    image_format: Annotated[Optional[ImageFormat], typer.Option("--format", help="Keyframe image format (default jpg).")] = None,
+    sheet: Annotated[bool, typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists and is not empty.")] = False,
+    model: ModelOption = DEFAULT_MODEL,
+    prior_model: PriorModelOption = None,
+    method: MethodOption = _DEFAULTS.method,
+    ratio: RatioOption = _DEFAULTS.ratio,
+    frames: FramesOption = _DEFAULTS.frames,
+    fps: FpsOption = None,
+    max_frames: MaxFramesOption = None,
+    backend: BackendOption = _DEFAULTS.backend,
+    prior_layers: PriorLayersOption = None,
+    device: DeviceOption = _DEFAULTS.device,
+    dtype: DTypeOption = _DEFAULTS.dtype,
+    trust_remote_code: TrustOption = False,
+    decode_timeout: DecodeTimeoutOption = _DEFAULTS.decode_timeout,
+    cache_dir: CacheDirOption = None,
+) -> int:
+    """Show where DyToK spends the visual tokens of a video, and export its keyframes; nothing is generated."""
+    settings = _settings(
+        model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
+        max_frames=max_frames, backend=backend, prior_layers=prior_layers, device=device, dtype=dtype,
+        trust_remote_code=trust_remote_code, decode_timeout=decode_timeout or None,
+    )
+    if json_output and show_budgets:
+        raise typer.BadParameter("--show-budgets and --json both write to stdout; choose one")
+    if export_dir is None:
+        used = {"--top": top is not None, "--format": image_format is not None, "--sheet": sheet, "--force": force}
+        if any(used.values()):
+            flags = ", ".join(flag for flag, given in used.items() if given)
+            raise typer.BadParameter(f"{flags}: only used with --export-keyframes DIR")
+    if show_budgets is None:
+        # A script that only wants files (or JSON) gets a clean stdout; a bare run still shows the table.
+        show_budgets = not json_output and (export_dir is None or render.stdout_is_terminal())
+    # Imported here so `--help` and usage errors answer without loading torch.
+    from . import export
+    from .cache import VisualCache
+    from .pipeline import Pipeline
+    from .record import inspect_record
+    from .video import VideoError
+
+    if export_dir is not None:
+        export.check_target(export_dir, force)  # before the slow part, so a refusal costs nothing
+    if question is None:
+        question = DEFAULT_QUESTION
+        render.note(f"no --question given; the prior is computed for {DEFAULT_QUESTION!r}")
+
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    with render.status("Starting") as spinner:
+        try:
+            plan = pipeline.plan(video, question, on_stage=spinner.update if spinner else None)
+        except VideoError as error:
+            raise DytokError(str(error)) from None
+    record = inspect_record(plan, settings, pipeline.prior_name)
+    if export_dir is not None:
+        written = export.export_keyframes(
+            record, plan.frames.images, export_dir, top=top or DEFAULT_TOP, image_format=image_format or ImageFormat.jpg,
+            sheet=sheet, force=force,
+        )
+        extra = " and a contact sheet" if written.contact_sheet else ""
+        render.note(f"wrote {len(written.keyframes)} keyframes{extra} to {export_dir}")
+    if json_output:
+        render.write_json(record)
+    if show_budgets:
+        render.budgets_table(record, pipeline.prior_layers if pipeline.prior_name else None)
+    return EXIT_OK
 
 
 def _quiet_libraries() -> None:

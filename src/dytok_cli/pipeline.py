@@ -7,6 +7,7 @@ Models load once per pipeline, so one process can serve many videos and question
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class Plan:
 
     video: str
     question: str
-    frames: Frames
+    frames: Frames  # one per model frame: the first sampled frame of each (see `group_frames`)
     encoded: EncodedVideo
     weights: torch.Tensor  # (F,) normalised frame weights (uniform unless the prior ran)
     budgets: torch.Tensor  # (F,) tokens kept per frame
@@ -95,6 +96,29 @@ class _CallbackStreamer(TextStreamer):
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
             self.on_text(text)
+
+
+def sampled_fps(frames: Frames) -> float | None:
+    """Sampled frames per second of video, counted as Qwen's processors do; None when unknown."""
+    if frames.video_fps > 0 and frames.total_frames > 0:
+        return len(frames.indices) / frames.total_frames * frames.video_fps
+    return None
+
+
+def group_frames(frames: Frames, per_group: int) -> Frames:
+    """The first sampled frame of each group of `per_group` that a model merges into one frame.
+
+    Reports and keyframe exports then have one entry per budgeted frame, timed where it starts.
+    """
+    if per_group == 1:
+        return frames
+    firsts = range(0, len(frames.indices), per_group)
+    return dataclasses.replace(
+        frames,
+        images=frames.images[list(firsts)],
+        indices=tuple(frames.indices[i] for i in firsts),
+        timestamps=tuple(frames.timestamps[i] for i in firsts),
+    )
 
 
 class Pipeline:
@@ -156,7 +180,7 @@ class Pipeline:
             if hit is not None:
                 return hit
         started = time.perf_counter()
-        stage(f"Decoding {Path(video).name}")
+        stage("Decoding")
         frames = self.read(video)
         decoded = time.perf_counter()
         if "model" not in self.__dict__:
@@ -164,10 +188,10 @@ class Pipeline:
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
-        encoded = model.encode(frames.images)
+        encoded = model.encode(frames.images, fps=sampled_fps(frames))
         prior_encoded = encoded
         if self.settings.method is Method.dytok and self.prior is not self.model:
-            prior_encoded = self.prior.encode(frames.images)
+            prior_encoded = self.prior.encode(frames.images, fps=sampled_fps(frames))
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
@@ -223,7 +247,7 @@ class Pipeline:
         return Plan(
             video=visual.video,
             question=question,
-            frames=visual.frames,
+            frames=group_frames(visual.frames, encoded.frames_per_group),
             encoded=encoded,
             weights=weights,
             budgets=budgets,
@@ -244,7 +268,7 @@ class Pipeline:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
-        inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index)
+        inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
         started = time.perf_counter()
         with torch.inference_mode():
             token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)

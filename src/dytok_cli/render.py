@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -59,10 +59,9 @@ class BatchProgress:
     would be overdrawn by it, so writing pauses the display and the next stage resumes it.
     """
 
-    def __init__(self, videos: int, pairs: int, live: bool = True) -> None:
+    def __init__(self, pairs: int, live: bool = True) -> None:
         from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
-        self._videos, self._pairs = videos, pairs
         self._video = ""
         self._running = False
         self._progress = None
@@ -99,7 +98,7 @@ class BatchProgress:
         if self._progress is None:
             return
         name = self._video.rsplit("/", 1)[-1]
-        self._progress.update(self._task, description=f"{name}: {message}" if self._pairs > 1 else message)
+        self._progress.update(self._task, description=f"{name}: {message}")
         self._resume()
 
     def advance(self) -> None:
@@ -128,3 +127,70 @@ class BatchProgress:
             write(text)
 
         return on_text
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+BUDGET_BAR_WIDTH = 10  # cells; with the other columns the table fits in 80 columns
+
+
+def budget_bar(fraction: float, width: int = BUDGET_BAR_WIDTH) -> str:
+    """A bar of `fraction` (0..1) of `width` cells in eighths of a cell: readable without colour."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(width)
+
+
+def format_layers(layers: Sequence[int]) -> str:
+    """`16-23` for a contiguous run, `20` for one layer, else a comma list."""
+    if len(layers) > 1 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(str(layer) for layer in layers)
+
+
+def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) -> None:
+    """Where an inspect record's tokens go, one row per sampled frame in time order, on stdout.
+
+    A Console of its own because `console` writes to stderr; like any Rich console it honours
+    NO_COLOR and COLUMNS (80 when stdout is not a terminal).
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    # Imported here so the CLI's start-up (and --help) does not load Pillow.
+    from .export import clock
+
+    per_frame = record["tokens_per_frame"]
+    visual = record["visual_tokens"]
+    if record["prior_model"] is None:
+        prior = "no prior: uniform weights"
+    else:
+        prior = f"prior {record['prior_model']} layers {format_layers(prior_layers or ())}"
+    caption = (
+        f"visual tokens {visual['full']} → {visual['kept']}, ratio {record['ratio']:g} ({record['method']}); {prior}"
+    )
+    table = Table(
+        title=Text(f"{record['video']}: {record['question']}"),
+        caption=Text(caption),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        header_style="bold",
+    )
+    for header in ("#", "frame", "time", "weight", "rank", "budget", "kept", "dom/ctx"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("budget bar", no_wrap=True, min_width=BUDGET_BAR_WIDTH)
+    for frame in record["frames"]:
+        retention = frame["budget"] / per_frame
+        table.add_row(
+            str(frame["index"]),
+            str(frame["frame"]),
+            clock(frame["timestamp"]),
+            f"{frame['weight']:.4f}",
+            str(frame["rank"]),
+            str(frame["budget"]),
+            f"{100 * retention:.1f}%",
+            f"{frame['dominant']}/{frame['contextual']}",
+            Text(budget_bar(retention), style="cyan"),
+        )
+    Console(highlight=False).print(table)
