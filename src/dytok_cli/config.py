@@ -10,6 +10,7 @@ from enum import Enum
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
+DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 
 
 class Method(str, Enum):
@@ -23,6 +24,11 @@ class Backend(str, Enum):
     decord = "decord"
     pyav = "pyav"
     opencv = "opencv"
+
+
+class ImageFormat(str, Enum):
+    jpg = "jpg"
+    png = "png"
 
 
 class Device(str, Enum):

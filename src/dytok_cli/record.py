@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .config import Settings
@@ -54,6 +55,32 @@ def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict
         tokens_per_frame=per_frame,
         timings={key: round(plan.timings.get(key, 0.0), 4) for key in TIMING_KEYS},
     )
+    return record
+
+
+def frame_ranks(weights: Sequence[float]) -> list[int]:
+    """Each frame's rank by prior weight, 1 the heaviest; of equal weights the earlier frame ranks first,
+    so uniform weights rank frames in time order."""
+    order = sorted(range(len(weights)), key=lambda index: (-weights[index], index))
+    ranks = [0] * len(weights)
+    for rank, index in enumerate(order, start=1):
+        ranks[index] = rank
+    return ranks
+
+
+def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    """What `dytok inspect --json` prints: the `ask` record without `answer`, each frame with its `rank`.
+
+    Nothing is generated, so `prefill_s` and `generate_s` stay 0 and `total_s` covers decode, vision
+    and prior.
+    """
+    record = plan_record(plan, settings, prior_model)
+    del record["answer"]
+    # Ranked from the weights as printed, so a reader of the JSON can reproduce every rank.
+    for frame, rank in zip(record["frames"], frame_ranks([frame["weight"] for frame in record["frames"]])):
+        frame["rank"] = rank
+    timings = record["timings"]
+    timings["total_s"] = round(sum(plan.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s")), 4)
     return record
 
 
