@@ -45,3 +45,18 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clips import write_clip
 
     return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", n_frames=24, size=(64, 48), fps=8.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_qwen2_5_vl
+
+    return build_qwen2_5_vl(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tiny_qwen_dir: Path):
+    from dytok_cli.config import Device, DType
+    from dytok_cli.models import load_model
+
+    return load_model(str(tiny_qwen_dir), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)

@@ -82,7 +82,7 @@ def test_one_model_load_and_one_vision_pass_per_video(tiny_llava_dir, folder, ca
     loads, encodes = [], []
     real_load, real_encode = pipeline_module.load_model, LlavaOnevision.encode
     monkeypatch.setattr(pipeline_module, "load_model", lambda name, **kw: loads.append(name) or real_load(name, **kw))
-    monkeypatch.setattr(LlavaOnevision, "encode", lambda self, images: encodes.append(len(images)) or real_encode(self, images))
+    monkeypatch.setattr(LlavaOnevision, "encode", lambda self, images, **kw: encodes.append(len(images)) or real_encode(self, images, **kw))
     argv = cli_args(tiny_llava_dir, "ask", str(folder), "--recursive", "-q", "what happens?", "-q", "is there a dog?", "--jsonl")
     status, records, err = run_cli(argv, capsys, monkeypatch)
     assert status == 0, err
@@ -150,7 +150,7 @@ def test_cache_hit_equals_miss_and_corrupt_entries_are_recomputed(tiny_llava, ti
     assert len(entries) == 1
     encodes = []
     real_encode = tiny_llava.encode
-    tiny_llava.encode = lambda images: encodes.append(1) or real_encode(images)
+    tiny_llava.encode = lambda images, **kw: encodes.append(1) or real_encode(images, **kw)
     try:
         hit = Pipeline(settings, model=tiny_llava, cache=cache).ask(video, "what happens?")
         assert encodes == []  # served from disk

@@ -17,6 +17,11 @@ from transformers import (
     LlavaOnevisionProcessor,
     LlavaOnevisionVideoProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
@@ -40,8 +45,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(["[UNK]", *SPECIAL_TOKENS, *WORDS, *PUNCTUATION])}
+def build_tokenizer(
+    special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE
+) -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(["[UNK]", *special_tokens, *WORDS, *PUNCTUATION])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
@@ -49,9 +56,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="[UNK]",
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
-        additional_special_tokens=SPECIAL_TOKENS,
+        additional_special_tokens=special_tokens,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -118,3 +125,107 @@ def build_llava_onevision(
     )
     processor.save_pretrained(path)
     return path
+
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Shaped like Qwen2.5-VL's own template: a default system turn, media wrapped in vision start/end markers.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nyou are a assistant<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen2_5_vl(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 4,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 4,
+    vision_depth: int = 4,
+    fullatt_block_indexes: tuple[int, ...] = (1, 2),
+    window_size: int = 16,
+    max_pixels: int = 32 * 40,
+) -> Path:
+    """Save a tiny Qwen2.5-VL with its processor to `path` and return it.
+
+    The clips' 64x48 frames are resized to 40x24 pixels (`max_pixels`): a 10x6 patch grid, merged
+    2x2 into 5x3 = 15 tokens per temporal patch. The vision attention windows (`window_size`) hold
+    2x2 merged tokens, so the tower really reorders patches into windows; the last block is a
+    windowed one, so picking the last *full*-attention block matters.
+    """
+    tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE)
+    head_dim = hidden // heads
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "max_position_embeddings": 4096,
+            # Wide initial weights make attention peaked and greedy answers depend on the video.
+            "initializer_range": INIT_RANGE,
+            # The rotary half-dimension is split between the temporal, height and width positions.
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(head_dim)},
+            "bos_token_id": None,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": vision_depth,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "patch_size": patch_size,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": window_size,
+            "fullatt_block_indexes": list(fullatt_block_indexes),
+            "out_hidden_size": hidden,
+            "tokens_per_second": 2,
+            "initializer_range": INIT_RANGE,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+
+    size = {"shortest_edge": (patch_size * 2) ** 2, "longest_edge": max_pixels}
+    shared = dict(size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**shared),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """(t, h, w) shares of the head_dim // 2 rotary frequencies, in Qwen2.5-VL's 2:3:3 proportion."""
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]

@@ -42,7 +42,7 @@ def keyframe_prior(
     The per-layer scores are averaged over `layers`; with `early_exit` the forward pass ends as soon
     as the deepest of them has been seen.
     """
-    inputs = prior.build_inputs(question, video.all_tokens())
+    inputs = prior.build_inputs(question, video.all_tokens(), video=video)
     visual_positions = prior.video_positions(inputs)[: video.num_frames * video.tokens_per_frame]
     last_layer = max(layers)
     per_layer: dict[int, torch.Tensor] = {}

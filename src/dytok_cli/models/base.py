@@ -21,6 +21,13 @@ class EncodedVideo:
     extra: torch.Tensor  # (E, D) tokens that follow the frames and are never compressed (LLaVA's newline)
     attention: torch.Tensor  # (F, T) attention each token receives at the selector layer (float32)
     keys: torch.Tensor  # (F, T, Dk) key metric at that layer, averaged over heads (float32)
+    # Consecutive sampled frames that make one frame here (Qwen2.5-VL's temporal patches hold 2); the
+    # last frame covers fewer when the sampled count does not divide.
+    frames_per_group: int = 1
+    # What families with layout-dependent positions (M-RoPE) need again to rebuild the prompt: the
+    # vision grid (frames, height, width) in patches before merging, and the seconds one frame spans.
+    grid: tuple[int, int, int] | None = None
+    frame_seconds: float | None = None
 
     @property
     def num_frames(self) -> int:
@@ -61,8 +68,12 @@ class VideoModel:
         return len(self.text_attention_modules())
 
     # --- family specifics -------------------------------------------------------------------
-    def encode(self, images: np.ndarray) -> EncodedVideo:
-        """Vision tower, projector and any pooling for frames (F, H, W, 3) uint8 RGB."""
+    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
+        """Vision tower, projector and any pooling for frames (F, H, W, 3) uint8 RGB.
+
+        `fps` is the rate the frames were sampled at (frames per second of video), for families whose
+        positions encode time; None when unknown.
+        """
         raise NotImplementedError
 
     def text_attention_modules(self) -> list[nn.Module]:
@@ -73,12 +84,17 @@ class VideoModel:
         raise NotImplementedError
 
     def video_inputs(
-        self, input_ids: torch.Tensor, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        kept_index: torch.Tensor | None,
+        video: EncodedVideo | None,
     ) -> dict[str, Any]:
         """Model keyword arguments that carry pre-computed visual tokens (N, D) for `input_ids`.
 
         `kept_index` (N,) says where each token sat among the uncompressed video's tokens (None:
-        nothing was dropped), for families whose positions depend on it.
+        nothing was dropped) and `video` is the uncompressed video they came from, for families
+        whose positions depend on them.
         """
         raise NotImplementedError
 
@@ -93,9 +109,16 @@ class VideoModel:
         return ids
 
     def build_inputs(
-        self, question: str, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None = None
+        self,
+        question: str,
+        visual_tokens: torch.Tensor,
+        kept_index: torch.Tensor | None = None,
+        video: EncodedVideo | None = None,
     ) -> dict[str, Any]:
-        """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows."""
+        """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows.
+
+        `video` is the encoded video the tokens were taken from; families with M-RoPE need it.
+        """
         ids = self.prompt_ids(question)[0]
         at = int((ids == self.video_token_id()).nonzero()[0])
         placeholders = torch.full((visual_tokens.shape[0],), self.video_token_id(), dtype=ids.dtype)
@@ -103,7 +126,7 @@ class VideoModel:
         return {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
-            **self.video_inputs(input_ids, visual_tokens, kept_index),
+            **self.video_inputs(input_ids, visual_tokens, kept_index, video),
         }
 
     def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:

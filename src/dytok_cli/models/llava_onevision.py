@@ -51,7 +51,11 @@ class LlavaOnevision(VideoModel):
         return self.model.config.video_token_id
 
     def video_inputs(
-        self, input_ids: torch.Tensor, visual_tokens: torch.Tensor, kept_index: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        kept_index: torch.Tensor | None,
+        video: EncodedVideo | None,
     ) -> dict[str, Any]:
         # 1-D positions renumbered contiguously over the kept tokens, as the reference does.
         return {"mm_encoder_outputs": {"video": BaseModelOutputWithPooling(pooler_output=visual_tokens[None])}}
@@ -69,7 +73,7 @@ class LlavaOnevision(VideoModel):
             raise ModelError(f"{self.name!r} feeds its projector from the patch embeddings, which carry no attention")
         return layers[index].self_attn
 
-    def encode(self, images: np.ndarray) -> EncodedVideo:
+    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
         pixels = self.processor.video_processor(videos=[images], return_tensors="pt")["pixel_values_videos"]
         pixels = pixels.to(self.device, self.model.dtype)
         captured: dict[str, torch.Tensor] = {}

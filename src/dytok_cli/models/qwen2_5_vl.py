@@ -1,0 +1,165 @@
+"""Qwen2.5-VL (windowed ViT with 2x2 patch merging + Qwen2.5 with M-RoPE).
+
+Frames. The vision tower embeds `temporal_patch_size` (2) consecutive frames as one temporal patch
+and everything after it works on those, so a DyToK "frame" here is one temporal patch: a group of
+2 sampled frames, with T = its tokens after the 2x2 spatial merge. For an odd frame count the
+processor repeats the last frame to fill the last group, as Qwen always does, so that group shows
+one frame (`EncodedVideo.frames_per_group` tells the pipeline which sampled frames a group covers).
+dytok has already sampled the frames (`--frames`/`--fps`), so the processor is told not to sample
+again, and is given the sampling rate: Qwen2.5-VL's temporal positions count seconds.
+
+VisionZip scores come from the last full-attention vision block (`fullatt_block_indexes[-1]`):
+the windowed blocks only let a patch attend inside its window, so the attention a patch receives
+there says nothing about its importance in the frame. Even a full-attention block attends within
+one temporal patch at a time (the tower packs all of them into one sequence split by `cu_seqlens`),
+so "attention received" is computed per temporal patch, exactly as the block attends, never across
+the packed sequence. The tower holds patches in window order, in runs of spatial_merge_size**2
+patches that the merger turns into one LLM token; scores are averaged over each run and put back in
+the order the merged tokens reach the LLM with the model's own window index.
+
+Positions. Every kept visual token keeps the (t, h, w) M-RoPE position it has in the uncompressed
+prompt, and the text after the video keeps its uncompressed positions too: the model's own
+`get_rope_index` runs once on the uncompressed prompt and its output is indexed at the kept tokens.
+Those positions go to `generate` as `position_ids` (3, 1, S_kept); each decoding step then
+continues from the last prompt position + 1, as the model's own `generate` does for the
+uncompressed prompt (the model's cached `rope_deltas` are never consulted when positions are given).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.vision_utils import get_vision_window_index
+
+from ..attention import watch_attention
+from . import register
+from .base import EncodedVideo, VideoModel
+
+# Query rows per step when turning vision attention into "attention received": bounds the
+# (heads, rows, patches) float32 block to a few hundred MB for the largest frames Qwen accepts.
+_QUERY_CHUNK = 1024
+# How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
+_VIDEO_TOKEN_TYPE = 2
+
+
+def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """(H, P, d) x2 for one attention segment -> (P,): attention each patch receives, averaged over
+    heads and queries."""
+    keys = key.float().transpose(-1, -2)  # (H, d, P)
+    received = torch.zeros(key.shape[1], dtype=torch.float32, device=key.device)
+    for start in range(0, query.shape[1], _QUERY_CHUNK):
+        rows = query[:, start : start + _QUERY_CHUNK].float()  # (H, q, d)
+        received += (rows @ keys * scaling).softmax(dim=-1).sum(dim=(0, 1))
+    return received / (query.shape[0] * query.shape[1])
+
+
+@register
+class Qwen2_5_VL(VideoModel):
+    model_type = "qwen2_5_vl"
+
+    def text_attention_modules(self) -> list[nn.Module]:
+        return [layer.self_attn for layer in self.model.model.language_model.layers]
+
+    def video_token_id(self) -> int:
+        return self.model.config.video_token_id
+
+    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
+        count = len(images)
+        # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
+        metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
+        processed = self.processor(
+            text=[self.processor.video_token], videos=[images], video_metadata=metadata,
+            do_sample_frames=False, return_tensors="pt",
+        )
+        pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
+        grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
+        vision = self.model.config.vision_config
+        captured: dict[str, Any] = {"query": [], "key": []}
+
+        def capture(query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+            # (1, H, P', d): SDPA and eager see one segment per call, FlashAttention the packed sequence.
+            captured["query"].append(query[0])
+            captured["key"].append(key[0])
+            captured["scaling"] = scaling
+
+        block = self.model.model.visual.blocks[vision.fullatt_block_indexes[-1]].attn
+        with torch.inference_mode(), watch_attention(self.model, "vision_config", {block: capture}):
+            features = self.model.model.get_video_features(pixel_values_videos=pixels, video_grid_thw=grid_thw)
+        features = features.pooler_output[0]  # (F*T, D), the LLM's order
+        groups, height, width = grid_thw[0].tolist()
+        query = torch.cat(captured["query"], dim=1)  # (H, F*h*w, d), window order
+        key = torch.cat(captured["key"], dim=1)
+        # Each temporal patch is one full-attention segment of h*w patches.
+        segments = zip(query.split(height * width, dim=1), key.split(height * width, dim=1))
+        attention = torch.cat([attention_received(q, k, captured["scaling"]) for q, k in segments])  # (F*h*w,)
+        order = self._token_order(grid_thw)
+        run = vision.spatial_merge_size**2
+
+        def per_token(values: torch.Tensor) -> torch.Tensor:
+            """(F*h*w, C) per patch in window order -> (F, T, C) per merged token in the LLM's order."""
+            merged = values.view(-1, run, values.shape[-1]).mean(dim=1)  # (F*T, C), window order
+            return merged[order].view(groups, -1, values.shape[-1])
+
+        return EncodedVideo(
+            features=features.view(groups, -1, features.shape[-1]),
+            extra=features[:0],
+            attention=per_token(attention[:, None])[..., 0],
+            keys=per_token(key.float().mean(dim=0)),
+            frames_per_group=vision.temporal_patch_size,
+            grid=(groups, height, width),
+            frame_seconds=float(processed["second_per_grid_ts"][0]),
+        )
+
+    def _token_order(self, grid_thw: torch.Tensor) -> torch.Tensor:
+        """(F*T,): for each merged token in the LLM's order, the run of patches it came from in the
+        vision tower's window order."""
+        vision = self.model.config.vision_config
+        window_index, _ = get_vision_window_index(
+            grid_thw.cpu(), spatial_merge_size=vision.spatial_merge_size, window_size=vision.window_size,
+            patch_size=vision.patch_size,
+        )
+        # Run j holds merged token window_index[j]; the tower undoes it with the same argsort.
+        return torch.argsort(window_index).to(grid_thw.device)
+
+    def video_inputs(
+        self,
+        input_ids: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        kept_index: torch.Tensor | None,
+        video: EncodedVideo | None,
+    ) -> dict[str, Any]:
+        if video is None or video.grid is None:
+            raise ValueError("Qwen2.5-VL positions need the encoded video the visual tokens were taken from")
+        return {
+            "mm_encoder_outputs": {"video": BaseModelOutputWithPooling(pooler_output=[visual_tokens])},
+            "position_ids": self.position_ids(input_ids, kept_index, video),
+        }
+
+    def position_ids(self, input_ids: torch.Tensor, kept_index: torch.Tensor | None, video: EncodedVideo) -> torch.Tensor:
+        """M-RoPE positions (3, 1, S) for `input_ids` (1, S), whose video placeholders stand for the
+        tokens `kept_index` picks from `video`: each at its place in the uncompressed prompt."""
+        ids, device = input_ids[0], input_ids.device
+        placeholders = (ids == self.video_token_id()).nonzero()[:, 0]
+        at, kept = int(placeholders[0]), placeholders.numel()
+        full = video.num_frames * video.tokens_per_frame
+        index = torch.arange(kept) if kept_index is None else kept_index
+        if index.shape != (kept,) or int(index.max()) >= full:
+            raise ValueError(f"kept_index must pick {kept} of the video's {full} tokens, got shape {tuple(index.shape)}")
+        full_ids = torch.cat([ids[:at], ids.new_full((full,), self.video_token_id()), ids[at + kept :]])[None]
+        token_types = (full_ids == self.video_token_id()).int() * _VIDEO_TOKEN_TYPE
+        positions, _ = self.model.model.get_rope_index(
+            full_ids,
+            mm_token_type_ids=token_types,
+            video_grid_thw=torch.tensor([list(video.grid)], device=device),
+            second_per_grid_ts=torch.tensor([video.frame_seconds], device=device),
+        )  # (3, 1, S_full)
+        keep = torch.cat([
+            torch.arange(at, device=device),
+            at + index.to(device),
+            torch.arange(at + full, full_ids.shape[1], device=device),
+        ])  # (S,)
+        return positions[:, :, keep]
