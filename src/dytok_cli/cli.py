@@ -26,6 +26,8 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULTS = Settings()
+# Preset names for --help, read without importing torch.
+_PRESETS = sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.json"))
 
 # One option set shared by every command that runs the pipeline.
 ModelOption = Annotated[
@@ -190,7 +192,9 @@ def inspect(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file.", show_default=False)],
     question: Annotated[
         Optional[str],
-        typer.Option("--question", "-q", help=f"The question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r})."),
+        typer.Option(
+            "--question", "-q", help=f"Question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r})."
+        ),
     ] = None,
     show_budgets: Annotated[
         Optional[bool],
@@ -201,16 +205,26 @@ def inspect(
             show_default=False,
         ),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON record: ask's, without answer, plus each frame's rank.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the JSON record: ask's without answer, plus each frame's rank.")
+    ] = False,
     export_dir: Annotated[
         Optional[Path],
-        typer.Option("--export-keyframes", metavar="DIR", help="Write the top-ranked frames as images, with keyframes.json/.csv, to DIR."),
+        typer.Option(
+            "--export-keyframes", metavar="DIR", help="Write the top-ranked frames and keyframes.json/.csv to DIR."
+        ),
     ] = None,
     top: Annotated[
-        Optional[int], typer.Option("--top", min=1, help=f"Keyframes to export (default {DEFAULT_TOP}; at most the frames sampled).")
+        Optional[int],
+        typer.Option("--top", min=1, help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
     ] = None,
-    image_format: Annotated[Optional[ImageFormat], typer.Option("--format", help="Keyframe image format (default jpg).")] = None,
-    sheet: Annotated[bool, typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined.")] = False,
+    image_format: Annotated[
+        Optional[ImageFormat], typer.Option("--format", help="Keyframe image format (default jpg).")
+    ] = None,
+    sheet: Annotated[
+        bool,
+        typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists and is not empty.")] = False,
     model: ModelOption = DEFAULT_MODEL,
     prior_model: PriorModelOption = None,
@@ -243,18 +257,19 @@ def inspect(
     if show_budgets is None:
         # A script that only wants files (or JSON) gets a clean stdout; a bare run still shows the table.
         show_budgets = not json_output and (export_dir is None or render.stdout_is_terminal())
-    # Imported here so `--help` and usage errors answer without loading torch.
+    # Imported here so `--help` and usage errors answer without loading torch; a refused target too.
     from . import export
+
+    if export_dir is not None:
+        export.check_target(export_dir, force)
     from .cache import VisualCache
     from .pipeline import Pipeline
     from .record import inspect_record
     from .video import VideoError
 
-    if export_dir is not None:
-        export.check_target(export_dir, force)  # before the slow part, so a refusal costs nothing
     if question is None:
         question = DEFAULT_QUESTION
-        render.note(f"no --question given; the prior is computed for {DEFAULT_QUESTION!r}")
+        render.note(f"no --question given; using {DEFAULT_QUESTION!r}")
 
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     with render.status("Starting") as spinner:
@@ -265,8 +280,8 @@ def inspect(
     record = inspect_record(plan, settings, pipeline.prior_name)
     if export_dir is not None:
         written = export.export_keyframes(
-            record, plan.frames.images, export_dir, top=top or DEFAULT_TOP, image_format=image_format or ImageFormat.jpg,
-            sheet=sheet, force=force,
+            record, plan.frames.images, export_dir, top=top or DEFAULT_TOP,
+            image_format=image_format or ImageFormat.jpg, sheet=sheet, force=force,
         )
         extra = " and a contact sheet" if written.contact_sheet else ""
         render.note(f"wrote {len(written.keyframes)} keyframes{extra} to {export_dir}")
@@ -274,6 +289,73 @@ def inspect(
         render.write_json(record)
     if show_budgets:
         render.budgets_table(record, pipeline.prior_layers if pipeline.prior_name else None)
+    return EXIT_OK
+
+
+def _parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--ratios must be numbers separated by commas, not {text!r}") from None
+    if not ratios or not all(0 < ratio <= 1 for ratio in ratios):
+        raise typer.BadParameter(f"--ratios must each be in (0, 1], not {text!r}")
+    return ratios
+
+
+@app.command()
+def bench(
+    video: Annotated[Path, typer.Argument(help="Video file to run on.", show_default=False)],
+    model: ModelOption = DEFAULT_MODEL,
+    random_weights: Annotated[
+        bool,
+        typer.Option("--random-weights", help="Random weights with the model's real shape (no download); "
+                     "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
+    ] = False,
+    prior_model: PriorModelOption = None,
+    method: MethodOption = _DEFAULTS.method,
+    ratios: Annotated[str, typer.Option("--ratios", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
+    frames: FramesOption = 8,
+    backend: BackendOption = _DEFAULTS.backend,
+    prior_layers: PriorLayersOption = None,
+    device: DeviceOption = _DEFAULTS.device,
+    dtype: DTypeOption = _DEFAULTS.dtype,
+    trust_remote_code: TrustOption = False,
+    question: Annotated[str, typer.Option("--question", "-q", help="Question asked on every run.")] = DEFAULT_QUESTION,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs per ratio (the median is reported).")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per ratio first.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> int:
+    """Measure speed and memory per ratio in one process, against ratio 1 in the same run."""
+    measured = _parse_ratios(ratios)
+    settings = _settings(
+        model=model, prior_model=prior_model, method=method, frames=frames, backend=backend,
+        prior_layers=prior_layers, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+        trust_remote_code=trust_remote_code, decode_timeout=None,
+    )
+    if settings.method is Method.none:
+        raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
+    from . import bench as benchmark
+    from .models import load_model, load_random_model
+
+    def load(name: str):
+        if random_weights:
+            return load_random_model(name, device=settings.device, dtype=settings.dtype)
+        return load_model(name, device=settings.device, dtype=settings.dtype, trust_remote_code=trust_remote_code)
+
+    with render.status(f"Loading {model}") as spinner:
+        answering = load(model)
+        prior = load(prior_model) if prior_model else None
+        results = benchmark.run(
+            settings, answering, prior, video, measured, question=question, repeat=repeat, warmup=warmup,
+            on_progress=spinner.update if spinner else None,
+        )
+    report = {"machine": benchmark.machine(), "model": model, "prior_model": prior_model, "method": settings.method.value,
+              "frames": frames, "random_weights": random_weights, "results": results}
+    if json_output:
+        render.write_json(report)
+    else:
+        render.bench_table(report)
     return EXIT_OK
 
 

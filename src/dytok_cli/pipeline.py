@@ -257,9 +257,15 @@ class Pipeline:
             timings=timings,
         )
 
-    def answer(self, plan: Plan, on_text: Callable[[str], None] | None = None) -> Answer:
+    def answer(
+        self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
+    ) -> Answer:
+        """Generate the answer for `plan`. `force_length` ignores end-of-sequence so every answer is
+        `max_new_tokens` long: benchmarks compare decoding speed over equal lengths."""
         settings = self.settings
         generation = copy.deepcopy(self.model.model.generation_config)
+        if force_length:
+            generation.min_new_tokens = settings.max_new_tokens
         if settings.temperature > 0:
             generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
         else:
@@ -284,11 +290,12 @@ class Pipeline:
         question: str,
         on_text: Callable[[str], None] | None = None,
         on_stage: StageCallback | None = None,
+        force_length: bool = False,
     ) -> Answer:
         plan = self.plan(video, question, on_stage)
         if on_stage:
             on_stage("Generating")
-        answer = self.answer(plan, on_text)
+        answer = self.answer(plan, on_text, force_length)
         # Model loading is a one-off per process, so it is not part of a question's cost.
         answer.timings["total_s"] = sum(answer.timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
         return answer

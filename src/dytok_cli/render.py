@@ -193,4 +193,36 @@ def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) ->
             f"{frame['dominant']}/{frame['contextual']}",
             Text(budget_bar(retention), style="cyan"),
         )
-    Console(highlight=False).print(table)
+    # Twelve numeric columns need more than the 80 columns Rich assumes for a pipe.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 132).print(table)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+def bench_table(report: dict[str, Any]) -> None:
+    """The `dytok bench` results as a table on stdout."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{report['model']} · {report['frames']} frames · {report['method']}",
+        caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run",
+    )
+    for header in ("ratio", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
+                   "KV cache", "peak RSS", "prefill ×", "total ×"):
+        table.add_column(header, justify="right")
+    for r in report["results"]:
+        speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
+        table.add_row(
+            f"{r['ratio']:g}", str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
+            f"{r['prefill_s']:.2f}", f"{r['ttft_s']:.2f}", f"{r['decode_tok_s']:.1f}", f"{r['total_s']:.2f}",
+            _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]), speedup(r["speedup_prefill"]),
+            speedup(r["speedup_total"]),
+        )
+    # Twelve numeric columns need more than the 80 columns Rich assumes for a pipe.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 132).print(table)

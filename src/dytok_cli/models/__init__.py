@@ -104,4 +104,38 @@ def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bo
     return adapter(name, model.to(target).eval(), processor)
 
 
-__all__ = ["EncodedVideo", "VideoModel", "load_model", "register", "supported_model_types"]
+def presets() -> dict[str, Path]:
+    """Shipped model shapes (configs only, values from the public checkpoints) by name."""
+    folder = Path(__file__).resolve().parent.parent / "presets"
+    return {path.stem: path for path in sorted(folder.glob("*.json"))}
+
+
+def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
+    """A model with the real shape of `name` (a preset, hub id or local directory) and random
+    weights: compute cost does not depend on the weights, so timings need no download. There is
+    no tokenizer; prompts are synthetic token ids of realistic length."""
+    import json
+
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    shipped = presets()
+    if name in shipped:
+        description = json.loads(shipped[name].read_text())
+        description.pop("source", None)
+        config = AutoConfig.for_model(description.pop("model_type"), **description)
+    else:
+        path = Path(name).expanduser()
+        try:
+            config = AutoConfig.from_pretrained(str(path) if path.exists() else name)
+        except (OSError, ValueError) as error:
+            raise _unreachable(name, f"not a preset ({', '.join(shipped)}) and its config cannot be read") from error
+    _discover_families()
+    adapter = _REGISTRY.get(config.model_type)
+    if adapter is None:
+        raise ModelError(f"{name!r} is a {config.model_type!r} model; dytok supports: {', '.join(supported_model_types())}")
+    target = resolve_device(device)
+    model = AutoModelForImageTextToText.from_config(config, dtype=resolve_dtype(dtype, target))
+    return adapter(name, model.to(target).eval(), adapter.processor_for(config))
+
+
+__all__ = ["EncodedVideo", "VideoModel", "load_model", "load_random_model", "presets", "register", "supported_model_types"]

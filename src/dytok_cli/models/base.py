@@ -51,13 +51,24 @@ class VideoModel:
     model_type: ClassVar[str]
     text_sub_config: ClassVar[str] = "text_config"
 
+    # A synthetic prompt (random-weight models have no tokenizer) is shaped like a real one: a chat
+    # preamble before the video, then a one-line question and the generation prompt.
+    SYNTHETIC_TEXT_BEFORE, SYNTHETIC_TEXT_AFTER = 14, 24
+
     def __init__(self, name: str, model: PreTrainedModel, processor: ProcessorMixin) -> None:
         self.name = name
         self.model = model
         self.processor = processor
-        self.tokenizer = processor.tokenizer
-        if getattr(processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
+        self.tokenizer = processor.tokenizer  # None for a random-weight model: prompts are synthetic
+        if self.tokenizer is not None and all(
+            getattr(source, "chat_template", None) is None for source in (processor, self.tokenizer)
+        ):
             raise ModelError(f"model {name!r} ships no chat template, so a prompt cannot be built for it")
+
+    @classmethod
+    def processor_for(cls, config: Any) -> Any:
+        """The family's default media processor for `config`, without a tokenizer (random weights)."""
+        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
@@ -99,8 +110,24 @@ class VideoModel:
         raise NotImplementedError
 
     # --- shared plumbing --------------------------------------------------------------------
+    def video_span_ids(self) -> list[int]:
+        """What a chat template writes for one video, with a single placeholder."""
+        return [self.video_token_id()]
+
+    def synthetic_prompt_ids(self) -> torch.Tensor:
+        """(1, S) ids of ordinary vocabulary around the video span, for models without a tokenizer."""
+        special = {self.video_token_id(), *self.video_span_ids()}
+        vocabulary = self.model.config.get_text_config().vocab_size
+        length = self.SYNTHETIC_TEXT_BEFORE + self.SYNTHETIC_TEXT_AFTER
+        ordinary = [i for i in range(1, min(vocabulary, 1000)) if i not in special][:length]
+        text = [ordinary[i % len(ordinary)] for i in range(length)]
+        before, after = text[: self.SYNTHETIC_TEXT_BEFORE], text[self.SYNTHETIC_TEXT_BEFORE :]
+        return torch.tensor([[*before, *self.video_span_ids(), *after]])
+
     def prompt_ids(self, question: str) -> torch.Tensor:
         """The chat prompt (1, S) with a single video placeholder, ending where the answer begins."""
+        if self.tokenizer is None:
+            return self.synthetic_prompt_ids()
         conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -152,4 +179,6 @@ class VideoModel:
         return output[0, prompt_length:]
 
     def decode(self, token_ids: torch.Tensor) -> str:
+        if self.tokenizer is None:
+            return ""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,13 @@ def pool_like_features(values: torch.Tensor, grid: int) -> torch.Tensor:
 @register
 class LlavaOnevision(VideoModel):
     model_type = "llava_onevision"
+
+    @classmethod
+    def processor_for(cls, config: Any) -> Any:
+        from transformers import LlavaOnevisionVideoProcessor
+
+        side = config.vision_config.image_size
+        return SimpleNamespace(video_processor=LlavaOnevisionVideoProcessor(size={"height": side, "width": side}), tokenizer=None)
 
     def text_attention_modules(self) -> list[nn.Module]:
         return [layer.self_attn for layer in self.model.model.language_model.layers]

@@ -27,6 +27,7 @@ uncompressed prompt (the model's cached `rope_deltas` are never consulted when p
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,20 @@ def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -
 class Qwen2_5_VL(VideoModel):
     model_type = "qwen2_5_vl"
 
+    @classmethod
+    def processor_for(cls, config: Any) -> Any:
+        from transformers import Qwen2VLVideoProcessor
+
+        vision = config.vision_config
+        video_processor = Qwen2VLVideoProcessor(
+            patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size, merge_size=vision.spatial_merge_size
+        )
+        return SimpleNamespace(video_processor=video_processor, tokenizer=None)
+
+    def video_span_ids(self) -> list[int]:
+        config = self.model.config
+        return [config.vision_start_token_id, config.video_token_id, config.vision_end_token_id]
+
     def text_attention_modules(self) -> list[nn.Module]:
         return [layer.self_attn for layer in self.model.model.language_model.layers]
 
@@ -71,9 +86,8 @@ class Qwen2_5_VL(VideoModel):
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
-        processed = self.processor(
-            text=[self.processor.video_token], videos=[images], video_metadata=metadata,
-            do_sample_frames=False, return_tensors="pt",
+        processed = self.processor.video_processor(
+            videos=[images], video_metadata=metadata, do_sample_frames=False, return_tensors="pt"
         )
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
@@ -111,7 +125,8 @@ class Qwen2_5_VL(VideoModel):
             keys=per_token(key.float().mean(dim=0)),
             frames_per_group=vision.temporal_patch_size,
             grid=(groups, height, width),
-            frame_seconds=float(processed["second_per_grid_ts"][0]),
+            # What Qwen's processor computes: seconds one temporal patch spans (24 fps when unknown).
+            frame_seconds=vision.temporal_patch_size / (fps or 24.0),
         )
 
     def _token_order(self, grid_thw: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,132 @@
+"""Measured cost per ratio, in one process: the speed-ups are ratios taken in the same run.
+
+Every ratio runs the whole pipeline (decode, vision, prior, prefill, decode steps) after warm-up
+runs, several times; the median of each measure is reported. Ratio 1 is the uncompressed model
+(no prior, every visual token), the baseline the speed-ups are measured against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Method, Settings
+from .models import VideoModel
+from .pipeline import Pipeline
+
+MEASURES = ("vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s")
+
+
+@contextmanager
+def peak_rss() -> Iterator[Callable[[], int]]:
+    """Resident memory high-water mark while the block runs (bytes), sampled every 10 ms on Linux;
+    elsewhere the process's lifetime peak."""
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        yield lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], int(statm.read_text().split()[1]) * page)
+            done.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: peak[0]
+    finally:
+        done.set()
+        sampler.join()
+
+
+def kv_cache_bytes(model: VideoModel, sequence_length: int) -> int:
+    """Bytes of the key/value cache holding `sequence_length` positions in every decoder layer."""
+    text = model.model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    element = torch.finfo(model.model.dtype).bits // 8
+    return 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * sequence_length * element
+
+
+def machine() -> str:
+    device = "cpu"
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+
+
+def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, float]:
+    answer = pipeline.ask(video, question, force_length=True)
+    timings = answer.timings
+    new_tokens = len(answer.token_ids)
+    decode_time = timings["generate_s"] - timings["prefill_s"]
+    plan = answer.plan
+    # The prompt's own placeholder becomes the visual tokens.
+    prompt = pipeline.model.prompt_ids(question).shape[1] - 1 + plan.visual_tokens.shape[0]
+    return {
+        "visual_tokens": plan.kept_tokens,
+        "vision_s": timings["vision_s"],
+        "prior_s": timings["prior_s"],
+        "prefill_s": timings["prefill_s"],
+        "ttft_s": timings["decode_s"] + timings["vision_s"] + timings["prior_s"] + timings["prefill_s"],
+        "decode_tok_s": (new_tokens - 1) / decode_time if new_tokens > 1 and decode_time > 0 else 0.0,
+        "total_s": timings["total_s"],
+        "kv_cache_bytes": kv_cache_bytes(pipeline.model, prompt),
+    }
+
+
+def run(
+    settings: Settings,
+    model: VideoModel,
+    prior: VideoModel | None,
+    video: str | Path,
+    ratios: list[float],
+    *,
+    question: str,
+    repeat: int,
+    warmup: int,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One result per ratio, in the order given, each the median over `repeat` timed runs."""
+    results = []
+    for ratio in ratios:
+        method = Method.none if ratio == 1 else settings.method
+        pipeline = Pipeline(dataclasses.replace(settings, ratio=ratio, method=method), model=model, prior=prior)
+        for index in range(warmup):
+            if on_progress:
+                on_progress(f"ratio {ratio:g}: warm-up {index + 1}/{warmup}")
+            _one_run(pipeline, video, question)
+        runs = []
+        with peak_rss() as peak:
+            for index in range(repeat):
+                if on_progress:
+                    on_progress(f"ratio {ratio:g}: run {index + 1}/{repeat}")
+                runs.append(_one_run(pipeline, video, question))
+            measured_peak = peak()
+        result: dict[str, Any] = {"ratio": ratio, "method": method.value}
+        result["visual_tokens"] = runs[0]["visual_tokens"]
+        for measure in MEASURES:
+            result[measure] = statistics.median(run[measure] for run in runs)
+        result["kv_cache_bytes"] = runs[0]["kv_cache_bytes"]
+        result["peak_rss_bytes"] = measured_peak
+        results.append(result)
+    baseline = next((r for r in results if r["ratio"] == 1), None)
+    for result in results:
+        result["speedup_prefill"] = baseline["prefill_s"] / result["prefill_s"] if baseline else None
+        result["speedup_total"] = baseline["total_s"] / result["total_s"] if baseline else None
+        result["prior_share"] = result["prior_s"] / result["total_s"] if result["total_s"] else 0.0
+    return results

@@ -1,0 +1,81 @@
+"""`dytok bench`: the measurements' shape and invariants (timings themselves are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from transformers import AutoConfig
+
+from dytok_cli import bench
+from dytok_cli.config import Device, DType, Method, Settings
+from dytok_cli.models import load_random_model, presets
+
+RESULT_KEYS = {
+    "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
+    "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share",
+}
+
+
+@pytest.mark.parametrize(
+    "name, hidden, layers, kv_heads",
+    [("llava-ov-0.5b", 896, 24, 2), ("llava-ov-7b", 3584, 28, 4), ("qwen2.5-vl-3b", 2048, 36, 2), ("qwen2.5-vl-7b", 3584, 28, 4)],
+)
+def test_presets_hold_the_public_shapes(name, hidden, layers, kv_heads):
+    description = json.loads(presets()[name].read_text())
+    description.pop("source")
+    config = AutoConfig.for_model(description.pop("model_type"), **description)
+    text = config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers, text.num_key_value_heads) == (hidden, layers, kv_heads)
+
+
+def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
+    model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
+    assert model.tokenizer is None  # synthetic prompts
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=5, decode_timeout=None)
+    results = bench.run(settings, model, None, clip, [1.0, 0.5, 0.25], question="q", repeat=1, warmup=0)
+    assert [r["ratio"] for r in results] == [1.0, 0.5, 0.25]
+    assert all(set(r) == RESULT_KEYS for r in results)
+    assert [r["method"] for r in results] == ["none", "dytok", "dytok"]
+    assert [r["visual_tokens"] for r in results] == [64, 32, 16]
+    assert results[0]["speedup_prefill"] == results[0]["speedup_total"] == 1.0
+    assert results[0]["prior_s"] < results[1]["prior_s"]  # the baseline runs no prior
+    # The KV cache grows by exactly one position's bytes per visual token dropped or kept.
+    per_position = (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / (64 - 32)
+    assert per_position == (results[1]["kv_cache_bytes"] - results[2]["kv_cache_bytes"]) / (32 - 16)
+    assert per_position == 2 * 4 * 2 * 16 * 4  # K and V, 4 layers, 2 KV heads, head_dim 16, float32
+    assert all(r["peak_rss_bytes"] > 0 and r["decode_tok_s"] > 0 for r in results)
+
+
+def test_bench_command_json(tiny_llava_dir, clip):
+    dytok = shutil.which("dytok")
+    if dytok is None:
+        pytest.skip("the dytok script is not installed")
+    result = subprocess.run(
+        [dytok, "bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.25",
+         "--frames", "4", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "3", "--json"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"machine", "model", "frames", "results"} <= set(report)
+    assert [r["ratio"] for r in report["results"]] == [1.0, 0.25]
+
+
+@pytest.mark.parametrize("ratios", ["0,1", "1,x", ""])
+def test_bad_ratios_are_usage_errors(clip, ratios):
+    result = subprocess.run([shutil.which("dytok") or "dytok", "bench", str(clip), "--ratios", ratios],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--ratios" in result.stderr
+
+
+def test_bench_runs_a_random_weight_qwen(tiny_qwen_dir, clip):
+    model = load_random_model(str(tiny_qwen_dir), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(tiny_qwen_dir), frames=4, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=3, decode_timeout=None, method=Method.visionzip)
+    results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=1, warmup=0)
+    assert results[1]["visual_tokens"] * 2 == results[0]["visual_tokens"]
