@@ -175,3 +175,28 @@ def test_interrupt_exits_130_without_traceback(tiny_llava_dir, clip):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines() == ["dytok: error: interrupted"]
+
+
+def test_answer_streams_to_a_terminal(tiny_llava_dir, clip):
+    import pty
+
+    args = ["ask", str(clip), "what happens in the video?", "--model", str(tiny_llava_dir), "--frames", "6",
+            "--max-new-tokens", "8"]
+    expected = run(*args).stdout.strip()
+    controller, terminal = pty.openpty()
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    process = subprocess.Popen([DYTOK, *args], stdout=terminal, stderr=subprocess.PIPE, env=environment,
+                               stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is done writing
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    assert received.decode().replace("\r\n", "\n").strip() == expected

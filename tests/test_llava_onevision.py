@@ -151,3 +151,13 @@ def test_probes_are_removed_and_models_do_not_interfere(tiny_llava, tiny_llava_d
         assert not any(hasattr(module, "_dytok_attention_callback") for module in model.modules())
     after = reference_generate(tiny_llava, pipeline.read(clip).images, QUESTION)
     assert before == after
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_llava, tiny_llava_dir, clip):
+    def sample(seed: int) -> list[int]:
+        pipeline = Pipeline(settings(tiny_llava_dir, temperature=1.5, seed=seed), model=tiny_llava)
+        return pipeline.ask(clip, QUESTION).token_ids
+
+    first = sample(3)
+    assert sample(3) == first
+    assert any(sample(seed) != first for seed in (4, 5, 6))  # it really samples
