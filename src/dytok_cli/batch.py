@@ -15,7 +15,6 @@ from .config import DEFAULT_QUESTION
 from .errors import InputError
 from .pipeline import Answer, Pipeline, StageCallback, Visual
 from .record import answer_record, error_record
-from .video import VideoError
 
 VIDEO_EXTENSIONS = frozenset(
     "mp4 m4v mov mkv webm avi gif mpg mpeg ts wmv flv 3gp".split()
@@ -23,7 +22,7 @@ VIDEO_EXTENSIONS = frozenset(
 STDIN = "-"
 
 # Failures that belong to one video; anything else (a model that cannot load, a bug) stops the run.
-PER_VIDEO_ERRORS = (VideoError, InputError, torch.OutOfMemoryError)
+PER_VIDEO_ERRORS = (InputError, torch.OutOfMemoryError)  # InputError includes VideoError
 
 
 def is_video_name(path: str | os.PathLike) -> bool:

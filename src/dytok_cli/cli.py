@@ -265,7 +265,6 @@ def inspect(
     from .cache import VisualCache
     from .pipeline import Pipeline
     from .record import inspect_record
-    from .video import VideoError
 
     if question is None:
         question = DEFAULT_QUESTION
@@ -273,10 +272,7 @@ def inspect(
 
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     with render.status("Starting") as spinner:
-        try:
-            plan = pipeline.plan(video, question, on_stage=spinner.update if spinner else None)
-        except VideoError as error:
-            raise DytokError(str(error)) from None
+        plan = pipeline.plan(video, question, on_stage=spinner.update if spinner else None)
     record = inspect_record(plan, settings, pipeline.prior_name)
     if export_dir is not None:
         written = export.export_keyframes(
@@ -328,6 +324,8 @@ def bench(
 ) -> int:
     """Measure speed and memory per ratio in one process, against ratio 1 in the same run."""
     measured = _parse_ratios(ratios)
+    if not video.is_file():  # before minutes of model loading
+        raise DytokError(f"{video}: no such file")
     settings = _settings(
         model=model, prior_model=prior_model, method=method, frames=frames, backend=backend,
         prior_layers=prior_layers, device=device, dtype=dtype, max_new_tokens=max_new_tokens,

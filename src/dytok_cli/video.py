@@ -47,6 +47,8 @@ import av
 import cv2
 import numpy as np
 
+from .errors import InputError
+
 BACKENDS = ("auto", "decord", "pyav", "opencv")
 _AUTO_ORDER = ("decord", "pyav", "opencv")
 # decord decodes a batch at once; small batches keep a max_side-downscaled read from holding many
@@ -54,7 +56,7 @@ _AUTO_ORDER = ("decord", "pyav", "opencv")
 _DECORD_BATCH = 8
 
 
-class VideoError(Exception):
+class VideoError(InputError):
     """One-line, user-facing reason a video could not be read (str(e) is a single line, names the file)."""
 
     def __init__(self, message: str) -> None:
