@@ -79,3 +79,15 @@ def test_bench_runs_a_random_weight_qwen(tiny_qwen_dir, clip):
                         max_new_tokens=3, decode_timeout=None, method=Method.visionzip)
     results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=1, warmup=0)
     assert results[1]["visual_tokens"] * 2 == results[0]["visual_tokens"]
+
+
+def test_bench_runs_dytok_fastv(tiny_llava_dir, clip):
+    model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=3, decode_timeout=None, method=Method.dytok_fastv, prune_layer=1)
+    results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=1, warmup=0)
+    assert [r["method"] for r in results] == ["none", "dytok-fastv"]
+    assert [r["visual_tokens"] for r in results] == [64, 32]
+    assert results[1]["prior_s"] == 0 and results[1]["prefill_s"] > 0  # the prior is part of the prefill
+    # Every layer's cache holds only the kept visual tokens.
+    assert results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"] == bench.kv_cache_bytes(model, 32)

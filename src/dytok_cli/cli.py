@@ -38,7 +38,7 @@ PriorModelOption = Annotated[
     Optional[str],
     typer.Option("--prior-model", help="Smaller model of the same family that computes the keyframe prior."),
 ]
-MethodOption = Annotated[Method, typer.Option("--method", help="dytok: question-aware budgets; visionzip: uniform budgets; none: no compression.")]
+MethodOption = Annotated[Method, typer.Option("--method", help="dytok: question-aware budgets; dytok-fastv: the same, pruned inside one prefill; visionzip: uniform budgets; none: no compression.")]
 RatioOption = Annotated[float, typer.Option("--ratio", "-r", help="Fraction of visual tokens kept, in (0, 1].")]
 FramesOption = Annotated[int, typer.Option("--frames", "-n", help="Frames sampled uniformly over the video.")]
 FpsOption = Annotated[Optional[float], typer.Option("--fps", help="Sample this many frames per second instead of --frames.")]
@@ -47,6 +47,10 @@ BackendOption = Annotated[Backend, typer.Option("--backend", help="Video decoder
 PriorLayersOption = Annotated[
     Optional[str],
     typer.Option("--prior-layers", help="Prior model layers for the keyframe prior: all, A-B or L (default: deepest third)."),
+]
+PruneLayerOption = Annotated[
+    Optional[int],
+    typer.Option("--prune-layer", help="dytok-fastv: decoder layer after which visual tokens are pruned (default: the last of the first quarter)."),
 ]
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")]
@@ -104,6 +108,7 @@ def ask(
     max_frames: MaxFramesOption = None,
     backend: BackendOption = _DEFAULTS.backend,
     prior_layers: PriorLayersOption = None,
+    prune_layer: PruneLayerOption = None,
     device: DeviceOption = _DEFAULTS.device,
     dtype: DTypeOption = _DEFAULTS.dtype,
     trust_remote_code: TrustOption = False,
@@ -118,7 +123,7 @@ def ask(
     """Answer questions about videos (default question: "Describe this video.")."""
     settings = _settings(
         model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
-        max_frames=max_frames, backend=backend, prior_layers=prior_layers, device=device, dtype=dtype,
+        max_frames=max_frames, backend=backend, prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype,
         max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, trust_remote_code=trust_remote_code,
         decode_timeout=decode_timeout or None,
     )
@@ -235,6 +240,7 @@ def inspect(
     max_frames: MaxFramesOption = None,
     backend: BackendOption = _DEFAULTS.backend,
     prior_layers: PriorLayersOption = None,
+    prune_layer: PruneLayerOption = None,
     device: DeviceOption = _DEFAULTS.device,
     dtype: DTypeOption = _DEFAULTS.dtype,
     trust_remote_code: TrustOption = False,
@@ -244,7 +250,7 @@ def inspect(
     """Show where DyToK spends the visual tokens of a video, and export its keyframes; nothing is generated."""
     settings = _settings(
         model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
-        max_frames=max_frames, backend=backend, prior_layers=prior_layers, device=device, dtype=dtype,
+        max_frames=max_frames, backend=backend, prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype,
         trust_remote_code=trust_remote_code, decode_timeout=decode_timeout or None,
     )
     if json_output and show_budgets:
@@ -313,6 +319,7 @@ def bench(
     frames: FramesOption = 8,
     backend: BackendOption = _DEFAULTS.backend,
     prior_layers: PriorLayersOption = None,
+    prune_layer: PruneLayerOption = None,
     device: DeviceOption = _DEFAULTS.device,
     dtype: DTypeOption = _DEFAULTS.dtype,
     trust_remote_code: TrustOption = False,
@@ -328,7 +335,7 @@ def bench(
         raise DytokError(f"{video}: no such file")
     settings = _settings(
         model=model, prior_model=prior_model, method=method, frames=frames, backend=backend,
-        prior_layers=prior_layers, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+        prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, decode_timeout=None,
     )
     if settings.method is Method.none:

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
 
+from . import fastv
 from .budget import allocate_budgets, total_budget, uniform_weights
-from .config import Method, Settings, parse_prior_layers
+from .config import Method, Settings, parse_prior_layers, resolve_prune_layer
 from .errors import InputError, ModelError
 from .models import EncodedVideo, VideoModel, load_model
 from .cache import VisualCache
@@ -60,6 +61,8 @@ class Plan:
     visual_tokens: torch.Tensor  # (N, D) what the LLM receives: kept frame tokens, then the extra tokens
     kept_index: torch.Tensor  # (N,) where each of those tokens sat in the uncompressed video's tokens
     timings: dict[str, float] = field(default_factory=dict)
+    # dytok-fastv: the prefill, run up to the prune layer and pruned there; `answer` finishes it.
+    prefill: fastv.PrunedPrefill | None = None
 
     @property
     def kept_tokens(self) -> int:
@@ -154,7 +157,23 @@ class Pipeline:
         return self._load(self.settings.prior_model) if self.settings.prior_model else self.model
 
     @cached_property
+    def prune_layer(self) -> int:
+        try:
+            return resolve_prune_layer(self.settings.prune_layer, self.model.num_layers)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+
+    @cached_property
     def prior_layers(self) -> tuple[int, ...]:
+        if self.settings.method is Method.dytok_fastv:
+            # The layers that run on every token anyway; by default all of them.
+            spec = self.settings.prior_layers or "all"
+            try:
+                return parse_prior_layers(spec, self.prune_layer + 1)
+            except ValueError:
+                raise InputError(
+                    f"--prior-layers {spec!r} must lie within 0-{self.prune_layer} (--prune-layer) for --method dytok-fastv"
+                ) from None
         try:
             return parse_prior_layers(self.settings.prior_layers, self.prior.num_layers)
         except ValueError as error:
@@ -162,6 +181,8 @@ class Pipeline:
 
     @property
     def prior_name(self) -> str | None:
+        if self.settings.method is Method.dytok_fastv:
+            return self.settings.model
         if self.settings.method is not Method.dytok:
             return None
         return self.settings.prior_model or self.settings.model
@@ -224,6 +245,8 @@ class Pipeline:
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
         timings = visual.take_timings()
         encoded = visual.encoded
+        if self.settings.method is Method.dytok_fastv:
+            return self._plan_single_pass(visual, question, timings, stage)
 
         started = time.perf_counter()
         if self.settings.method is Method.dytok:
@@ -257,6 +280,36 @@ class Pipeline:
             timings=timings,
         )
 
+    def _plan_single_pass(self, visual: Visual, question: str, timings: dict[str, float], stage: StageCallback) -> Plan:
+        """dytok-fastv: weights, budgets and kept tokens come from the prefill itself, run up to the
+        prune layer; the prior is free, so all of its time is prefill time."""
+        encoded = visual.encoded
+        stage(f"Prefilling to layer {self.prune_layer}")
+        started = time.perf_counter()
+        prefill = fastv.prune(self.model, encoded, question, self.settings.ratio, self.prune_layer, self.prior_layers)
+        timings["prior_s"] = 0.0
+        timings["prefill_s"] = time.perf_counter() - started
+        per_frame = encoded.tokens_per_frame
+        selections = [
+            FrameSelection(encoded.features[f, index.to(encoded.features.device)], index.numel(), 0, index)
+            for f, index in enumerate(prefill.token_index)
+        ]
+        frame_index = torch.cat([f * per_frame + index for f, index in enumerate(prefill.token_index)])
+        extra_index = encoded.num_frames * per_frame + torch.arange(encoded.extra.shape[0])
+        return Plan(
+            video=visual.video,
+            question=question,
+            frames=group_frames(visual.frames, encoded.frames_per_group),
+            encoded=encoded,
+            weights=prefill.weights,
+            budgets=prefill.budgets,
+            selections=selections,
+            visual_tokens=torch.cat([*(s.tokens for s in selections), encoded.extra]),
+            kept_index=torch.cat([frame_index, extra_index]),
+            timings=timings,
+            prefill=prefill,
+        )
+
     def answer(
         self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
     ) -> Answer:
@@ -274,14 +327,24 @@ class Pipeline:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
-        inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
         started = time.perf_counter()
+        if plan.prefill is not None:
+            cache, _ = fastv.finish(self.model, plan.prefill)
+            ids = plan.prefill.input_ids
+            inputs = {
+                "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "position_ids": plan.prefill.position_ids, "past_key_values": cache,
+            }
+        else:
+            inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
         with torch.inference_mode():
             token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
         finished = time.perf_counter()
         timings = dict(plan.timings)
-        timings["prefill_s"] = (clock.at or finished) - started
-        timings["generate_s"] = finished - started
+        # A single pass began in `plan`, up to the prune layer.
+        earlier = plan.timings.get("prefill_s", 0.0)
+        timings["prefill_s"] = earlier + (clock.at or finished) - started
+        timings["generate_s"] = earlier + finished - started
         return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
 
     def ask(

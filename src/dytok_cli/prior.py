@@ -13,21 +13,27 @@ from .attention import StopForward, watch_attention
 from .models.base import EncodedVideo, VideoModel
 
 
+def last_query_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
+    """How much the last prompt token attends to each of `keys`, averaged over heads.
+
+    query (H, d) post-RoPE; keys (KVH, N, d) post-RoPE. Grouped-query KV heads are repeated to match
+    the query heads; the softmax runs over the given keys only, in float32. Returns (N,), summing to 1.
+    """
+    heads, kv_heads = query.shape[0], keys.shape[0]
+    keys = keys.float().repeat_interleave(heads // kv_heads, dim=0)  # (H, N, d)
+    logits = torch.einsum("hd,hnd->hn", query.float(), keys) * scaling  # (H, N)
+    return logits.softmax(dim=-1).mean(dim=0)
+
+
 def frame_weights_from_qk(
     query: torch.Tensor, keys: torch.Tensor, num_frames: int, scaling: float
 ) -> torch.Tensor:
     """One layer's frame scores from the last prompt token's query and the frames' keys.
 
-    query (H, d) post-RoPE; keys (KVH, F*T, d) post-RoPE, frame-major, without any token that
-    follows the frames. Grouped-query KV heads are repeated to match the query heads. The softmax
-    runs over the visual keys only, in float32; heads are averaged, then tokens within each frame.
+    query (H, d); keys (KVH, F*T, d), frame-major, without any token that follows the frames.
     Returns (F,): the mean attention the tokens of each frame receive (the F values sum to 1/T).
     """
-    heads, kv_heads = query.shape[0], keys.shape[0]
-    keys = keys.float().repeat_interleave(heads // kv_heads, dim=0)  # (H, F*T, d)
-    logits = torch.einsum("hd,hnd->hn", query.float(), keys) * scaling  # (H, F*T)
-    attention = logits.softmax(dim=-1).mean(dim=0)  # (F*T,)
-    return attention.view(num_frames, -1).mean(dim=1)  # (F,)
+    return last_query_attention(query, keys, scaling).view(num_frames, -1).mean(dim=1)
 
 
 def normalise(weights: torch.Tensor) -> torch.Tensor:

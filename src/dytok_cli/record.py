@@ -71,8 +71,8 @@ def frame_ranks(weights: Sequence[float]) -> list[int]:
 def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict[str, Any]:
     """What `dytok inspect --json` prints: the `ask` record without `answer`, each frame with its `rank`.
 
-    Nothing is generated, so `prefill_s` and `generate_s` stay 0 and `total_s` covers decode, vision
-    and prior.
+    Nothing is generated, so `generate_s` stays 0 and `total_s` covers decode, vision and prior, and
+    for dytok-fastv (whose prior is its prefill up to the prune layer) `prefill_s`, 0 otherwise.
     """
     record = plan_record(plan, settings, prior_model)
     del record["answer"]
@@ -80,7 +80,7 @@ def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> d
     for frame, rank in zip(record["frames"], frame_ranks([frame["weight"] for frame in record["frames"]])):
         frame["rank"] = rank
     timings = record["timings"]
-    timings["total_s"] = round(sum(plan.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s")), 4)
+    timings["total_s"] = round(sum(plan.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s", "prefill_s")), 4)
     return record
 
 

@@ -41,6 +41,16 @@ class EncodedVideo:
         return torch.cat([self.features.flatten(0, 1), self.extra])  # (F*T + E, D)
 
 
+@dataclass
+class PromptTensors:
+    """A prompt with every visual token in place, as the language model's decoder layers take it."""
+
+    input_ids: torch.Tensor  # (1, S)
+    embeddings: torch.Tensor  # (1, S, D) token embeddings with the visual tokens written in
+    position_ids: torch.Tensor  # what the rotary embedding takes: (1, S), or (3, 1, S) for M-RoPE
+    frame_positions: torch.Tensor  # (F*T,) sequence positions of the frames' tokens, frame-major
+
+
 class VideoModel:
     """A loaded video LLM of one family: its processor, prompts, vision features and generation.
 
@@ -89,6 +99,10 @@ class VideoModel:
 
     def text_attention_modules(self) -> list[nn.Module]:
         """The language model's self-attention module of every decoder layer, in order."""
+        raise NotImplementedError
+
+    def language_model(self) -> nn.Module:
+        """The decoder stack: `layers`, `norm`, `rotary_emb` and its `config` (no LM head)."""
         raise NotImplementedError
 
     def video_token_id(self) -> int:
@@ -155,6 +169,25 @@ class VideoModel:
             "attention_mask": torch.ones_like(input_ids),
             **self.video_inputs(input_ids, visual_tokens, kept_index, video),
         }
+
+    def sequence_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Position ids of `inputs` (from `build_inputs`) for the rotary embedding: 1-D (1, S) here."""
+        length = inputs["input_ids"].shape[1]
+        return torch.arange(length, device=self.device)[None]
+
+    def prompt_tensors(self, question: str, video: EncodedVideo) -> PromptTensors:
+        """The uncompressed prompt for a forward pass of our own through the decoder layers."""
+        tokens = video.all_tokens()
+        inputs = self.build_inputs(question, tokens, video=video)
+        visual = self.video_positions(inputs)
+        embeddings = self.model.get_input_embeddings()(inputs["input_ids"])
+        embeddings[0, visual] = tokens.to(embeddings)
+        return PromptTensors(
+            input_ids=inputs["input_ids"],
+            embeddings=embeddings,
+            position_ids=self.sequence_positions(inputs),
+            frame_positions=visual[: video.num_frames * video.tokens_per_frame],
+        )
 
     def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Sequence positions (N,) of the video placeholders in `inputs`."""

@@ -52,8 +52,11 @@ class LlavaOnevision(VideoModel):
         side = config.vision_config.image_size
         return SimpleNamespace(video_processor=LlavaOnevisionVideoProcessor(size={"height": side, "width": side}), tokenizer=None)
 
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
     def text_attention_modules(self) -> list[nn.Module]:
-        return [layer.self_attn for layer in self.model.model.language_model.layers]
+        return [layer.self_attn for layer in self.language_model().layers]
 
     def video_token_id(self) -> int:
         return self.model.config.video_token_id

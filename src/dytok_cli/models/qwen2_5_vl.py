@@ -76,8 +76,14 @@ class Qwen2_5_VL(VideoModel):
         config = self.model.config
         return [config.vision_start_token_id, config.video_token_id, config.vision_end_token_id]
 
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
     def text_attention_modules(self) -> list[nn.Module]:
-        return [layer.self_attn for layer in self.model.model.language_model.layers]
+        return [layer.self_attn for layer in self.language_model().layers]
+
+    def sequence_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
+        return inputs["position_ids"]  # (3, 1, S) M-RoPE, from `video_inputs`
 
     def video_token_id(self) -> int:
         return self.model.config.video_token_id
