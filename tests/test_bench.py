@@ -36,7 +36,7 @@ def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
     model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
     assert model.tokenizer is None  # synthetic prompts
     settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
-                        max_new_tokens=5, decode_timeout=None)
+                        max_new_tokens=5, decode_timeout=None, method=Method.dytok)
     results = bench.run(settings, model, None, clip, [1.0, 0.5, 0.25], question="q", repeat=1, warmup=0)
     assert [r["ratio"] for r in results] == [1.0, 0.5, 0.25]
     assert all(set(r) == RESULT_KEYS for r in results)

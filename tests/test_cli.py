@@ -53,7 +53,7 @@ def test_answer_on_stdout_and_nothing_else(tiny_llava_dir, clip):
 
 def test_json_record(tiny_llava_dir, clip):
     result = run("ask", str(clip), "is there a dog?", "--model", str(tiny_llava_dir), "--frames", "6",
-                 "--ratio", "0.5", "--max-new-tokens", "8", "--json")
+                 "--ratio", "0.5", "--max-new-tokens", "8", "--method", "dytok", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert set(record) == RECORD_KEYS
@@ -139,7 +139,7 @@ def test_bad_flags_are_usage_errors(clip, args, fragment):
 
 
 def test_prior_layers_beyond_the_model(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--prior-layers", "2-9")
+    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--method", "dytok", "--prior-layers", "2-9")
     assert_one_line_error(result, 2, "--prior-layers", "0-3")
 
 

@@ -17,6 +17,7 @@ FRAMES = 6
 
 
 def settings(model_dir, **overrides) -> Settings:
+    overrides.setdefault("method", Method.dytok)  # the two-pass method; dytok-fastv has its own tests
     # Decoding in-process keeps these tests quick; the bounded worker is covered by the CLI tests.
     return Settings(
         model=str(model_dir), frames=FRAMES, device=Device.cpu, dtype=DType.float32, max_new_tokens=12,

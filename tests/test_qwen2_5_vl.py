@@ -31,7 +31,7 @@ TOKENS = 15  # per temporal patch
 
 def settings(model_dir, **overrides) -> Settings:
     options = dict(model=str(model_dir), frames=FRAMES, device=Device.cpu, dtype=DType.float32, max_new_tokens=12,
-                   decode_timeout=None)
+                   decode_timeout=None, method=Method.dytok)
     return Settings(**{**options, **overrides})
 
 
