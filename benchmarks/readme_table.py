@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llava-ov-0.5b")
     parser.add_argument("--prior-preset", default=None, help="an assistant prior model's shape")
-    parser.add_argument("--method", default="dytok", choices=[m.value for m in Method if m is not Method.none])
+    parser.add_argument("--method", default="dytok-fastv", help="comma-separated methods to compare in one run")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--ratios", default="1,0.5,0.25,0.1")
     parser.add_argument("--repeat", type=int, default=2)
@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    settings = Settings(model=args.preset, prior_model=args.prior_preset, method=Method(args.method), frames=args.frames,
+    methods = [Method(name) for name in args.method.split(",")]
+    settings = Settings(model=args.preset, prior_model=args.prior_preset,
+                        method=Method.dytok if Method.dytok in methods else methods[0], frames=args.frames,
                         device=Device.cpu, dtype=DType.float32, max_new_tokens=args.max_new_tokens, decode_timeout=None)
     model = load_random_model(args.preset, device=Device.cpu, dtype=DType.float32)
     prior = load_random_model(args.prior_preset, device=Device.cpu, dtype=DType.float32) if args.prior_preset else None
@@ -41,17 +43,17 @@ def main() -> None:
         video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(320, 240), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
         results = bench.run(settings, model, prior, video, ratios, question="What happens in this video?",
-                            repeat=args.repeat, warmup=args.warmup,
+                            repeat=args.repeat, warmup=args.warmup, methods=methods,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 
     print(f"`{args.preset}` shape, random weights, {args.frames} frames, {args.method}"
           f"{f' with prior {args.prior_preset}' if args.prior_preset else ''}; {bench.machine()}; "
           f"median of {args.repeat} after {args.warmup} warm-up\n")
-    print("| ratio | visual tokens | vision s | prior s | prefill s | TTFT s | decode tok/s | total s "
+    print("| ratio | method | visual tokens | vision s | prior s | prefill s | TTFT s | decode tok/s | total s "
           "| KV cache MiB | peak RSS GiB | prefill speed-up | total speed-up | prior share |")
-    print("|" + " --- |" * 13)
+    print("|" + " --- |" * 14)
     for r in results:
-        print(f"| {r['ratio']:g} | {r['visual_tokens']} | {r['vision_s']:.2f} | {r['prior_s']:.2f} | {r['prefill_s']:.2f} "
+        print(f"| {r['ratio']:g} | {r['method']} | {r['visual_tokens']} | {r['vision_s']:.2f} | {r['prior_s']:.2f} | {r['prefill_s']:.2f} "
               f"| {r['ttft_s']:.2f} | {r['decode_tok_s']:.1f} | {r['total_s']:.2f} | {r['kv_cache_bytes'] / 2**20:.1f} "
               f"| {r['peak_rss_bytes'] / 2**30:.2f} | {r['speedup_prefill']:.2f}× | {r['speedup_total']:.2f}× "
               f"| {r['prior_share']:.0%} |")

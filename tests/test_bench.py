@@ -91,3 +91,13 @@ def test_bench_runs_dytok_fastv(tiny_llava_dir, clip):
     assert results[1]["prior_s"] == 0 and results[1]["prefill_s"] > 0  # the prior is part of the prefill
     # Every layer's cache holds only the kept visual tokens.
     assert results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"] == bench.kv_cache_bytes(model, 32)
+
+
+def test_bench_compares_methods_against_one_baseline(tiny_llava_dir, clip):
+    model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=3, decode_timeout=None, prune_layer=1)
+    methods = [Method.dytok, Method.dytok_fastv]
+    results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=1, warmup=0, methods=methods)
+    assert [(r["ratio"], r["method"]) for r in results] == [(1.0, "none"), (0.5, "dytok"), (0.5, "dytok-fastv")]
+    assert all(r["speedup_total"] == results[0]["total_s"] / r["total_s"] for r in results)

@@ -1,6 +1,6 @@
 """Measured cost per ratio, in one process: the speed-ups are ratios taken in the same run.
 
-Every ratio runs the whole pipeline (decode, vision, prior, prefill, decode steps) after warm-up
+Every ratio (and method, when several are compared) runs the whole pipeline (decode, vision, prior, prefill, decode steps) after warm-up
 runs, several times; the median of each measure is reported. Ratio 1 is the uncompressed model
 (no prior, every visual token), the baseline the speed-ups are measured against.
 """
@@ -100,21 +100,32 @@ def run(
     repeat: int,
     warmup: int,
     on_progress: Callable[[str], None] | None = None,
+    methods: list[Method] | None = None,
 ) -> list[dict[str, Any]]:
-    """One result per ratio, in the order given, each the median over `repeat` timed runs."""
+    """One result per (ratio, method), ratios in the order given and `methods` (default: the
+    settings' method) within each, each the median over `repeat` timed runs. Ratio 1 is measured
+    once, as the uncompressed baseline every method is compared with."""
     results = []
-    for ratio in ratios:
-        method = Method.none if ratio == 1 else settings.method
-        pipeline = Pipeline(dataclasses.replace(settings, ratio=ratio, method=method), model=model, prior=prior)
+    cases = [
+        (ratio, method)
+        for ratio in ratios
+        for method in ([Method.none] if ratio == 1 else methods or [settings.method])
+    ]
+    for ratio, method in cases:
+        label = f"ratio {ratio:g} {method.value}"
+        # Only the two-pass method takes an assistant prior model.
+        prior_model = settings.prior_model if method is Method.dytok else None
+        case = dataclasses.replace(settings, ratio=ratio, method=method, prior_model=prior_model)
+        pipeline = Pipeline(case, model=model, prior=prior if prior_model else None)
         for index in range(warmup):
             if on_progress:
-                on_progress(f"ratio {ratio:g}: warm-up {index + 1}/{warmup}")
+                on_progress(f"{label}: warm-up {index + 1}/{warmup}")
             _one_run(pipeline, video, question)
         runs = []
         with peak_rss() as peak:
             for index in range(repeat):
                 if on_progress:
-                    on_progress(f"ratio {ratio:g}: run {index + 1}/{repeat}")
+                    on_progress(f"{label}: run {index + 1}/{repeat}")
                 runs.append(_one_run(pipeline, video, question))
             measured_peak = peak()
         result: dict[str, Any] = {"ratio": ratio, "method": method.value}

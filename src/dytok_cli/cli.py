@@ -314,7 +314,10 @@ def bench(
                      "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
     ] = False,
     prior_model: PriorModelOption = None,
-    method: MethodOption = _DEFAULTS.method,
+    methods: Annotated[
+        Optional[list[Method]],
+        typer.Option("--method", help="Method to measure; repeat to compare several in one run (default: dytok-fastv)."),
+    ] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
     frames: FramesOption = 8,
     backend: BackendOption = _DEFAULTS.backend,
@@ -333,13 +336,15 @@ def bench(
     measured = _parse_ratios(ratios)
     if not video.is_file():  # before minutes of model loading
         raise DytokError(f"{video}: no such file")
+    methods = methods or [_DEFAULTS.method]
+    if Method.none in methods:
+        raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     settings = _settings(
-        model=model, prior_model=prior_model, method=method, frames=frames, backend=backend,
+        model=model, prior_model=prior_model, method=Method.dytok if Method.dytok in methods else methods[0],
+        frames=frames, backend=backend,
         prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code, decode_timeout=None,
     )
-    if settings.method is Method.none:
-        raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     from . import bench as benchmark
     from .models import load_model, load_random_model
 
@@ -353,9 +358,9 @@ def bench(
         prior = load(prior_model) if prior_model else None
         results = benchmark.run(
             settings, answering, prior, video, measured, question=question, repeat=repeat, warmup=warmup,
-            on_progress=spinner.update if spinner else None,
+            on_progress=spinner.update if spinner else None, methods=methods,
         )
-    report = {"machine": benchmark.machine(), "model": model, "prior_model": prior_model, "method": settings.method.value,
+    report = {"machine": benchmark.machine(), "model": model, "prior_model": prior_model, "method": ",".join(method.value for method in methods),
               "frames": frames, "random_weights": random_weights, "results": results}
     if json_output:
         render.write_json(report)

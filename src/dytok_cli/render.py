@@ -213,13 +213,13 @@ def bench_table(report: dict[str, Any]) -> None:
         title=f"{report['model']} · {report['frames']} frames · {report['method']}",
         caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run",
     )
-    for header in ("ratio", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
+    for header in ("ratio", "method", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
                    "KV cache", "peak RSS", "prefill ×", "total ×"):
         table.add_column(header, justify="right")
     for r in report["results"]:
         speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
         table.add_row(
-            f"{r['ratio']:g}", str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
+            f"{r['ratio']:g}", r["method"], str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
             f"{r['prefill_s']:.2f}", f"{r['ttft_s']:.2f}", f"{r['decode_tok_s']:.1f}", f"{r['total_s']:.2f}",
             _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]), speedup(r["speedup_prefill"]),
             speedup(r["speedup_total"]),
