@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -73,9 +74,16 @@ def _group(context: typer.Context) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
-def _settings(**options) -> Settings:
+_SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings))
+
+
+def _settings(parameters: dict[str, Any], **overrides: Any) -> Settings:
+    """Settings from a command's parameters: every parameter named like a Settings field, then `overrides`."""
+    options = {name: value for name, value in parameters.items() if name in _SETTINGS_FIELDS}
+    if "decode_timeout" in options:
+        options["decode_timeout"] = options["decode_timeout"] or None  # 0 on the command line: no limit
     try:
-        return Settings(**options)
+        return Settings(**{**options, **overrides})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
 
@@ -121,12 +129,7 @@ def ask(
     jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
 ) -> int:
     """Answer questions about videos (default question: "Describe this video.")."""
-    settings = _settings(
-        model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
-        max_frames=max_frames, backend=backend, prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype,
-        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, trust_remote_code=trust_remote_code,
-        decode_timeout=decode_timeout or None,
-    )
+    settings = _settings(locals())
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
     # Imported here so `--help` and usage errors answer without loading torch.
@@ -248,11 +251,7 @@ def inspect(
     cache_dir: CacheDirOption = None,
 ) -> int:
     """Show where DyToK spends the visual tokens of a video, and export its keyframes; nothing is generated."""
-    settings = _settings(
-        model=model, prior_model=prior_model, method=method, ratio=ratio, frames=frames, fps=fps,
-        max_frames=max_frames, backend=backend, prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype,
-        trust_remote_code=trust_remote_code, decode_timeout=decode_timeout or None,
-    )
+    settings = _settings(locals())
     if json_output and show_budgets:
         raise typer.BadParameter("--show-budgets and --json both write to stdout; choose one")
     if export_dir is None:
@@ -339,12 +338,8 @@ def bench(
     methods = methods or [_DEFAULTS.method]
     if Method.none in methods:
         raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
-    settings = _settings(
-        model=model, prior_model=prior_model, method=Method.dytok if Method.dytok in methods else methods[0],
-        frames=frames, backend=backend,
-        prior_layers=prior_layers, prune_layer=prune_layer, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-        trust_remote_code=trust_remote_code, decode_timeout=None,
-    )
+    # The settings carry the method that accepts a --prior-model, if it is among those compared.
+    settings = _settings(locals(), method=Method.dytok if Method.dytok in methods else methods[0], decode_timeout=None)
     from . import bench as benchmark
     from .models import load_model, load_random_model
 
