@@ -113,7 +113,7 @@ def prune(
     token_index = [
         row.topk(int(n)).indices.sort().values.cpu() for row, n in zip(attention, budgets.tolist())
     ]
-    kept_frame_tokens = torch.cat([f * per_frame + index for f, index in enumerate(token_index)])
+    kept_frame_tokens = video.kept_index(token_index)[: int(budgets.sum())]  # without the extra tokens
     keep_mask = torch.ones(prompt.input_ids.shape[1], dtype=torch.bool, device=hidden.device)
     keep_mask[frame_positions] = False
     keep_mask[frame_positions[kept_frame_tokens.to(frame_positions.device)]] = True

@@ -209,10 +209,11 @@ class Pipeline:
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
-        encoded = model.encode(frames.images, fps=sampled_fps(frames))
+        fps = sampled_fps(frames)
+        encoded = model.encode(frames.images, fps=fps)
         prior_encoded = encoded
         if self.settings.method is Method.dytok and self.prior is not self.model:
-            prior_encoded = self.prior.encode(frames.images, fps=sampled_fps(frames))
+            prior_encoded = self.prior.encode(frames.images, fps=fps)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
@@ -260,13 +261,12 @@ class Pipeline:
         if self.settings.method is Method.none:
             budgets = torch.full((num_frames,), per_frame, dtype=torch.long)
             selections, kept = None, encoded.features.flatten(0, 1)
-            frame_index = torch.arange(num_frames * per_frame)
+            kept_index = encoded.kept_index([torch.arange(per_frame)] * num_frames)
         else:
             budget = total_budget(self.settings.ratio, num_frames, per_frame)
             budgets = allocate_budgets(weights, budget, cap=per_frame)
             kept, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
-            frame_index = torch.cat([f * per_frame + s.token_index.cpu() for f, s in enumerate(selections)])
-        extra_index = num_frames * per_frame + torch.arange(encoded.extra.shape[0])
+            kept_index = encoded.kept_index([selection.token_index for selection in selections])
         return Plan(
             video=visual.video,
             question=question,
@@ -276,7 +276,7 @@ class Pipeline:
             budgets=budgets,
             selections=selections,
             visual_tokens=torch.cat([kept, encoded.extra]),
-            kept_index=torch.cat([frame_index, extra_index]),
+            kept_index=kept_index,
             timings=timings,
         )
 
@@ -289,13 +289,10 @@ class Pipeline:
         prefill = fastv.prune(self.model, encoded, question, self.settings.ratio, self.prune_layer, self.prior_layers)
         timings["prior_s"] = 0.0
         timings["prefill_s"] = time.perf_counter() - started
-        per_frame = encoded.tokens_per_frame
         selections = [
             FrameSelection(encoded.features[f, index.to(encoded.features.device)], index.numel(), 0, index)
             for f, index in enumerate(prefill.token_index)
         ]
-        frame_index = torch.cat([f * per_frame + index for f, index in enumerate(prefill.token_index)])
-        extra_index = encoded.num_frames * per_frame + torch.arange(encoded.extra.shape[0])
         return Plan(
             video=visual.video,
             question=question,
@@ -305,7 +302,7 @@ class Pipeline:
             budgets=prefill.budgets,
             selections=selections,
             visual_tokens=torch.cat([*(s.tokens for s in selections), encoded.extra]),
-            kept_index=torch.cat([frame_index, extra_index]),
+            kept_index=encoded.kept_index(prefill.token_index),
             timings=timings,
             prefill=prefill,
         )

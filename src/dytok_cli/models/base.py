@@ -40,6 +40,13 @@ class EncodedVideo:
     def all_tokens(self) -> torch.Tensor:
         return torch.cat([self.features.flatten(0, 1), self.extra])  # (F*T + E, D)
 
+    def kept_index(self, per_frame: list[torch.Tensor]) -> torch.Tensor:
+        """(N,) positions in `all_tokens()` of what a selection keeps: `per_frame[f]` indexes frame f's
+        T tokens; the extra tokens, never compressed, follow."""
+        frames = [f * self.tokens_per_frame + index.cpu() for f, index in enumerate(per_frame)]
+        extra = self.num_frames * self.tokens_per_frame + torch.arange(self.extra.shape[0])
+        return torch.cat([*frames, extra])
+
 
 @dataclass
 class PromptTensors:
