@@ -124,7 +124,8 @@ def greedy_from_prefill(adapter, prefill: fastv.PrunedPrefill, steps: int) -> li
     tokens = []
     with torch.no_grad():
         for _ in range(steps):
-            logits = adapter.model(input_ids=token, position_ids=position, past_key_values=cache, use_cache=True).logits
+            cached = fastv.cache_argument(type(adapter.model).forward, cache)
+            logits = adapter.model(input_ids=token, position_ids=position, use_cache=True, **cached).logits
             token = logits[:, -1].argmax(dim=-1, keepdim=True)
             tokens.append(int(token))
             position = position + 1

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
+from dytok_cli import fastv
 from dytok_cli.budget import total_budget
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.pipeline import Pipeline, sampled_fps
@@ -160,8 +161,8 @@ def greedy_loop(model, inputs: dict, positions: torch.Tensor, max_new_tokens: in
             if int(token) == eos:
                 break
             last = last + 1
-            output = model(input_ids=token.view(1, 1), past_key_values=output.past_key_values, position_ids=last,
-                           use_cache=True)
+            cached = fastv.cache_argument(type(model).forward, output.past_key_values)
+            output = model(input_ids=token.view(1, 1), position_ids=last, use_cache=True, **cached)
     return tokens
 
 

@@ -21,7 +21,10 @@ would); at ratio 1 nothing differs from the model's own run.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from functools import cache as memoise
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -48,13 +51,25 @@ class PrunedPrefill:
     past: list[tuple[torch.Tensor, torch.Tensor]]  # layers 0..K: keys, values (1, KVH, S_kept, d)
 
 
+@memoise
+def _cache_keyword(function: Any) -> str:
+    # `transformers` 5.24 renamed `past_key_values` to `cache`, and drops the old name in 5.40.
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+def cache_argument(function: Any, cache: DynamicCache) -> dict[str, DynamicCache]:
+    """`cache` as the keyword argument `function` takes it, on either side of the rename."""
+    return {_cache_keyword(function): cache}
+
+
 def _masks(text: torch.nn.Module, hidden: torch.Tensor, cache: DynamicCache, layer: int) -> dict:
     """The masks of each attention type for `hidden` as new tokens after what `cache` holds at `layer`
     (the first layer they run through)."""
-    arguments = dict(config=text.config, inputs_embeds=hidden, attention_mask=None, past_key_values=cache, layer_idx=layer)
-    masks = {"full_attention": create_causal_mask(**arguments)}
+    arguments = dict(config=text.config, inputs_embeds=hidden, attention_mask=None, layer_idx=layer)
+    masks = {"full_attention": create_causal_mask(**arguments, **cache_argument(create_causal_mask, cache))}
     if "sliding_attention" in text.config.layer_types:
-        masks["sliding_attention"] = create_sliding_window_causal_mask(**arguments)
+        sliding = create_sliding_window_causal_mask
+        masks["sliding_attention"] = sliding(**arguments, **cache_argument(sliding, cache))
     return masks
 
 
@@ -66,12 +81,13 @@ def _run_layers(
     rotary = text.rotary_emb(hidden, position_ids)
     masks = _masks(text, hidden, cache, layers.start)
     for index in layers:
-        hidden = text.layers[index](
+        layer = text.layers[index]
+        hidden = layer(
             hidden,
             attention_mask=masks[text.config.layer_types[index]],
             position_embeddings=rotary,
-            past_key_values=cache,
             use_cache=True,
+            **cache_argument(type(layer).forward, cache),
         )
     return hidden
 

@@ -330,7 +330,8 @@ class Pipeline:
             ids = plan.prefill.input_ids
             inputs = {
                 "input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "position_ids": plan.prefill.position_ids, "past_key_values": cache,
+                "position_ids": plan.prefill.position_ids,
+                **fastv.cache_argument(type(self.model.model).forward, cache),
             }
         else:
             inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
