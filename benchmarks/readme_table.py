@@ -1,6 +1,7 @@
 """Reproduce the README's performance table: `dytok bench` on a real model shape with random weights.
 
     python benchmarks/readme_table.py [--preset llava-ov-0.5b] [--frames 8] [--repeat 2] [--method dytok]
+        [--prior-preset llava-ov-0.5b] [--dtype bfloat16]
 
 Writes a 320x240 test clip, runs the benchmark in this process and prints a Markdown table.
 """
@@ -31,14 +32,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", choices=[d.value for d in DType if d is not DType.auto],
+                        help="bfloat16 fits a 7B shape and an assistant in 24 GiB")
     args = parser.parse_args()
 
     methods = [Method(name) for name in args.method.split(",")]
     settings = Settings(model=args.preset, prior_model=args.prior_preset,
                         method=Method.dytok if Method.dytok in methods else methods[0], frames=args.frames,
-                        device=Device.cpu, dtype=DType.float32, max_new_tokens=args.max_new_tokens, decode_timeout=None)
-    model = load_random_model(args.preset, device=Device.cpu, dtype=DType.float32)
-    prior = load_random_model(args.prior_preset, device=Device.cpu, dtype=DType.float32) if args.prior_preset else None
+                        device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens, decode_timeout=None)
+    model = load_random_model(args.preset, device=Device.cpu, dtype=settings.dtype)
+    prior = load_random_model(args.prior_preset, device=Device.cpu, dtype=settings.dtype) if args.prior_preset else None
     with tempfile.TemporaryDirectory() as scratch:
         video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(320, 240), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
@@ -46,17 +49,18 @@ def main() -> None:
                             repeat=args.repeat, warmup=args.warmup, methods=methods,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 
-    print(f"`{args.preset}` shape, random weights, {args.frames} frames, {args.method}"
+    print(f"`{args.preset}` shape, random weights, {args.dtype}, {args.frames} frames, {args.method}"
           f"{f' with prior {args.prior_preset}' if args.prior_preset else ''}; {bench.machine()}; "
           f"median of {args.repeat} after {args.warmup} warm-up\n")
     print("| ratio | method | visual tokens | vision s | prior s | prefill s | TTFT s | decode tok/s | total s "
-          "| KV cache MiB | peak RSS GiB | prefill speed-up | total speed-up | prior share |")
-    print("|" + " --- |" * 14)
+          "| next question s | KV cache MiB | peak RSS GiB | prefill speed-up | total speed-up "
+          "| next question speed-up | prior share |")
+    print("|" + " --- |" * 16)
     for r in results:
         print(f"| {r['ratio']:g} | {r['method']} | {r['visual_tokens']} | {r['vision_s']:.2f} | {r['prior_s']:.2f} | {r['prefill_s']:.2f} "
-              f"| {r['ttft_s']:.2f} | {r['decode_tok_s']:.1f} | {r['total_s']:.2f} | {r['kv_cache_bytes'] / 2**20:.1f} "
-              f"| {r['peak_rss_bytes'] / 2**30:.2f} | {r['speedup_prefill']:.2f}× | {r['speedup_total']:.2f}× "
-              f"| {r['prior_share']:.0%} |")
+              f"| {r['ttft_s']:.2f} | {r['decode_tok_s']:.1f} | {r['total_s']:.2f} | {r['next_question_s']:.2f} "
+              f"| {r['kv_cache_bytes'] / 2**20:.1f} | {r['peak_rss_bytes'] / 2**30:.2f} | {r['speedup_prefill']:.2f}× "
+              f"| {r['speedup_total']:.2f}× | {r['speedup_next_question']:.2f}× | {r['prior_share']:.0%} |")
 
 
 if __name__ == "__main__":

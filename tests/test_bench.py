@@ -16,7 +16,8 @@ from dytok_cli.models import load_random_model, presets
 
 RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
-    "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share",
+    "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
+    "speedup_next_question",
 }
 
 
@@ -42,7 +43,7 @@ def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
     assert all(set(r) == RESULT_KEYS for r in results)
     assert [r["method"] for r in results] == ["none", "dytok", "dytok"]
     assert [r["visual_tokens"] for r in results] == [64, 32, 16]
-    assert results[0]["speedup_prefill"] == results[0]["speedup_total"] == 1.0
+    assert results[0]["speedup_prefill"] == results[0]["speedup_total"] == results[0]["speedup_next_question"] == 1.0
     assert results[0]["prior_s"] < results[1]["prior_s"]  # the baseline runs no prior
     # The KV cache grows by exactly one position's bytes per visual token dropped or kept.
     per_position = (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / (64 - 32)
@@ -101,3 +102,42 @@ def test_bench_compares_methods_against_one_baseline(tiny_llava_dir, clip):
     results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=1, warmup=0, methods=methods)
     assert [(r["ratio"], r["method"]) for r in results] == [(1.0, "none"), (0.5, "dytok"), (0.5, "dytok-fastv")]
     assert all(r["speedup_total"] == results[0]["total_s"] / r["total_s"] for r in results)
+
+
+def test_next_question_reuses_the_video(tiny_llava_dir, tiny_llava_assistant_dir, clip, monkeypatch):
+    """Each run asks twice on one decoded, encoded video: the second pays no decoding or vision
+    pass, the assistant's included, and is what `next_question_s` reports."""
+    model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
+    assistant = load_random_model(str(tiny_llava_assistant_dir), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(tiny_llava_dir), prior_model=str(tiny_llava_assistant_dir), frames=4,
+                        device=Device.cpu, dtype=DType.float32, max_new_tokens=3, decode_timeout=None, method=Method.dytok)
+    answers = []
+    original = bench.Pipeline.ask
+
+    def recording(self, *args, **kwargs):
+        answers.append(original(self, *args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(bench.Pipeline, "ask", recording)
+    [result] = bench.run(settings, model, assistant, clip, [0.5], question="q", repeat=1, warmup=0)
+    first, later = (answer.timings for answer in answers)
+    assert min(first["decode_s"], first["vision_s"]) > 0
+    assert later["decode_s"] == later["vision_s"] == 0
+    assert later["prior_s"] > 0  # the assistant's LLM pass runs again for the question
+    assert (result["total_s"], result["next_question_s"]) == (first["total_s"], later["total_s"])
+    assert result["speedup_next_question"] is None  # no ratio 1 in this run
+
+
+def test_repetitions_interleave_the_cases(tiny_llava_dir, clip):
+    """Every case runs once per repetition, in turn, so a machine's drift falls on all of them alike."""
+    model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(tiny_llava_dir), frames=2, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=2, decode_timeout=None, method=Method.visionzip)
+    progress: list[str] = []
+    results = bench.run(settings, model, None, clip, [1.0, 0.5], question="q", repeat=2, warmup=1, on_progress=progress.append)
+    assert progress == [
+        "ratio 1 none: warm-up 1/1", "ratio 0.5 visionzip: warm-up 1/1",
+        "ratio 1 none: run 1/2", "ratio 0.5 visionzip: run 1/2",
+        "ratio 1 none: run 2/2", "ratio 0.5 visionzip: run 2/2",
+    ]
+    assert all(r["peak_rss_bytes"] > 0 for r in results)

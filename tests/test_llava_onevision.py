@@ -114,6 +114,33 @@ def test_assistant_prior_model(tiny_llava, tiny_llava_dir, tiny_llava_assistant_
     assert not torch.allclose(plan.weights, own, atol=1e-3)  # it really is the assistant's prior
 
 
+def test_assistant_vision_pass_counts_as_prior_time(tiny_llava, tiny_llava_dir, tiny_llava_assistant_dir, clip, monkeypatch):
+    """A clock that moves only inside the vision passes: each lands in its own timing, once per video."""
+    import dytok_cli.pipeline as pipeline_module
+
+    assistant = load_model(str(tiny_llava_assistant_dir), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)
+    now = [0.0]
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+
+    def taking(seconds, encode):
+        def timed(*args, **kwargs):
+            now[0] += seconds
+            return encode(*args, **kwargs)
+
+        return timed
+
+    monkeypatch.setattr(tiny_llava, "encode", taking(10.0, tiny_llava.encode))
+    monkeypatch.setattr(assistant, "encode", taking(100.0, assistant.encode))
+    pipeline = Pipeline(
+        settings(tiny_llava_dir, prior_model=str(tiny_llava_assistant_dir)), model=tiny_llava, prior=assistant
+    )
+    visual = pipeline.prepare(clip)
+    first = pipeline.plan(visual, QUESTION).timings
+    assert (first["vision_s"], first["prior_s"]) == (10.0, 100.0)
+    again = pipeline.plan(visual, QUESTION).timings  # the encodings are reused
+    assert (again["vision_s"], again["prior_s"]) == (0.0, 0.0)
+
+
 @pytest.mark.parametrize("method", [Method.dytok, Method.visionzip])
 @pytest.mark.parametrize("ratio", [0.05, 0.25, 0.5, 0.9])
 def test_kept_tokens_follow_budgets(tiny_llava, tiny_llava_dir, clip, method, ratio, monkeypatch):

@@ -39,7 +39,7 @@ class Visual:
     frames: Frames
     encoded: EncodedVideo  # for the answering model
     prior_encoded: EncodedVideo  # for the prior model (the same object when the model is its own prior)
-    timings: dict[str, float]  # decode_s, vision_s
+    timings: dict[str, float]  # decode_s, vision_s, and prior_vision_s with an assistant prior model
 
     def take_timings(self) -> dict[str, float]:
         """The cost of this work for the first question that uses it; later questions got it free."""
@@ -211,15 +211,19 @@ class Pipeline:
         stage(f"Encoding {len(frames.indices)} frames")
         fps = sampled_fps(frames)
         encoded = model.encode(frames.images, fps=fps)
+        timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
         if self.settings.method is Method.dytok and self.prior is not self.model:
+            stage(f"Encoding {len(frames.indices)} frames for the prior model")
+            encoding_started = time.perf_counter()
             prior_encoded = self.prior.encode(frames.images, fps=fps)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
                     f"the answering model into {encoded.num_frames}; use a prior model of the same family"
                 )
-        timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
+            # Part of what the prior costs, not the answering model's vision.
+            timings["prior_vision_s"] = time.perf_counter() - encoding_started
         visual = Visual(str(video), frames, encoded, prior_encoded, timings)
         if self.cache is not None:
             self.cache.store(key, visual)
@@ -255,7 +259,7 @@ class Pipeline:
             weights = keyframe_prior(self.prior, visual.prior_encoded, question, self.prior_layers)
         else:
             weights = uniform_weights(encoded.num_frames)
-        timings["prior_s"] = time.perf_counter() - started
+        timings["prior_s"] = timings.pop("prior_vision_s", 0.0) + time.perf_counter() - started
 
         num_frames, per_frame = encoded.num_frames, encoded.tokens_per_frame
         if self.settings.method is Method.none:

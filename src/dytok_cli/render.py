@@ -211,18 +211,20 @@ def bench_table(report: dict[str, Any]) -> None:
 
     table = Table(
         title=f"{report['model']} · {report['frames']} frames · {report['method']}",
-        caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run",
+        caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run; "
+        "next q: a later question on the same video, decoding and vision reused",
     )
     for header in ("ratio", "method", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
-                   "KV cache", "peak RSS", "prefill ×", "total ×"):
+                   "next q s", "KV cache", "peak RSS", "prefill ×", "total ×", "next q ×", "prior share"):
         table.add_column(header, justify="right")
     for r in report["results"]:
         speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
         table.add_row(
             f"{r['ratio']:g}", r["method"], str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
             f"{r['prefill_s']:.2f}", f"{r['ttft_s']:.2f}", f"{r['decode_tok_s']:.1f}", f"{r['total_s']:.2f}",
-            _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]), speedup(r["speedup_prefill"]),
-            speedup(r["speedup_total"]),
+            f"{r['next_question_s']:.2f}", _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]),
+            speedup(r["speedup_prefill"]), speedup(r["speedup_total"]), speedup(r["speedup_next_question"]),
+            f"{r['prior_share']:.0%}",
         )
-    # Twelve numeric columns need more than the 80 columns Rich assumes for a pipe.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 132).print(table)
+    # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 150).print(table)
