@@ -216,7 +216,7 @@ def bench_table(report: dict[str, Any]) -> None:
     )
     for header in ("ratio", "method", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
                    "next q s", "KV cache", "peak RSS", "prefill ×", "total ×", "next q ×", "prior share"):
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for r in report["results"]:
         speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
         table.add_row(
@@ -227,4 +227,4 @@ def bench_table(report: dict[str, Any]) -> None:
             f"{r['prior_share']:.0%}",
         )
     # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 150).print(table)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 180).print(table)
