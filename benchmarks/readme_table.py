@@ -19,7 +19,6 @@ from clips import write_clip  # noqa: E402
 
 from dytok_cli import bench  # noqa: E402
 from dytok_cli.config import Device, DType, Method, Settings  # noqa: E402
-from dytok_cli.models import load_random_model  # noqa: E402
 
 
 def main() -> None:
@@ -38,14 +37,12 @@ def main() -> None:
 
     methods = [Method(name) for name in args.method.split(",")]
     settings = Settings(model=args.preset, prior_model=args.prior_preset,
-                        method=Method.dytok if Method.dytok in methods else methods[0], frames=args.frames,
+                        method=bench.settings_method(methods), frames=args.frames,
                         device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens, decode_timeout=None)
-    model = load_random_model(args.preset, device=Device.cpu, dtype=settings.dtype)
-    prior = load_random_model(args.prior_preset, device=Device.cpu, dtype=settings.dtype) if args.prior_preset else None
     with tempfile.TemporaryDirectory() as scratch:
         video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(320, 240), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
-        results = bench.run(settings, model, prior, video, ratios, question="What happens in this video?",
+        results = bench.run(settings, video, ratios, question="What happens in this video?", random_weights=True,
                             repeat=args.repeat, warmup=args.warmup, methods=methods,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 

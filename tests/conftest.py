@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # Test helper modules (clips, tiny_models) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -14,30 +15,73 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+from tiny_models import FAMILIES  # noqa: E402
+
+# A smaller, differently initialised model of the same family: a stand-in for a 0.5B assistant.
+ASSISTANT = dict(seed=1, text_layers=3, hidden=32, heads=2, kv_heads=1)
 
 
 @pytest.fixture(scope="session")
-def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_models import build_llava_onevision
+def build_family(tmp_path_factory: pytest.TempPathFactory):
+    """build_family(model_type, **options) -> the saved tiny model's directory, built once per session."""
+    built: dict[tuple, Path] = {}
 
-    return build_llava_onevision(tmp_path_factory.mktemp("models") / "tiny-llava-ov")
+    def build(model_type: str, **options) -> Path:
+        key = (model_type, *sorted(options.items()))
+        if key not in built:
+            folder = tmp_path_factory.mktemp("models") / model_type
+            built[key] = FAMILIES[model_type](folder, **options)
+        return built[key]
+
+    return build
 
 
 @pytest.fixture(scope="session")
-def tiny_llava_assistant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smaller, differently initialised model of the same family: a stand-in for a 0.5B assistant."""
-    from tiny_models import build_llava_onevision
-
-    path = tmp_path_factory.mktemp("models") / "tiny-llava-ov-assistant"
-    return build_llava_onevision(path, seed=1, text_layers=3, hidden=32, heads=2, kv_heads=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_llava(tiny_llava_dir: Path):
+def load_family(build_family):
+    """load_family(model_type, **options) -> its adapter, loaded through `from_pretrained` once per session."""
     from dytok_cli.config import Device, DType
     from dytok_cli.models import load_model
 
-    return load_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)
+    loaded: dict[Path, object] = {}
+
+    def load(model_type: str, **options):
+        path = build_family(model_type, **options)
+        if path not in loaded:
+            loaded[path] = load_model(str(path), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)
+        return loaded[path]
+
+    return load
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request, build_family, load_family) -> SimpleNamespace:
+    """Each supported family in turn: its name, tiny model directory and loaded adapter."""
+    return SimpleNamespace(name=request.param, dir=build_family(request.param), adapter=load_family(request.param))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(build_family) -> Path:
+    return build_family("llava_onevision")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_assistant_dir(build_family) -> Path:
+    return build_family("llava_onevision", **ASSISTANT)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(load_family):
+    return load_family("llava_onevision")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(build_family) -> Path:
+    return build_family("qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(load_family):
+    return load_family("qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +89,3 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clips import write_clip
 
     return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", n_frames=24, size=(64, 48), fps=8.0)
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_models import build_qwen2_5_vl
-
-    return build_qwen2_5_vl(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen(tiny_qwen_dir: Path):
-    from dytok_cli.config import Device, DType
-    from dytok_cli.models import load_model
-
-    return load_model(str(tiny_qwen_dir), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)

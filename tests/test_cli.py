@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from clips import write_audio_only, write_clip_pyav, write_text_file, write_truncated
 
+from dytok_cli.budget import total_budget
+
 DYTOK = shutil.which("dytok")
 pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 
@@ -200,3 +202,18 @@ def test_answer_streams_to_a_terminal(tiny_llava_dir, clip):
     os.close(controller)
     assert process.wait(timeout=120) == 0
     assert received.decode().replace("\r\n", "\n").strip() == expected
+
+
+def test_single_pass_json_records_for_two_questions(tiny_llava_dir, clip):
+    result = run("ask", str(clip), "-q", "what happens in the video?", "-q", "is there a dog?", "--model", str(tiny_llava_dir),
+                 "--method", "dytok-fastv", "--prune-layer", "1", "--ratio", "0.25", "--frames", "6",
+                 "--max-new-tokens", "4", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert [r["question"] for r in records] == ["what happens in the video?", "is there a dog?"]
+    for record in records:
+        assert record["method"] == "dytok-fastv" and record["error"] is None
+        assert record["prior_model"] == str(tiny_llava_dir)
+        budgets = [frame["budget"] for frame in record["frames"]]
+        assert sum(budgets) == record["visual_tokens"]["kept"] == total_budget(0.25, 6, 16)
+        assert record["timings"]["prior_s"] == 0 and record["timings"]["prefill_s"] > 0

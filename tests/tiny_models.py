@@ -229,3 +229,11 @@ def _mrope_section(head_dim: int) -> list[int]:
     temporal = half // 4
     height = (half - temporal) // 2
     return [temporal, height, half - temporal - height]
+
+
+# Every supported family's tiny-model builder, by `config.model_type`: the contract suite
+# (test_contract.py) runs every oracle over each. Adding a family adds one entry here.
+FAMILIES = {
+    "llava_onevision": build_llava_onevision,
+    "qwen2_5_vl": build_qwen2_5_vl,
+}

@@ -13,7 +13,8 @@ import torch
 
 from .config import DEFAULT_QUESTION
 from .errors import InputError
-from .pipeline import Answer, Pipeline, StageCallback, Visual
+from .pipeline import Pipeline, StageCallback
+from .types import Answer, Visual
 from .record import answer_record, error_record
 
 VIDEO_EXTENSIONS = frozenset(

@@ -15,7 +15,6 @@ import platform
 import resource
 import statistics
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 import torch
 
-from .config import Method, Settings
-from .models import VideoModel
+from .config import Settings
+from .methods import Method, strategy
+from .models import VideoModel, load_model, load_random_model
 from .pipeline import Pipeline
 
 MEASURES = ("vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s", "next_question_s")
@@ -94,34 +94,61 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
     }
 
 
+# What every compressed case is measured against: the model as it is, every visual token.
+BASELINE = Method.none
+
+
+def settings_method(methods: list[Method]) -> Method:
+    """The method the shared settings carry: one that takes a prior model, if any is compared (so a
+    `--prior-model` is accepted), else the first."""
+    return next((method for method in methods if strategy(method).separate_prior_pass), methods[0])
+
+
+def load_models(settings: Settings, random_weights: bool) -> tuple[VideoModel, VideoModel | None]:
+    """The answering model and the assistant prior model (None without one); with `random_weights`,
+    models of the named shape (a preset or a config) with random weights, so no download is needed."""
+
+    def load(name: str) -> VideoModel:
+        if random_weights:
+            return load_random_model(name, device=settings.device, dtype=settings.dtype)
+        return load_model(name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code)
+
+    return load(settings.model), load(settings.prior_model) if settings.prior_model else None
+
+
 def run(
     settings: Settings,
-    model: VideoModel,
-    prior: VideoModel | None,
     video: str | Path,
     ratios: list[float],
     *,
     question: str,
     repeat: int,
     warmup: int,
+    model: VideoModel | None = None,
+    prior: VideoModel | None = None,
+    random_weights: bool = False,
     on_progress: Callable[[str], None] | None = None,
     methods: list[Method] | None = None,
 ) -> list[dict[str, Any]]:
     """One result per (ratio, method), ratios in the order given and `methods` (default: the
     settings' method) within each, each the median over `repeat` timed runs. Ratio 1 is measured
-    once, as the uncompressed baseline every method is compared with.
+    once, as the uncompressed baseline every method is compared with. Models are loaded from the
+    settings unless given.
 
     Each repetition runs every case once, in turn: a shared machine's speed drifts over minutes,
     and interleaving lays that drift on all cases alike instead of on whichever ran last."""
+    if model is None:
+        if on_progress:
+            on_progress(f"Loading {settings.model}")
+        model, prior = load_models(settings, random_weights)
     cases = [
         (ratio, method)
         for ratio in ratios
-        for method in ([Method.none] if ratio == 1 else methods or [settings.method])
+        for method in ([BASELINE] if ratio == 1 else methods or [settings.method])
     ]
     pipelines = []
     for ratio, method in cases:
-        # Only the two-pass method takes an assistant prior model.
-        prior_model = settings.prior_model if method is Method.dytok else None
+        prior_model = settings.prior_model if strategy(method).separate_prior_pass else None
         case = dataclasses.replace(settings, ratio=ratio, method=method, prior_model=prior_model)
         pipelines.append(Pipeline(case, model=model, prior=prior if prior_model else None))
     labels = [f"ratio {ratio:g} {method.value}" for ratio, method in cases]

@@ -14,18 +14,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models.base import EncodedVideo
-from .video import Frames
-
-if TYPE_CHECKING:
-    from .pipeline import Visual
+from .types import EncodedVideo, Frames, Visual
 
 _FORMAT = 1  # bump when the stored layout changes; old entries then simply miss
 _CHUNK = 1 << 20
@@ -83,8 +79,6 @@ class VisualCache:
         return self.directory / f"{key}.safetensors"
 
     def load(self, key: str, video: str | os.PathLike, device: torch.device) -> Visual | None:
-        from .pipeline import Visual
-
         path = self._path(key)
         if not path.exists():
             return None

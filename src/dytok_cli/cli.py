@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from . import render
-from .config import (
-    DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Method, Settings,
-)
+from .config import DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings
 from .errors import DytokError, Interrupted
+from .methods import Method, strategy
 
 app = typer.Typer(
     name="dytok",
@@ -30,40 +31,51 @@ _DEFAULTS = Settings()
 # Preset names for --help, read without importing torch.
 _PRESETS = sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.json"))
 
-# One option set shared by every command that runs the pipeline.
-ModelOption = Annotated[
-    str,
-    typer.Option("--model", "-m", envvar=MODEL_ENV_VAR, help="Hub id or local model directory.", show_envvar=True),
+# The options every command that runs the pipeline shares, each defined once, in the order --help lists them.
+_PIPELINE_OPTIONS = [
+    ("model", Annotated[str, typer.Option("--model", "-m", envvar=MODEL_ENV_VAR, show_envvar=True, help="Hub id or local model directory.")], DEFAULT_MODEL),
+    ("prior_model", Annotated[Optional[str], typer.Option("--prior-model", help="Smaller model of the same family that computes the keyframe prior.")], None),
+    ("method", Annotated[Method, typer.Option("--method", help="dytok: question-aware budgets; dytok-fastv: the same, pruned inside one prefill; visionzip: uniform budgets; none: no compression.")], _DEFAULTS.method),
+    ("ratio", Annotated[float, typer.Option("--ratio", "-r", help="Fraction of visual tokens kept, in (0, 1].")], _DEFAULTS.ratio),
+    ("frames", Annotated[int, typer.Option("--frames", "-n", help="Frames sampled uniformly over the video.")], _DEFAULTS.frames),
+    ("fps", Annotated[Optional[float], typer.Option("--fps", help="Sample this many frames per second instead of --frames.")], None),
+    ("max_frames", Annotated[Optional[int], typer.Option("--max-frames", help="Cap on frames sampled with --fps (default: --frames).")], None),
+    ("backend", Annotated[Backend, typer.Option("--backend", help="Video decoder; auto tries decord, then PyAV, then OpenCV.")], _DEFAULTS.backend),
+    ("prior_layers", Annotated[Optional[str], typer.Option("--prior-layers", help="Prior model layers for the keyframe prior: all, A-B or L (default: deepest third).")], None),
+    ("prune_layer", Annotated[Optional[int], typer.Option("--prune-layer", help="dytok-fastv: decoder layer after which visual tokens are pruned (default: the last of the first quarter).")], None),
+    ("device", Annotated[Device, typer.Option("--device", help="Where the model runs.")], _DEFAULTS.device),
+    ("dtype", Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")], _DEFAULTS.dtype),
+    ("trust_remote_code", Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
+    ("decode_timeout", Annotated[Optional[float], typer.Option("--decode-timeout", help="Give up decoding one video after this many seconds (0: no limit).")], _DEFAULTS.decode_timeout),
+    ("cache_dir", Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep decoded frames and vision features here, reused across runs.")], None),
 ]
-PriorModelOption = Annotated[
-    Optional[str],
-    typer.Option("--prior-model", help="Smaller model of the same family that computes the keyframe prior."),
-]
-MethodOption = Annotated[Method, typer.Option("--method", help="dytok: question-aware budgets; dytok-fastv: the same, pruned inside one prefill; visionzip: uniform budgets; none: no compression.")]
-RatioOption = Annotated[float, typer.Option("--ratio", "-r", help="Fraction of visual tokens kept, in (0, 1].")]
-FramesOption = Annotated[int, typer.Option("--frames", "-n", help="Frames sampled uniformly over the video.")]
-FpsOption = Annotated[Optional[float], typer.Option("--fps", help="Sample this many frames per second instead of --frames.")]
-MaxFramesOption = Annotated[Optional[int], typer.Option("--max-frames", help="Cap on frames sampled with --fps (default: --frames).")]
-BackendOption = Annotated[Backend, typer.Option("--backend", help="Video decoder; auto tries decord, then PyAV, then OpenCV.")]
-PriorLayersOption = Annotated[
-    Optional[str],
-    typer.Option("--prior-layers", help="Prior model layers for the keyframe prior: all, A-B or L (default: deepest third)."),
-]
-PruneLayerOption = Annotated[
-    Optional[int],
-    typer.Option("--prune-layer", help="dytok-fastv: decoder layer after which visual tokens are pruned (default: the last of the first quarter)."),
-]
-DeviceOption = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
-DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")]
-TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")]
-DecodeTimeoutOption = Annotated[
-    Optional[float],
-    typer.Option("--decode-timeout", help="Give up decoding one video after this many seconds (0: no limit)."),
-]
-CacheDirOption = Annotated[
-    Optional[Path],
-    typer.Option("--cache-dir", help="Keep decoded frames and vision features here, reused across runs."),
-]
+
+
+def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
+    """Give a command the shared pipeline options (all but `exclude`, with `defaults` overridden).
+
+    They are added to the command's signature, which is what Typer reads, and reach the command as one
+    `options` dict, from which `_settings` builds the `Settings`.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=(defaults or {}).get(name, default))
+            for name, annotation, default in _PIPELINE_OPTIONS
+            if name not in exclude
+        ]
+        own = inspect.signature(command, eval_str=True)
+        parameters = [parameter for name, parameter in own.parameters.items() if name != "options"]
+
+        def with_options(**arguments: Any) -> Any:
+            options = {parameter.name: arguments.pop(parameter.name) for parameter in shared}
+            return command(options=options, **arguments)
+
+        with_options.__name__, with_options.__doc__ = command.__name__, command.__doc__
+        with_options.__signature__ = own.replace(parameters=[*parameters, *shared])  # type: ignore[attr-defined]
+        return with_options
+
+    return decorate
 
 
 @app.callback(invoke_without_command=True)
@@ -78,7 +90,7 @@ _SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings
 
 
 def _settings(parameters: dict[str, Any], **overrides: Any) -> Settings:
-    """Settings from a command's parameters: every parameter named like a Settings field, then `overrides`."""
+    """Settings from a command's options: every one named like a Settings field, then `overrides`."""
     options = {name: value for name, value in parameters.items() if name in _SETTINGS_FIELDS}
     if "decode_timeout" in options:
         options["decode_timeout"] = options["decode_timeout"] or None  # 0 on the command line: no limit
@@ -89,6 +101,7 @@ def _settings(parameters: dict[str, Any], **overrides: Any) -> Settings:
 
 
 @app.command()
+@pipeline_options()
 def ask(
     arguments: Annotated[
         list[str],
@@ -107,29 +120,17 @@ def ask(
     ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
     null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated.")] = False,
-    model: ModelOption = DEFAULT_MODEL,
-    prior_model: PriorModelOption = None,
-    method: MethodOption = _DEFAULTS.method,
-    ratio: RatioOption = _DEFAULTS.ratio,
-    frames: FramesOption = _DEFAULTS.frames,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    backend: BackendOption = _DEFAULTS.backend,
-    prior_layers: PriorLayersOption = None,
-    prune_layer: PruneLayerOption = None,
-    device: DeviceOption = _DEFAULTS.device,
-    dtype: DTypeOption = _DEFAULTS.dtype,
-    trust_remote_code: TrustOption = False,
-    decode_timeout: DecodeTimeoutOption = _DEFAULTS.decode_timeout,
-    cache_dir: CacheDirOption = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
+    *,
+    options: dict[str, Any],
 ) -> int:
     """Answer questions about videos (default question: "Describe this video.")."""
-    settings = _settings(locals())
+    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    cache_dir = options["cache_dir"]
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
     # Imported here so `--help` and usage errors answer without loading torch.
@@ -195,8 +196,9 @@ def ask(
     return EXIT_FAILED if failed else EXIT_OK
 
 
-@app.command()
-def inspect(
+@app.command("inspect")
+@pipeline_options()
+def inspect_command(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file.", show_default=False)],
     question: Annotated[
         Optional[str],
@@ -234,24 +236,12 @@ def inspect(
         typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists and is not empty.")] = False,
-    model: ModelOption = DEFAULT_MODEL,
-    prior_model: PriorModelOption = None,
-    method: MethodOption = _DEFAULTS.method,
-    ratio: RatioOption = _DEFAULTS.ratio,
-    frames: FramesOption = _DEFAULTS.frames,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    backend: BackendOption = _DEFAULTS.backend,
-    prior_layers: PriorLayersOption = None,
-    prune_layer: PruneLayerOption = None,
-    device: DeviceOption = _DEFAULTS.device,
-    dtype: DTypeOption = _DEFAULTS.dtype,
-    trust_remote_code: TrustOption = False,
-    decode_timeout: DecodeTimeoutOption = _DEFAULTS.decode_timeout,
-    cache_dir: CacheDirOption = None,
+    *,
+    options: dict[str, Any],
 ) -> int:
     """Show where DyToK spends the visual tokens of a video, and export its keyframes; nothing is generated."""
-    settings = _settings(locals())
+    settings = _settings(options)
+    cache_dir = options["cache_dir"]
     if json_output and show_budgets:
         raise typer.BadParameter("--show-budgets and --json both write to stdout; choose one")
     if export_dir is None:
@@ -304,59 +294,46 @@ def _parse_ratios(text: str) -> list[float]:
 
 
 @app.command()
+@pipeline_options(exclude=("method", "ratio", "fps", "max_frames", "decode_timeout", "cache_dir"), defaults={"frames": 8})
 def bench(
     video: Annotated[Path, typer.Argument(help="Video file to run on.", show_default=False)],
-    model: ModelOption = DEFAULT_MODEL,
     random_weights: Annotated[
         bool,
         typer.Option("--random-weights", help="Random weights with the model's real shape (no download); "
                      "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
     ] = False,
-    prior_model: PriorModelOption = None,
     methods: Annotated[
         Optional[list[Method]],
         typer.Option("--method", help="Method to measure; repeat to compare several in one run (default: dytok-fastv)."),
     ] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
-    frames: FramesOption = 8,
-    backend: BackendOption = _DEFAULTS.backend,
-    prior_layers: PriorLayersOption = None,
-    prune_layer: PruneLayerOption = None,
-    device: DeviceOption = _DEFAULTS.device,
-    dtype: DTypeOption = _DEFAULTS.dtype,
-    trust_remote_code: TrustOption = False,
     question: Annotated[str, typer.Option("--question", "-q", help="Question asked on every run.")] = DEFAULT_QUESTION,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs per ratio (the median is reported).")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per ratio first.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    *,
+    options: dict[str, Any],
 ) -> int:
     """Measure speed and memory per ratio in one process, against ratio 1 in the same run."""
     measured = _parse_ratios(ratios)
     if not video.is_file():  # before minutes of model loading
         raise DytokError(f"{video}: no such file")
     methods = methods or [_DEFAULTS.method]
-    if Method.none in methods:
-        raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
-    # The settings carry the method that accepts a --prior-model, if it is among those compared.
-    settings = _settings(locals(), method=Method.dytok if Method.dytok in methods else methods[0], decode_timeout=None)
+    uncompressed = [method.value for method in methods if not strategy(method).compresses]
+    if uncompressed:
+        raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     from . import bench as benchmark
-    from .models import load_model, load_random_model
 
-    def load(name: str):
-        if random_weights:
-            return load_random_model(name, device=settings.device, dtype=settings.dtype)
-        return load_model(name, device=settings.device, dtype=settings.dtype, trust_remote_code=trust_remote_code)
-
-    with render.status(f"Loading {model}") as spinner:
-        answering = load(model)
-        prior = load(prior_model) if prior_model else None
+    settings = _settings(options, method=benchmark.settings_method(methods), max_new_tokens=max_new_tokens, decode_timeout=None)
+    with render.status(f"Loading {settings.model}") as spinner:
         results = benchmark.run(
-            settings, answering, prior, video, measured, question=question, repeat=repeat, warmup=warmup,
+            settings, video, measured, question=question, repeat=repeat, warmup=warmup, random_weights=random_weights,
             on_progress=spinner.update if spinner else None, methods=methods,
         )
-    report = {"machine": benchmark.machine(), "model": model, "prior_model": prior_model, "method": ",".join(method.value for method in methods),
-              "frames": frames, "random_weights": random_weights, "results": results}
+    report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": settings.prior_model,
+              "method": ",".join(method.value for method in methods), "frames": settings.frames,
+              "random_weights": random_weights, "results": results}
     if json_output:
         render.write_json(report)
     else:

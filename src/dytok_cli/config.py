@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from enum import Enum
+from typing import get_type_hints
+
+from .layers import parse_prior_layers
+from .methods import Method, strategy
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
-
-
-class Method(str, Enum):
-    dytok = "dytok"  # question-aware frame budgets from the keyframe prior, VisionZip within frames
-    visionzip = "visionzip"  # the same selector with uniform frame budgets (no prior pass)
-    dytok_fastv = "dytok-fastv"  # one prefill: prior and pruning inside the LLM at layer --prune-layer
-    none = "none"  # every visual token, as the model runs on its own
 
 
 class Backend(str, Enum):
@@ -46,50 +42,15 @@ class DType(str, Enum):
     float16 = "float16"
 
 
-def default_model() -> str:
-    return os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL
-
-
-def parse_prior_layers(spec: str | None, num_layers: int) -> tuple[int, ...]:
-    """Resolve `all`, `A-B` (inclusive), `L`, or None (the deepest third) to layer indices.
-
-    The deepest third of Qwen2-0.5B's 24 layers is 16-23, the layers of the reference's published runs.
-    """
-    if spec is None:
-        return tuple(range(num_layers - math.ceil(num_layers / 3), num_layers))
-    text = spec.strip().lower()
-    if text == "all":
-        return tuple(range(num_layers))
-    try:
-        if "-" in text:
-            first, last = (int(part) for part in text.split("-", 1))
-        else:
-            first = last = int(text)
-    except ValueError:
-        raise ValueError(f"--prior-layers must be 'all', 'A-B' or a layer number, not {spec!r}") from None
-    if not 0 <= first <= last < num_layers:
-        raise ValueError(f"--prior-layers {spec!r} is outside the prior model's layers 0-{num_layers - 1}")
-    return tuple(range(first, last + 1))
-
-
-def default_prune_layer(num_layers: int) -> int:
-    """The last layer of the first quarter (5 of Qwen2-0.5B's 0-23).
-
-    FastV pruned after layer 2; DyToK finds the keyframe prior sharper deeper in. A quarter of the
-    layers still runs every visual token: at ratio 0.25 the prefill costs about 0.44 of the full one.
-    """
-    return max(num_layers // 4 - 1, 0)
-
-
-def resolve_prune_layer(prune_layer: int | None, num_layers: int) -> int:
-    layer = default_prune_layer(num_layers) if prune_layer is None else prune_layer
-    if not 0 <= layer < num_layers:
-        raise ValueError(f"--prune-layer {layer} is outside the model's layers 0-{num_layers - 1}")
-    return layer
+# The fields that hold a choice, and the enum each takes: strings are coerced to it.
+_CHOICES: dict[str, type[Enum]] = {}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything that decides what a pipeline computes. Validated on construction, so a bad value fails
+    here with a message naming the flag, never later inside a model; choices may be given as strings."""
+
     model: str = DEFAULT_MODEL
     prior_model: str | None = None  # None: the answering model is its own prior
     # Measured fastest end to end on the default model, with the prior free (README, Performance).
@@ -110,6 +71,10 @@ class Settings:
     decode_timeout: float | None = 120.0  # seconds per video; None decodes in-process, unbounded
 
     def __post_init__(self) -> None:
+        for name, choice in _CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, choice):
+                object.__setattr__(self, name, _coerce(name, choice, value))
         if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
             raise ValueError(f"--ratio must be in (0, 1], not {self.ratio}")
         if self.frames < 1:
@@ -129,7 +94,7 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
-        if self.prior_model is not None and self.method is not Method.dytok:
+        if self.prior_model is not None and not strategy(self.method).separate_prior_pass:
             raise ValueError(f"--prior-model only applies to --method dytok, not {self.method.value}")
 
     @property
@@ -138,3 +103,16 @@ class Settings:
         if self.fps is not None:
             return {"num_frames": None, "fps": self.fps, "max_frames": self.max_frames or self.frames}
         return {"num_frames": self.frames, "fps": None, "max_frames": None}
+
+
+_CHOICES.update(
+    {name: hint for name, hint in get_type_hints(Settings).items() if isinstance(hint, type) and issubclass(hint, Enum)}
+)
+
+
+def _coerce(name: str, choice: type[Enum], value: object) -> Enum:
+    try:
+        return choice(value)
+    except ValueError:
+        valid = ", ".join(repr(member.value) for member in choice)
+        raise ValueError(f"--{name.replace('_', '-')} must be one of {valid}, not {value!r}") from None

@@ -7,10 +7,8 @@ Models load once per pipeline, so one process can serve many videos and question
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,63 +16,16 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
 
-from . import fastv
-from .budget import allocate_budgets, total_budget, uniform_weights
-from .config import Method, Settings, parse_prior_layers, resolve_prune_layer
-from .errors import InputError, ModelError
-from .models import EncodedVideo, VideoModel, load_model
 from .cache import VisualCache
-from .prior import keyframe_prior
-from .selectors.visionzip import FrameSelection, select_video
-from .video import Frames, read_video_bounded
+from .config import Settings
+from .errors import InputError, ModelError
+from .layers import resolve_prune_layer
+from .methods import PlanContext, Strategy, strategy
+from .models import VideoModel, load_model
+from .types import Answer, Frames, Plan, Visual
+from .video import read_video_bounded
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
-
-
-@dataclass
-class Visual:
-    """The query-independent work for one video: decoded frames and what the vision stage made of them."""
-
-    video: str
-    frames: Frames
-    encoded: EncodedVideo  # for the answering model
-    prior_encoded: EncodedVideo  # for the prior model (the same object when the model is its own prior)
-    timings: dict[str, float]  # decode_s, vision_s, and prior_vision_s with an assistant prior model
-
-    def take_timings(self) -> dict[str, float]:
-        """The cost of this work for the first question that uses it; later questions got it free."""
-        timings, self.timings = self.timings, {"decode_s": 0.0, "vision_s": 0.0}
-        return dict(timings)
-
-
-@dataclass
-class Plan:
-    """Where the visual-token budget goes for one (video, question): everything but the answer."""
-
-    video: str
-    question: str
-    frames: Frames  # one per model frame: the first sampled frame of each (see `group_frames`)
-    encoded: EncodedVideo
-    weights: torch.Tensor  # (F,) normalised frame weights (uniform unless the prior ran)
-    budgets: torch.Tensor  # (F,) tokens kept per frame
-    selections: list[FrameSelection] | None  # None when nothing was compressed
-    visual_tokens: torch.Tensor  # (N, D) what the LLM receives: kept frame tokens, then the extra tokens
-    kept_index: torch.Tensor  # (N,) where each of those tokens sat in the uncompressed video's tokens
-    timings: dict[str, float] = field(default_factory=dict)
-    # dytok-fastv: the prefill, run up to the prune layer and pruned there; `answer` finishes it.
-    prefill: fastv.PrunedPrefill | None = None
-
-    @property
-    def kept_tokens(self) -> int:
-        return int(self.budgets.sum())
-
-
-@dataclass
-class Answer:
-    plan: Plan
-    text: str
-    token_ids: list[int]
-    timings: dict[str, float]
 
 
 class _FirstTokenClock(LogitsProcessor):
@@ -101,31 +52,13 @@ class _CallbackStreamer(TextStreamer):
             self.on_text(text)
 
 
-def sampled_fps(frames: Frames) -> float | None:
-    """Sampled frames per second of video, counted as Qwen's processors do; None when unknown."""
-    if frames.video_fps > 0 and frames.total_frames > 0:
-        return len(frames.indices) / frames.total_frames * frames.video_fps
-    return None
-
-
-def group_frames(frames: Frames, per_group: int) -> Frames:
-    """The first sampled frame of each group of `per_group` that a model merges into one frame.
-
-    Reports and keyframe exports then have one entry per budgeted frame, timed where it starts.
-    """
-    if per_group == 1:
-        return frames
-    firsts = range(0, len(frames.indices), per_group)
-    return dataclasses.replace(
-        frames,
-        images=frames.images[list(firsts)],
-        indices=tuple(frames.indices[i] for i in firsts),
-        timestamps=tuple(frames.timestamps[i] for i in firsts),
-    )
-
-
 class Pipeline:
-    """Models load on first use, so a video that cannot be read fails before a model is loaded."""
+    """The stages for one `Settings`: `prepare` a video once (decode and vision pass, cached with a
+    `VisualCache`), then `plan` (budgets, no answer) or `ask` (plan and answer) any number of questions.
+
+    Models load on first use, so a video that cannot be read fails before a model is loaded; pass
+    `model`/`prior` to share loaded models between pipelines of different settings.
+    """
 
     def __init__(
         self,
@@ -157,35 +90,33 @@ class Pipeline:
         return self._load(self.settings.prior_model) if self.settings.prior_model else self.model
 
     @cached_property
-    def prune_layer(self) -> int:
+    def strategy(self) -> Strategy:
+        return strategy(self.settings.method)
+
+    @cached_property
+    def prune_layer(self) -> int | None:
+        """The single pass's K, for a method that prunes inside the prefill; None otherwise."""
+        if not self.strategy.prunes_in_prefill:
+            return None
         try:
             return resolve_prune_layer(self.settings.prune_layer, self.model.num_layers)
         except ValueError as error:
             raise InputError(str(error)) from None
 
     @cached_property
-    def prior_layers(self) -> tuple[int, ...]:
-        if self.settings.method is Method.dytok_fastv:
-            # The layers that run on every token anyway; by default all of them.
-            spec = self.settings.prior_layers or "all"
-            try:
-                return parse_prior_layers(spec, self.prune_layer + 1)
-            except ValueError:
-                raise InputError(
-                    f"--prior-layers {spec!r} must lie within 0-{self.prune_layer} (--prune-layer) for --method dytok-fastv"
-                ) from None
+    def prior_layers(self) -> tuple[int, ...] | None:
+        """The prior model's layers the method's prior reads; None for a method without a prior."""
+        if not self.strategy.reads_prior:
+            return None
+        prior_depth = self.prior.num_layers if self.strategy.separate_prior_pass else self.model.num_layers
         try:
-            return parse_prior_layers(self.settings.prior_layers, self.prior.num_layers)
+            return self.strategy.prior_layers(self.settings.prior_layers, prior_depth, self.prune_layer)
         except ValueError as error:
             raise InputError(str(error)) from None
 
     @property
     def prior_name(self) -> str | None:
-        if self.settings.method is Method.dytok_fastv:
-            return self.settings.model
-        if self.settings.method is not Method.dytok:
-            return None
-        return self.settings.prior_model or self.settings.model
+        return self.strategy.prior_model(self.settings.model, self.settings.prior_model)
 
     def read(self, video: str | Path) -> Frames:
         sampling = self.settings.sampling
@@ -209,14 +140,13 @@ class Pipeline:
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
-        fps = sampled_fps(frames)
-        encoded = model.encode(frames.images, fps=fps)
+        encoded = model.encode(frames)
         timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
-        if self.settings.method is Method.dytok and self.prior is not self.model:
+        if self.strategy.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
             encoding_started = time.perf_counter()
-            prior_encoded = self.prior.encode(frames.images, fps=fps)
+            prior_encoded = self.prior.encode(frames)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
@@ -240,76 +170,23 @@ class Pipeline:
             "dtype": str(model.model.dtype),
             "device": model.device.type,
         }
-        if settings.method is Method.dytok and settings.prior_model:
+        if self.strategy.separate_prior_pass and settings.prior_model:
             identity["prior_model"] = settings.prior_model
             identity["prior_dtype"] = str(self.prior.model.dtype)
         return identity
 
     def plan(self, video: str | Path | Visual, question: str, on_stage: StageCallback | None = None) -> Plan:
-        stage = on_stage or (lambda message: None)
+        """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
-        timings = visual.take_timings()
-        encoded = visual.encoded
-        if self.settings.method is Method.dytok_fastv:
-            return self._plan_single_pass(visual, question, timings, stage)
-
-        started = time.perf_counter()
-        if self.settings.method is Method.dytok:
-            stage("Computing the keyframe prior")
-            weights = keyframe_prior(self.prior, visual.prior_encoded, question, self.prior_layers)
-        else:
-            weights = uniform_weights(encoded.num_frames)
-        timings["prior_s"] = timings.pop("prior_vision_s", 0.0) + time.perf_counter() - started
-
-        num_frames, per_frame = encoded.num_frames, encoded.tokens_per_frame
-        if self.settings.method is Method.none:
-            budgets = torch.full((num_frames,), per_frame, dtype=torch.long)
-            selections, kept = None, encoded.features.flatten(0, 1)
-            kept_index = encoded.kept_index([torch.arange(per_frame)] * num_frames)
-        else:
-            budget = total_budget(self.settings.ratio, num_frames, per_frame)
-            budgets = allocate_budgets(weights, budget, cap=per_frame)
-            kept, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
-            kept_index = encoded.kept_index([selection.token_index for selection in selections])
-        return Plan(
-            video=visual.video,
-            question=question,
-            frames=group_frames(visual.frames, encoded.frames_per_group),
-            encoded=encoded,
-            weights=weights,
-            budgets=budgets,
-            selections=selections,
-            visual_tokens=torch.cat([kept, encoded.extra]),
-            kept_index=kept_index,
-            timings=timings,
+        context = PlanContext(
+            model=self.model,
+            prior=self.prior,
+            ratio=self.settings.ratio,
+            prior_layers=self.prior_layers,
+            prune_layer=self.prune_layer,
+            stage=on_stage or (lambda message: None),
         )
-
-    def _plan_single_pass(self, visual: Visual, question: str, timings: dict[str, float], stage: StageCallback) -> Plan:
-        """dytok-fastv: weights, budgets and kept tokens come from the prefill itself, run up to the
-        prune layer; the prior is free, so all of its time is prefill time."""
-        encoded = visual.encoded
-        stage(f"Prefilling to layer {self.prune_layer}")
-        started = time.perf_counter()
-        prefill = fastv.prune(self.model, encoded, question, self.settings.ratio, self.prune_layer, self.prior_layers)
-        timings["prior_s"] = 0.0
-        timings["prefill_s"] = time.perf_counter() - started
-        selections = [
-            FrameSelection(encoded.features[f, index.to(encoded.features.device)], index.numel(), 0, index)
-            for f, index in enumerate(prefill.token_index)
-        ]
-        return Plan(
-            video=visual.video,
-            question=question,
-            frames=group_frames(visual.frames, encoded.frames_per_group),
-            encoded=encoded,
-            weights=prefill.weights,
-            budgets=prefill.budgets,
-            selections=selections,
-            visual_tokens=torch.cat([*(s.tokens for s in selections), encoded.extra]),
-            kept_index=encoded.kept_index(prefill.token_index),
-            timings=timings,
-            prefill=prefill,
-        )
+        return self.strategy.plan(context, visual, question, visual.take_timings())
 
     def answer(
         self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
@@ -329,16 +206,7 @@ class Pipeline:
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
         started = time.perf_counter()
-        if plan.prefill is not None:
-            cache, _ = fastv.finish(self.model, plan.prefill)
-            ids = plan.prefill.input_ids
-            inputs = {
-                "input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "position_ids": plan.prefill.position_ids,
-                **fastv.cache_argument(type(self.model.model).forward, cache),
-            }
-        else:
-            inputs = self.model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
+        inputs = self.strategy.generation_inputs(self.model, plan)
         with torch.inference_mode():
             token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
         finished = time.perf_counter()

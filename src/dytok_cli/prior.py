@@ -1,16 +1,9 @@
-"""The keyframe prior (DESIGN §2.1): how strongly the question's last token attends to each frame.
-
-The math is a pure function of query/key states; `keyframe_prior` gathers those states from a
-prefill through the attention seam (no `output_attentions`, so SDPA and FlashAttention work) and
-stops the forward pass after the last layer it needs.
-"""
+"""The keyframe prior's math (DESIGN §2.1): how strongly the question's last token attends to each
+frame, from post-RoPE query/key states. Pure functions; `prefill/` runs the models that produce q/k."""
 
 from __future__ import annotations
 
 import torch
-
-from .attention import StopForward, watch_attention
-from .models.base import EncodedVideo, VideoModel
 
 
 def last_query_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -40,36 +33,8 @@ def normalise(weights: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def keyframe_prior(
-    prior: VideoModel, video: EncodedVideo, question: str, layers: tuple[int, ...], early_exit: bool = True
-) -> torch.Tensor:
-    """Normalised frame weights (F,) from a prefill of `question` with every visual token of `video`.
-
-    The per-layer scores are averaged over `layers`; with `early_exit` the forward pass ends as soon
-    as the deepest of them has been seen.
-    """
-    inputs = prior.build_inputs(question, video.all_tokens(), video=video)
-    visual_positions = prior.video_positions(inputs)[: video.num_frames * video.tokens_per_frame]
-    last_layer = max(layers)
-    per_layer: dict[int, torch.Tensor] = {}
-
-    def capture(layer: int):
-        def callback(query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-            # query (1, H, S, d), key (1, KVH, S, d)
-            per_layer[layer] = frame_weights_from_qk(
-                query[0, :, -1, :], key[0][:, visual_positions, :], video.num_frames, scaling
-            )
-            if early_exit and layer == last_layer:
-                raise StopForward
-
-        return callback
-
-    modules = prior.text_attention_modules()
-    callbacks = {modules[layer]: capture(layer) for layer in layers}
-    with torch.inference_mode(), watch_attention(prior.model, prior.text_sub_config, callbacks):
-        try:
-            prior.prefill(inputs)
-        except StopForward:
-            pass
-    scores = torch.stack([per_layer[layer] for layer in layers])  # (len(L), F)
-    return normalise(scores.mean(dim=0)).cpu()
+def combine_layers(scores: list[torch.Tensor]) -> torch.Tensor:
+    """Frame weights from per-layer frame scores [(F,), ...]: their mean, normalised to sum to 1."""
+    if not scores:
+        raise ValueError("the prior needs the scores of at least one layer")
+    return normalise(torch.stack(scores).mean(dim=0))  # (F,)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Settings
-from .pipeline import Answer, Plan
+from .types import Answer, Plan
 
 TIMING_KEYS = ("decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s")
 

@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .types import Frames
 
 BACKENDS = ("auto", "decord", "pyav", "opencv")
 _AUTO_ORDER = ("decord", "pyav", "opencv")
@@ -61,17 +62,6 @@ class VideoError(InputError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.splitlines()))
-
-
-@dataclass(frozen=True)
-class Frames:
-    images: np.ndarray  # (F, H, W, 3) uint8 RGB, upright
-    indices: tuple[int, ...]  # source frame number of each sampled frame
-    timestamps: tuple[float, ...]  # seconds from the stream start, from the decoder's pts
-    backend: str  # "decord" | "pyav" | "opencv": the one that actually decoded
-    video_fps: float
-    total_frames: int  # frames the container claims (or the readable prefix of a truncated file)
-    duration_s: float
 
 
 # --- sampling -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from ..config import Device, DType
 from ..errors import ModelError
-from .base import EncodedVideo, VideoModel
+from .base import VideoModel
 
 _REGISTRY: dict[str, type[VideoModel]] = {}
 
@@ -138,4 +138,4 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     return adapter(name, model.to(target).eval(), adapter.processor_for(config))
 
 
-__all__ = ["EncodedVideo", "VideoModel", "load_model", "load_random_model", "presets", "register", "supported_model_types"]
+__all__ = ["VideoModel", "load_model", "load_random_model", "presets", "register", "supported_model_types"]

@@ -2,60 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin
 
 from ..errors import ModelError
-
-
-@dataclass
-class EncodedVideo:
-    """The query-independent result of the vision stage for one video (worth caching)."""
-
-    features: torch.Tensor  # (F, T, D) visual tokens per frame, in the LLM's embedding space
-    extra: torch.Tensor  # (E, D) tokens that follow the frames and are never compressed (LLaVA's newline)
-    attention: torch.Tensor  # (F, T) attention each token receives at the selector layer (float32)
-    keys: torch.Tensor  # (F, T, Dk) key metric at that layer, averaged over heads (float32)
-    # Consecutive sampled frames that make one frame here (Qwen2.5-VL's temporal patches hold 2); the
-    # last frame covers fewer when the sampled count does not divide.
-    frames_per_group: int = 1
-    # What families with layout-dependent positions (M-RoPE) need again to rebuild the prompt: the
-    # vision grid (frames, height, width) in patches before merging, and the seconds one frame spans.
-    grid: tuple[int, int, int] | None = None
-    frame_seconds: float | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return self.features.shape[0]
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.features.shape[1]
-
-    def all_tokens(self) -> torch.Tensor:
-        return torch.cat([self.features.flatten(0, 1), self.extra])  # (F*T + E, D)
-
-    def kept_index(self, per_frame: list[torch.Tensor]) -> torch.Tensor:
-        """(N,) positions in `all_tokens()` of what a selection keeps: `per_frame[f]` indexes frame f's
-        T tokens; the extra tokens, never compressed, follow."""
-        frames = [f * self.tokens_per_frame + index.cpu() for f, index in enumerate(per_frame)]
-        extra = self.num_frames * self.tokens_per_frame + torch.arange(self.extra.shape[0])
-        return torch.cat([*frames, extra])
-
-
-@dataclass
-class PromptTensors:
-    """A prompt with every visual token in place, as the language model's decoder layers take it."""
-
-    input_ids: torch.Tensor  # (1, S)
-    embeddings: torch.Tensor  # (1, S, D) token embeddings with the visual tokens written in
-    position_ids: torch.Tensor  # what the rotary embedding takes: (1, S), or (3, 1, S) for M-RoPE
-    frame_positions: torch.Tensor  # (F*T,) sequence positions of the frames' tokens, frame-major
+from ..types import EncodedVideo, Frames, PromptTensors
+from .decoder import Decoder
 
 
 class VideoModel:
@@ -67,6 +22,10 @@ class VideoModel:
 
     model_type: ClassVar[str]
     text_sub_config: ClassVar[str] = "text_config"
+    # Whether the visual tokens a compressed prompt keeps keep their uncompressed positions (M-RoPE
+    # families must), or are renumbered contiguously as the reference does for 1-D positions. The
+    # single pass always keeps them: its early layers already rotated the keys with them.
+    keeps_uncompressed_positions: ClassVar[bool] = False
 
     # A synthetic prompt (random-weight models have no tokenizer) is shaped like a real one: a chat
     # preamble before the video, then a one-line question and the generation prompt.
@@ -96,12 +55,9 @@ class VideoModel:
         return len(self.text_attention_modules())
 
     # --- family specifics -------------------------------------------------------------------
-    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
-        """Vision tower, projector and any pooling for frames (F, H, W, 3) uint8 RGB.
-
-        `fps` is the rate the frames were sampled at (frames per second of video), for families whose
-        positions encode time; None when unknown.
-        """
+    def encode(self, frames: Frames) -> EncodedVideo:
+        """Vision tower, projector and any pooling for the sampled frames; a family whose positions
+        encode time reads it from the frames' timing here."""
         raise NotImplementedError
 
     def text_attention_modules(self) -> list[nn.Module]:
@@ -111,6 +67,10 @@ class VideoModel:
     def language_model(self) -> nn.Module:
         """The decoder stack: `layers`, `norm`, `rotary_emb` and its `config` (no LM head)."""
         raise NotImplementedError
+
+    def decoder(self) -> Decoder:
+        """The decoder walked layer by layer by the single pass; the Qwen2-style stack by default."""
+        return Decoder(self.language_model(), self.model.get_output_embeddings())
 
     def video_token_id(self) -> int:
         raise NotImplementedError
@@ -193,6 +153,7 @@ class VideoModel:
             input_ids=inputs["input_ids"],
             embeddings=embeddings,
             position_ids=self.sequence_positions(inputs),
+            visual_positions=visual,
             frame_positions=visual[: video.num_frames * video.tokens_per_frame],
         )
 

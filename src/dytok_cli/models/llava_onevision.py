@@ -6,15 +6,15 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..attention import watch_attention
 from ..errors import ModelError
+from ..types import EncodedVideo, Frames
 from . import register
-from .base import EncodedVideo, VideoModel
+from .base import VideoModel
 
 # Frames per chunk when turning vision-layer attention into "attention received": bounds the
 # (frames, heads, 729, 729) float32 matrix to a few hundred MB at SigLIP-so400m's size.
@@ -84,8 +84,8 @@ class LlavaOnevision(VideoModel):
             raise ModelError(f"{self.name!r} feeds its projector from the patch embeddings, which carry no attention")
         return layers[index].self_attn
 
-    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
-        pixels = self.processor.video_processor(videos=[images], return_tensors="pt")["pixel_values_videos"]
+    def encode(self, frames: Frames) -> EncodedVideo:
+        pixels = self.processor.video_processor(videos=[frames.images], return_tensors="pt")["pixel_values_videos"]
         pixels = pixels.to(self.device, self.model.dtype)
         captured: dict[str, torch.Tensor] = {}
 

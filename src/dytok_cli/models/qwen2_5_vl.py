@@ -30,15 +30,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.vision_utils import get_vision_window_index
 
 from ..attention import watch_attention
+from ..types import EncodedVideo, Frames
 from . import register
-from .base import EncodedVideo, VideoModel
+from .base import VideoModel
 
 # Query rows per step when turning vision attention into "attention received": bounds the
 # (heads, rows, patches) float32 block to a few hundred MB for the largest frames Qwen accepts.
@@ -61,6 +61,7 @@ def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -
 @register
 class Qwen2_5_VL(VideoModel):
     model_type = "qwen2_5_vl"
+    keeps_uncompressed_positions = True
 
     @classmethod
     def processor_for(cls, config: Any) -> Any:
@@ -88,7 +89,15 @@ class Qwen2_5_VL(VideoModel):
     def video_token_id(self) -> int:
         return self.model.config.video_token_id
 
-    def encode(self, images: np.ndarray, fps: float | None = None) -> EncodedVideo:
+    @staticmethod
+    def sampled_fps(frames: Frames) -> float | None:
+        """Sampled frames per second of video, counted as Qwen's processors do; None when unknown."""
+        if frames.video_fps > 0 and frames.total_frames > 0:
+            return len(frames.indices) / frames.total_frames * frames.video_fps
+        return None
+
+    def encode(self, frames: Frames) -> EncodedVideo:
+        images, fps = frames.images, self.sampled_fps(frames)
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]

@@ -6,27 +6,10 @@ caller decides how many tokens each frame keeps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class FrameSelection:
-    """What one frame kept."""
-
-    tokens: torch.Tensor  # (n, D) dominant tokens in raster order, then the merged contextual tokens
-    dominant: int  # n_dom
-    contextual: int  # n_ctx
-    # (n,) int64: where each kept token sat among the frame's T tokens (a contextual token sits where
-    # its target did), so a model with positional structure (M-RoPE) can place it as before.
-    token_index: torch.Tensor
-
-    @property
-    def dominant_index(self) -> torch.Tensor:
-        """(n_dom,) sorted indices of the dominant tokens."""
-        return self.token_index[: self.dominant]
+from .base import FrameSelection
 
 
 def split_budget(n: int) -> tuple[int, int]:

@@ -1,0 +1,227 @@
+"""One strategy per method, found through one registry keyed by `Method` (DESIGN §2).
+
+A strategy says what its method needs and does: whether it compresses at all (so `--ratio` applies),
+whether it runs a separate prior pass (so it can take `--prior-model`), whether it prunes inside the
+answer's prefill (so `--prune-layer` applies), which layers its prior reads, how it plans one
+(video, question), and what it hands `generate`. The settings, pipeline, bench and CLI ask the strategy
+instead of comparing method names.
+
+The math and the model-driving code are imported when a plan is made, not when this module is, so the
+settings (and the CLI's usage errors) can consult a strategy without loading torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .layers import parse_prior_layers
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models.base import VideoModel
+    from .selectors.base import FrameSelection
+    from .types import Plan, Visual
+
+
+class Method(str, Enum):
+    dytok = "dytok"  # question-aware frame budgets from a separate prior pass, VisionZip within frames
+    visionzip = "visionzip"  # the same selector with uniform frame budgets (no prior pass)
+    dytok_fastv = "dytok-fastv"  # one prefill: prior and pruning inside the LLM at layer --prune-layer
+    none = "none"  # every visual token, as the model runs on its own
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a strategy plans with: the loaded models and the layer choices resolved for them."""
+
+    model: VideoModel
+    prior: VideoModel  # the answering model itself unless an assistant computes the prior
+    ratio: float
+    prior_layers: tuple[int, ...] | None  # None: the method reads no prior
+    prune_layer: int | None  # None: the method does not prune inside the prefill
+    stage: Callable[[str], None]  # told what is happening now, for progress displays
+
+
+class Strategy:
+    method: ClassVar[Method]
+    compresses: ClassVar[bool] = True  # --ratio applies
+    separate_prior_pass: ClassVar[bool] = False  # a prior model runs its own prefill (--prior-model)
+    prunes_in_prefill: ClassVar[bool] = False  # pruned inside the answer's prefill (--prune-layer)
+
+    @property
+    def reads_prior(self) -> bool:
+        return self.separate_prior_pass or self.prunes_in_prefill
+
+    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...] | None:
+        """The prior model's layers the prior reads (ValueError for a spec that does not fit); None if none."""
+        return None
+
+    def prior_model(self, model: str, prior_model: str | None) -> str | None:
+        """The model whose attention gives the prior, as the record names it."""
+        return (prior_model or model) if self.reads_prior else None
+
+    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+        raise NotImplementedError
+
+    def generation_inputs(self, model: VideoModel, plan: Plan) -> dict[str, Any]:
+        """Keyword arguments for `generate` that carry the plan's visual tokens."""
+        return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
+
+
+def _plan(
+    visual: Visual,
+    question: str,
+    weights: torch.Tensor,
+    budgets: torch.Tensor,
+    selections: list[FrameSelection] | None,
+    timings: dict[str, float],
+    **rest: Any,
+) -> Plan:
+    """A plan from where each frame's budget went; `selections` None keeps every token."""
+    import torch
+
+    from .types import Plan
+
+    encoded = visual.encoded
+    if selections is None:
+        kept = encoded.features.flatten(0, 1)
+        kept_index = encoded.kept_index([torch.arange(encoded.tokens_per_frame)] * encoded.num_frames)
+    else:
+        kept = torch.cat([selection.tokens for selection in selections])
+        kept_index = encoded.kept_index([selection.token_index for selection in selections])
+    return Plan(
+        video=visual.video,
+        question=question,
+        frames=visual.frames.group_starts(encoded.frames_per_group),
+        encoded=encoded,
+        weights=weights,
+        budgets=budgets,
+        selections=selections,
+        visual_tokens=torch.cat([kept, encoded.extra]),
+        kept_index=kept_index,
+        timings=timings,
+        **rest,
+    )
+
+
+class NoCompression(Strategy):
+    method = Method.none
+    compresses = False
+
+    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+        import torch
+
+        from .budget import uniform_weights
+
+        encoded = visual.encoded
+        timings["prior_s"] = 0.0
+        budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)
+        return _plan(visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
+
+
+class VisionZip(Strategy):
+    """Frame budgets from `weights` (uniform here), VisionZip within each frame."""
+
+    method = Method.visionzip
+
+    def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
+        from .budget import uniform_weights
+
+        return uniform_weights(visual.encoded.num_frames)
+
+    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+        from .budget import allocate_budgets, total_budget
+        from .selectors.visionzip import select_video
+
+        started = time.perf_counter()
+        weights = self.weights(context, visual, question)
+        # An assistant's vision pass is part of what the prior costs.
+        timings["prior_s"] = timings.pop("prior_vision_s", 0.0) + time.perf_counter() - started
+        encoded = visual.encoded
+        total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
+        budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
+        _, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
+        return _plan(visual, question, weights, budgets, selections, timings)
+
+
+class DyToK(VisionZip):
+    """The reference method: frame budgets from a separate prior pass, VisionZip within frames."""
+
+    method = Method.dytok
+    separate_prior_pass = True
+
+    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...]:
+        return parse_prior_layers(spec, prior_depth)
+
+    def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
+        from .prefill.prior_pass import keyframe_prior
+
+        context.stage("Computing the keyframe prior")
+        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers)
+
+
+class DyToKFastV(Strategy):
+    """DyToK in one prefill: the prior and the pruning happen at layer K of the answer's own pass, so
+    the prior costs nothing extra and all of its time is prefill time."""
+
+    method = Method.dytok_fastv
+    prunes_in_prefill = True
+
+    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...]:
+        # The layers that run on every token anyway; by default all of them.
+        spec = spec or "all"
+        try:
+            return parse_prior_layers(spec, prune_layer + 1)
+        except ValueError:
+            raise ValueError(
+                f"--prior-layers {spec!r} must lie within 0-{prune_layer} (--prune-layer) for --method dytok-fastv"
+            ) from None
+
+    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+        from .budget import allocate_budgets, total_budget
+        from .prefill import single_pass
+        from .prior import combine_layers
+        from .selectors.fastv import select_video
+
+        encoded = visual.encoded
+        context.stage(f"Prefilling to layer {context.prune_layer}")
+        started = time.perf_counter()
+        probe = single_pass.run_to_prune_layer(context.model, encoded, question, context.prune_layer, context.prior_layers)
+        weights = combine_layers([probe.scores[layer] for layer in context.prior_layers]).cpu()
+        total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
+        budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
+        selections = select_video(encoded.features, probe.attention, budgets)
+        kept_index = encoded.kept_index([selection.token_index for selection in selections])
+        prefill = single_pass.prune(context.model, probe, kept_index)
+        timings["prior_s"] = 0.0
+        timings["prefill_s"] = time.perf_counter() - started
+        return _plan(visual, question, weights, budgets, selections, timings, prefill=prefill)
+
+    def generation_inputs(self, model: VideoModel, plan: Plan) -> dict[str, Any]:
+        import torch
+
+        from .models.decoder import cache_argument
+        from .prefill import single_pass
+
+        cache = single_pass.finish(model, plan.prefill)
+        prompt = plan.prefill.prompt
+        return {
+            "input_ids": prompt.input_ids,
+            "attention_mask": torch.ones_like(prompt.input_ids),
+            "position_ids": prompt.position_ids,
+            **cache_argument(type(model.model).forward, cache),
+        }
+
+
+_STRATEGIES: dict[Method, Strategy] = {
+    strategy.method: strategy for strategy in (NoCompression(), VisionZip(), DyToK(), DyToKFastV())
+}
+
+
+def strategy(method: Method | str) -> Strategy:
+    return _STRATEGIES[Method(method)]

@@ -1,0 +1,158 @@
+"""The data that passes between the stages (DESIGN §3): decoded frames, the encoded video, the prompt a
+decoder walk runs on, the per-video visual work, and the per-question plan and answer.
+
+Every stage may import this module and it imports no stage, so no stage ever imports a later one.
+It imports no heavy library at run time either: the bounded decoder's worker process imports
+`Frames` from here without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .selectors.base import FrameSelection
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The sampled frames of one video, as the decoder gave them."""
+
+    images: np.ndarray  # (F, H, W, 3) uint8 RGB, upright
+    indices: tuple[int, ...]  # source frame number of each sampled frame
+    timestamps: tuple[float, ...]  # seconds from the stream start, from the decoder's pts
+    backend: str  # "decord" | "pyav" | "opencv": the one that actually decoded
+    video_fps: float
+    total_frames: int  # frames the container claims (or the readable prefix of a truncated file)
+    duration_s: float
+
+    def group_starts(self, per_group: int) -> Frames:
+        """The first sampled frame of each group of `per_group` that a model merges into one frame.
+
+        Reports and keyframe exports then have one entry per budgeted frame, timed where it starts.
+        """
+        if per_group == 1:
+            return self
+        firsts = range(0, len(self.indices), per_group)
+        return dataclasses.replace(
+            self,
+            images=self.images[list(firsts)],
+            indices=tuple(self.indices[i] for i in firsts),
+            timestamps=tuple(self.timestamps[i] for i in firsts),
+        )
+
+
+@dataclass
+class EncodedVideo:
+    """The query-independent result of the vision stage for one video (worth caching)."""
+
+    features: torch.Tensor  # (F, T, D) visual tokens per frame, in the LLM's embedding space
+    extra: torch.Tensor  # (E, D) tokens that follow the frames and are never compressed (LLaVA's newline)
+    attention: torch.Tensor  # (F, T) attention each token receives at the selector layer (float32)
+    keys: torch.Tensor  # (F, T, Dk) key metric at that layer, averaged over heads (float32)
+    # Consecutive sampled frames that make one frame here (Qwen's temporal patches hold 2); the
+    # last frame covers fewer when the sampled count does not divide.
+    frames_per_group: int = 1
+    # What families with layout-dependent positions (M-RoPE) need again to rebuild the prompt: the
+    # vision grid (frames, height, width) in patches before merging, and the seconds one frame spans.
+    grid: tuple[int, int, int] | None = None
+    frame_seconds: float | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.features.shape[1]
+
+    def all_tokens(self) -> torch.Tensor:
+        import torch
+
+        return torch.cat([self.features.flatten(0, 1), self.extra])  # (F*T + E, D)
+
+    def kept_index(self, per_frame: list[torch.Tensor]) -> torch.Tensor:
+        """(N,) positions in `all_tokens()` of what a selection keeps: `per_frame[f]` indexes frame f's
+        T tokens; the extra tokens, never compressed, follow."""
+        import torch
+
+        frames = [f * self.tokens_per_frame + index.cpu() for f, index in enumerate(per_frame)]
+        extra = self.num_frames * self.tokens_per_frame + torch.arange(self.extra.shape[0])
+        return torch.cat([*frames, extra])
+
+
+@dataclass
+class PromptTensors:
+    """A prompt with its visual tokens in place, as a walk through the decoder layers takes it."""
+
+    input_ids: torch.Tensor  # (1, S)
+    embeddings: torch.Tensor  # (1, S, D) token embeddings with the visual tokens written in
+    position_ids: torch.Tensor  # what the rotary embedding takes: (1, S), or (3, 1, S) for M-RoPE
+    visual_positions: torch.Tensor  # (N,) sequence positions of the visual tokens, frame-major, extras last
+    frame_positions: torch.Tensor  # (F*T,) the first F*T of them: the frames' tokens
+    # Per early decoder layer, (N, D) added to the hidden states at `visual_positions` after that
+    # layer (Qwen3-VL's DeepStack); empty for families without.
+    visual_layer_inputs: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass
+class PrunedPrefill:
+    """A single-pass prefill stopped after layer K and pruned there: what the later layers and
+    decoding need (dytok-fastv)."""
+
+    prune_layer: int
+    keep: torch.Tensor  # (S_kept,) sequence positions kept, ascending
+    prompt: PromptTensors  # the kept tokens: ids, original positions, visual rows and their layer inputs
+    hidden: torch.Tensor  # (1, S_kept, D) layer K's output at the kept positions
+    past: Any  # the decoder's cache state of layers 0..K at the kept positions (see `models.decoder`)
+
+
+@dataclass
+class Visual:
+    """The query-independent work for one video: decoded frames and what the vision stage made of them."""
+
+    video: str
+    frames: Frames
+    encoded: EncodedVideo  # for the answering model
+    prior_encoded: EncodedVideo  # for the prior model (the same object when the model is its own prior)
+    timings: dict[str, float]  # decode_s, vision_s, and prior_vision_s with an assistant prior model
+
+    def take_timings(self) -> dict[str, float]:
+        """The cost of this work for the first question that uses it; later questions got it free."""
+        timings, self.timings = self.timings, {"decode_s": 0.0, "vision_s": 0.0}
+        return dict(timings)
+
+
+@dataclass
+class Plan:
+    """Where the visual-token budget goes for one (video, question): everything but the answer."""
+
+    video: str
+    question: str
+    frames: Frames  # one per model frame: the first sampled frame of each (see `Frames.group_starts`)
+    encoded: EncodedVideo
+    weights: torch.Tensor  # (F,) normalised frame weights (uniform unless the prior ran)
+    budgets: torch.Tensor  # (F,) tokens kept per frame
+    selections: list[FrameSelection] | None  # None when nothing was compressed
+    visual_tokens: torch.Tensor  # (N, D) what the LLM receives: kept frame tokens, then the extra tokens
+    kept_index: torch.Tensor  # (N,) where each of those tokens sat in the uncompressed video's tokens
+    timings: dict[str, float] = field(default_factory=dict)
+    # dytok-fastv: the prefill, run up to the prune layer and pruned there; `answer` finishes it.
+    prefill: PrunedPrefill | None = None
+
+    @property
+    def kept_tokens(self) -> int:
+        return int(self.budgets.sum())
+
+
+@dataclass
+class Answer:
+    plan: Plan
+    text: str
+    token_ids: list[int]
+    timings: dict[str, float]

@@ -1,0 +1,348 @@
+"""The contract every supported family keeps (DESIGN §4), checked on a tiny model of each.
+
+A family contributes only its tiny-model builder (`tiny_models.FAMILIES`); every oracle here runs over
+all of them, for every method. The oracles do not come from our code: the model's own processor and
+`generate`, its eager `output_attentions`, its own forward's hidden states and rotary embeddings.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from conftest import ASSISTANT
+from transformers import AutoModelForImageTextToText
+
+from dytok_cli.budget import total_budget
+from dytok_cli.config import Device, DType, Method, Settings
+from dytok_cli.errors import InputError
+from dytok_cli.models.decoder import cache_argument
+from dytok_cli.pipeline import Pipeline
+from dytok_cli.prefill import single_pass
+from dytok_cli.prefill.prior_pass import keyframe_prior
+from dytok_cli.prior import normalise
+from dytok_cli.types import Frames
+
+QUESTION = "what happens in the video?"
+FRAMES = 6
+TWO_PASS = [Method.dytok, Method.visionzip]
+COMPRESSING = [*TWO_PASS, Method.dytok_fastv]
+
+
+def settings(model_dir, **overrides) -> Settings:
+    # Decoding in-process keeps these tests quick; the bounded worker is covered by the CLI tests.
+    options = dict(model=str(model_dir), frames=FRAMES, device=Device.cpu, dtype=DType.float32, max_new_tokens=12,
+                   decode_timeout=None, method=Method.dytok)
+    return Settings(**{**options, **overrides})
+
+
+def own_inputs(adapter, frames: Frames, question: str):
+    """The model's own processor on the same sampled frames, told where they were sampled from."""
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True)
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
+    return adapter.processor(
+        text=prompt, videos=[frames.images], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"
+    )
+
+
+def own_generate(adapter, frames: Frames, question: str, max_new_tokens: int = 12) -> list[int]:
+    """The model's own processor + generate on the same frames, nothing of ours involved."""
+    inputs = own_inputs(adapter, frames, question)
+    output = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.fixture(scope="module")
+def eager():
+    """eager(model_dir) -> the same checkpoint loaded with eager attention, which returns its weights."""
+    loaded = {}
+
+    def load(model_dir):
+        if model_dir not in loaded:
+            loaded[model_dir] = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="eager").eval()
+        return loaded[model_dir]
+
+    return load
+
+
+def eager_prior(eager_model, adapter, frames: Frames, question: str, layers, num_frames: int, per_frame: int) -> torch.Tensor:
+    """§2.1 from `output_attentions` under eager attention, renormalised over the frames' tokens."""
+    inputs = own_inputs(adapter, frames, question)
+    with torch.no_grad():
+        attentions = eager_model(**inputs, output_attentions=True).attentions
+    video = (inputs["input_ids"][0] == adapter.video_token_id()).nonzero()[:, 0][: num_frames * per_frame]
+    per_layer = []
+    for layer in layers:
+        last_row = attentions[layer][0, :, -1, video].double()  # (H, F*T)
+        last_row = last_row / last_row.sum(dim=-1, keepdim=True)
+        per_layer.append(last_row.mean(dim=0).view(num_frames, per_frame).mean(dim=1))
+    return normalise(torch.stack(per_layer).mean(dim=0)).float()
+
+
+@contextmanager
+def layer_inputs(adapter, index: int, keyword: str | None = None):
+    """What decoder layer `index` receives each time it runs: its hidden states, or one keyword argument."""
+    seen: list = []
+
+    def record(module, args, kwargs):
+        seen.append(kwargs[keyword] if keyword else args[0].clone())
+
+    handle = adapter.language_model().layers[index].register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def kept_sequence(input_ids: torch.Tensor, video_token_id: int, plan) -> torch.Tensor:
+    """(S_kept,) positions in the uncompressed prompt `input_ids` (S,) of what a compressed prompt holds,
+    in its order: every text token, and where each frame's tokens were, that frame's kept tokens in the
+    order they were kept."""
+    video = (input_ids == video_token_id).nonzero()[:, 0]
+    per_frame = plan.encoded.tokens_per_frame
+    frame_tokens = plan.encoded.num_frames * per_frame
+    text = (input_ids != video_token_id).nonzero()[:, 0].tolist()
+    entries = [(position, 0) for position in text]
+    for order, index in enumerate(plan.kept_index.tolist(), start=1):
+        anchor = video[index // per_frame * per_frame] if index < frame_tokens else video[index]
+        entries.append((int(anchor), order))
+    ordered = sorted(range(len(entries)), key=lambda i: entries[i])
+    positions = [*text, *video[plan.kept_index].tolist()]
+    return torch.tensor([positions[i] for i in ordered])
+
+
+# --- ratio 1 is the model itself ----------------------------------------------------------------
+
+UNCOMPRESSED = {
+    "none": dict(method=Method.none),
+    "dytok": dict(method=Method.dytok, ratio=1.0),
+    "visionzip": dict(method=Method.visionzip, ratio=1.0),
+    "dytok-fastv": dict(method=Method.dytok_fastv, ratio=1.0),
+    "dytok-fastv-K2": dict(method=Method.dytok_fastv, ratio=1.0, prune_layer=2),
+}
+
+
+@pytest.mark.parametrize("frames", [FRAMES, 5], ids=["even", "odd"])
+@pytest.mark.parametrize("case", UNCOMPRESSED)
+def test_uncompressed_answer_is_the_models_own_generate(family, clip, case, frames):
+    pipeline = Pipeline(settings(family.dir, frames=frames, **UNCOMPRESSED[case]), model=family.adapter)
+    answer = pipeline.ask(clip, QUESTION)
+    expected = own_generate(family.adapter, pipeline.read(clip), QUESTION)
+    assert answer.token_ids == expected
+    assert answer.text == family.adapter.decode(torch.tensor(expected))
+    assert answer.plan.kept_tokens == answer.plan.encoded.num_frames * answer.plan.encoded.tokens_per_frame
+
+
+@pytest.mark.parametrize("method", [Method.dytok, Method.dytok_fastv])
+def test_compression_changes_what_the_model_sees(family, clip, method):
+    """Guards the oracles here: the tiny model's answer does depend on the visual tokens."""
+    full = Pipeline(settings(family.dir, method=Method.none), model=family.adapter).ask(clip, QUESTION)
+    compressed = Pipeline(settings(family.dir, method=method, ratio=0.1, prune_layer=None if method is Method.dytok else 1),
+                          model=family.adapter).ask(clip, QUESTION)
+    assert compressed.token_ids != full.token_ids
+
+
+# --- the keyframe prior -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [(0,), (1, 2), (3,), (0, 1, 2, 3)])
+def test_prior_matches_eager_attention(family, eager, clip, layers):
+    frames = Pipeline(settings(family.dir), model=family.adapter).read(clip)
+    video = family.adapter.encode(frames)
+    reference = eager_prior(eager(family.dir), family.adapter, frames, QUESTION, layers, video.num_frames, video.tokens_per_frame)
+    with_exit = keyframe_prior(family.adapter, video, QUESTION, layers, early_exit=True)
+    without_exit = keyframe_prior(family.adapter, video, QUESTION, layers, early_exit=False)
+    torch.testing.assert_close(with_exit, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(without_exit, reference, atol=1e-5, rtol=0)
+    assert with_exit.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_early_exit_stops_after_the_last_prior_layer(family, clip):
+    video = family.adapter.encode(Pipeline(settings(family.dir), model=family.adapter).read(clip))
+    with layer_inputs(family.adapter, 0) as first, layer_inputs(family.adapter, 2) as third:
+        keyframe_prior(family.adapter, video, QUESTION, (1,))
+    assert (len(first), len(third)) == (1, 0)  # layer 1 was entered, its attention seen, and the pass ended inside it
+
+
+def test_assistant_prior_model(family, eager, build_family, load_family, clip):
+    assistant_dir, assistant = build_family(family.name, **ASSISTANT), load_family(family.name, **ASSISTANT)
+    pipeline = Pipeline(settings(family.dir, prior_model=str(assistant_dir), ratio=0.25), model=family.adapter, prior=assistant)
+    assert pipeline.prior_layers == (2,)  # the deepest third of the assistant's 3 layers
+    plan = pipeline.plan(clip, QUESTION)
+    encoded = plan.encoded
+    frames = pipeline.read(clip)
+    reference = eager_prior(eager(assistant_dir), assistant, frames, QUESTION, (2,), encoded.num_frames, encoded.tokens_per_frame)
+    torch.testing.assert_close(plan.weights, reference, atol=1e-5, rtol=0)
+    own = keyframe_prior(family.adapter, encoded, QUESTION, (2, 3))
+    assert not torch.allclose(plan.weights, own, atol=1e-3)  # it really is the assistant's prior
+
+
+def test_assistant_vision_pass_counts_as_prior_time(family, build_family, load_family, clip, monkeypatch):
+    """A clock that moves only inside the vision passes: each lands in its own timing, once per video."""
+    import dytok_cli.pipeline as pipeline_module
+
+    assistant = load_family(family.name, **ASSISTANT)
+    now = [0.0]
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+
+    def taking(seconds, encode):
+        def timed(*args, **kwargs):
+            now[0] += seconds
+            return encode(*args, **kwargs)
+
+        return timed
+
+    monkeypatch.setattr(family.adapter, "encode", taking(10.0, family.adapter.encode))
+    monkeypatch.setattr(assistant, "encode", taking(100.0, assistant.encode))
+    pipeline = Pipeline(settings(family.dir, prior_model=str(build_family(family.name, **ASSISTANT))),
+                        model=family.adapter, prior=assistant)
+    visual = pipeline.prepare(clip)
+    first = pipeline.plan(visual, QUESTION).timings
+    assert (first["vision_s"], first["prior_s"]) == (10.0, 100.0)
+    again = pipeline.plan(visual, QUESTION).timings  # the encodings are reused
+    assert (again["vision_s"], again["prior_s"]) == (0.0, 0.0)
+
+
+# --- what is kept -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", COMPRESSING)
+@pytest.mark.parametrize("ratio", [0.05, 0.25, 0.6])
+def test_kept_tokens_follow_budgets(family, clip, method, ratio, monkeypatch):
+    pipeline = Pipeline(settings(family.dir, method=method, ratio=ratio, prune_layer=1 if method is Method.dytok_fastv else None,
+                                 max_new_tokens=1), model=family.adapter)
+    seen = {}
+    original = family.adapter.generate
+
+    def spy(inputs, *args, **kwargs):
+        seen["input_ids"] = inputs["input_ids"]
+        return original(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(family.adapter, "generate", spy)
+    plan = pipeline.answer(pipeline.plan(clip, QUESTION)).plan
+    encoded = plan.encoded
+    assert plan.kept_tokens == total_budget(ratio, encoded.num_frames, encoded.tokens_per_frame)
+    assert [s.tokens.shape[0] for s in plan.selections] == plan.budgets.tolist()
+    assert [s.dominant + s.contextual for s in plan.selections] == plan.budgets.tolist()
+    assert plan.visual_tokens.shape[0] == plan.kept_tokens + encoded.extra.shape[0]
+    placeholders = int((seen["input_ids"] == family.adapter.video_token_id()).sum())
+    assert placeholders == plan.kept_tokens + encoded.extra.shape[0]
+    if method is Method.visionzip:
+        assert plan.budgets.max() - plan.budgets.min() <= 1
+    if method is Method.dytok_fastv:  # whole tokens in their original order, nothing merged
+        assert all(s.contextual == 0 and torch.equal(s.token_index, s.token_index.sort().values) for s in plan.selections)
+        assert plan.timings["prior_s"] == 0.0 and plan.timings["prefill_s"] > 0
+
+
+@pytest.mark.parametrize("method, ratio", [(Method.dytok, 0.3), (Method.visionzip, 0.5), (Method.none, 1.0), (Method.dytok_fastv, 0.3)])
+def test_kept_tokens_keep_their_uncompressed_positions(family, clip, method, ratio):
+    """The rotary embedding a decoder layer applies to the kept tokens is the one it applies to them in
+    the model's own uncompressed run (renumbered contiguously for a 1-D family's two-pass prompt)."""
+    adapter = family.adapter
+    single = method is Method.dytok_fastv
+    layer = 2 if single else 0  # the first layer that sees only the kept tokens
+    pipeline = Pipeline(settings(family.dir, method=method, ratio=ratio, prune_layer=1 if single else None,
+                                 max_new_tokens=1), model=adapter)
+    frames = pipeline.read(clip)
+    plan = pipeline.plan(clip, QUESTION)
+    inputs = own_inputs(adapter, frames, QUESTION)
+    with layer_inputs(adapter, layer, "position_embeddings") as own, torch.no_grad():
+        adapter.model(**inputs)
+    with layer_inputs(adapter, layer, "position_embeddings") as ours:
+        pipeline.answer(plan)
+    kept = kept_sequence(inputs["input_ids"][0], adapter.video_token_id(), plan)
+    if not (single or adapter.keeps_uncompressed_positions):
+        kept = torch.arange(kept.numel())
+    for own_part, our_part in zip(own[0], ours[0]):  # cos, sin
+        assert our_part.shape[-2] == kept.numel()
+        torch.testing.assert_close(our_part, own_part[..., kept, :], atol=1e-6, rtol=0)
+
+
+# --- the single pass ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.25])
+def test_single_pass_leaves_layers_up_to_k_untouched(family, clip, ratio):
+    adapter, prune_layer = family.adapter, 1
+    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=ratio, prune_layer=prune_layer, max_new_tokens=1),
+                        model=adapter)
+    plan = pipeline.plan(clip, QUESTION)
+    encoded, prefill = plan.encoded, plan.prefill
+    full = adapter.build_inputs(QUESTION, encoded.all_tokens(), video=encoded)
+    with torch.no_grad():
+        reference = adapter.model(**full, output_hidden_states=True)
+    with layer_inputs(adapter, prune_layer + 1) as after_k:
+        pipeline.answer(plan)
+    pruned = after_k[0]  # the prefill's pass; later entries are decoding steps
+    frame_tokens = encoded.num_frames * encoded.tokens_per_frame
+    assert pruned.shape[1] == full["input_ids"].shape[1] - frame_tokens + plan.kept_tokens
+    # hidden_states[K + 1] is layer K's output.
+    assert torch.equal(pruned, reference.hidden_states[prune_layer + 1][:, prefill.keep])
+
+
+def test_single_pass_prior_is_the_dytok_prior_over_the_same_layers(family, clip):
+    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, prune_layer=2, prior_layers="1-2"), model=family.adapter)
+    plan = pipeline.plan(clip, QUESTION)
+    assert pipeline.prior_layers == (1, 2)
+    torch.testing.assert_close(plan.weights, keyframe_prior(family.adapter, plan.encoded, QUESTION, (1, 2)), atol=1e-6, rtol=0)
+    assert Pipeline(settings(family.dir, method=Method.dytok_fastv, prune_layer=2), model=family.adapter).prior_layers == (0, 1, 2)
+
+
+def test_single_pass_answer_decodes_from_the_pruned_cache(family, clip):
+    """Decoding by hand from the pruned cache: the last prompt token again, then one token at a time,
+    each one position further (on every M-RoPE axis)."""
+    adapter = family.adapter
+    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=0.25, prune_layer=1), model=adapter)
+    plan = pipeline.plan(clip, QUESTION)
+    first = pipeline.answer(plan)
+    assert pipeline.answer(plan).token_ids == first.token_ids  # a plan can be answered again
+    cache = single_pass.finish(adapter, plan.prefill)
+    prompt = plan.prefill.prompt
+    token, position = prompt.input_ids[:, -1:], prompt.position_ids[..., -1:]
+    expected = []
+    with torch.no_grad():
+        for _ in range(len(first.token_ids)):
+            cached = cache_argument(type(adapter.model).forward, cache)
+            logits = adapter.model(input_ids=token, position_ids=position, use_cache=True, **cached).logits
+            token = logits[:, -1].argmax(dim=-1, keepdim=True)
+            expected.append(int(token))
+            position = position + 1
+    assert first.token_ids == expected
+
+
+def test_prior_layers_beyond_the_prune_layer(family, clip):
+    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, prune_layer=1, prior_layers="2-3"), model=family.adapter)
+    with pytest.raises(InputError, match=r"within 0-1 \(--prune-layer\)"):
+        pipeline.plan(clip, QUESTION)
+    with pytest.raises(InputError, match="--prune-layer 4"):
+        Pipeline(settings(family.dir, method=Method.dytok_fastv, prune_layer=4), model=family.adapter).plan(clip, QUESTION)
+
+
+# --- one process, many models -------------------------------------------------------------------
+
+
+def test_probes_are_removed_and_models_do_not_interfere(family, build_family, load_family, clip):
+    adapter, assistant = family.adapter, load_family(family.name, **ASSISTANT)
+    frames = Pipeline(settings(family.dir), model=adapter).read(clip)
+    before = own_generate(adapter, frames, QUESTION)
+    for method in (Method.dytok, Method.dytok_fastv):
+        prior_model = str(build_family(family.name, **ASSISTANT)) if method is Method.dytok else None
+        pipeline = Pipeline(settings(family.dir, method=method, prior_model=prior_model), model=adapter,
+                            prior=assistant if prior_model else None)
+        pipeline.ask(clip, QUESTION)
+    for model in (adapter.model, assistant.model):
+        assert model.config.text_config._attn_implementation == "sdpa"
+        assert model.config.vision_config._attn_implementation == "sdpa"
+        assert not any(hasattr(module, "_dytok_attention_callback") for module in model.modules())
+    assert own_generate(adapter, frames, QUESTION) == before
+
+
+def test_sampling_is_reproducible_with_a_seed(family, clip):
+    def sample(seed: int) -> list[int]:
+        return Pipeline(settings(family.dir, temperature=1.5, seed=seed), model=family.adapter).ask(clip, QUESTION).token_ids
+
+    first = sample(3)
+    assert sample(3) == first
+    assert any(sample(seed) != first for seed in (4, 5, 6))  # it really samples
