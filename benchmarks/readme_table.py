@@ -36,13 +36,13 @@ def main() -> None:
     args = parser.parse_args()
 
     methods = [Method(name) for name in args.method.split(",")]
-    settings = Settings(model=args.preset, prior_model=args.prior_preset,
-                        method=bench.settings_method(methods), frames=args.frames,
-                        device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens, decode_timeout=None)
+    compared = Settings.for_methods(methods, model=args.preset, prior_model=args.prior_preset, frames=args.frames,
+                                    device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens,
+                                    decode_timeout=None)
     with tempfile.TemporaryDirectory() as scratch:
         video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(320, 240), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
-        results = bench.run(settings, video, ratios, question="What happens in this video?", random_weights=True,
+        results = bench.run(compared, video, ratios, question="What happens in this video?", random_weights=True,
                             repeat=args.repeat, warmup=args.warmup, methods=methods,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 

@@ -15,6 +15,7 @@ from clips import write_audio_only, write_clip, write_text_file, write_truncated
 from dytok_cli import batch, cli, pipeline as pipeline_module
 from dytok_cli.cache import VisualCache
 from dytok_cli.config import Device, DType, Settings
+from dytok_cli.errors import InputError
 from dytok_cli.models.llava_onevision import LlavaOnevision
 from dytok_cli.pipeline import Pipeline
 
@@ -64,7 +65,13 @@ def test_split_arguments():
     assert batch.split_arguments(["a.mp4"], []) == (["a.mp4"], ["Describe this video."])
     assert batch.split_arguments(["a.mp4", "b.webm"], []) == (["a.mp4", "b.webm"], ["Describe this video."])
     assert batch.split_arguments(["a.mp4", "-"], []) == (["a.mp4", "-"], ["Describe this video."])
-    assert batch.split_arguments(["a.mp4", "b"], ["q1", "q2"]) == (["a.mp4", "b"], ["q1", "q2"])
+    assert batch.split_arguments(["a.mp4", "-"], ["q1", "q2"]) == (["a.mp4", "-"], ["q1", "q2"])
+    # A question among the videos is refused before any work: with -q it is a misplaced question...
+    with pytest.raises(InputError, match="'what happens\\?' is not a video file, a directory or -; with -q"):
+        batch.split_arguments(["a.mp4", "what happens?"], ["a"])
+    # ... and without -q an unquoted one (only the last argument can be the question).
+    with pytest.raises(InputError, match="'what' is not a video file, a directory or -; quote the question"):
+        batch.split_arguments(["a.mp4", "what", "happens"], [])
 
 
 def test_expand_inputs(folder):

@@ -38,7 +38,7 @@ def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
     assert model.tokenizer is None  # synthetic prompts
     settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
                         max_new_tokens=5, decode_timeout=None, method=Method.dytok)
-    results = bench.run(settings, clip, [1.0, 0.5, 0.25], model=model, question="q", repeat=1, warmup=0)
+    results = bench.run([settings], clip, [1.0, 0.5, 0.25], model=model, question="q", repeat=1, warmup=0)
     assert [r["ratio"] for r in results] == [1.0, 0.5, 0.25]
     assert all(set(r) == RESULT_KEYS for r in results)
     assert [r["method"] for r in results] == ["none", "dytok", "dytok"]
@@ -78,7 +78,7 @@ def test_bench_runs_a_random_weight_qwen(tiny_qwen_dir, clip):
     model = load_random_model(str(tiny_qwen_dir), device=Device.cpu, dtype=DType.float32)
     settings = Settings(model=str(tiny_qwen_dir), frames=4, device=Device.cpu, dtype=DType.float32,
                         max_new_tokens=3, decode_timeout=None, method=Method.visionzip)
-    results = bench.run(settings, clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0)
+    results = bench.run([settings], clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0)
     assert results[1]["visual_tokens"] * 2 == results[0]["visual_tokens"]
 
 
@@ -86,7 +86,7 @@ def test_bench_runs_dytok_fastv(tiny_llava_dir, clip):
     model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
     settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
                         max_new_tokens=3, decode_timeout=None, method=Method.dytok_fastv, prune_layer=1)
-    results = bench.run(settings, clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0)
+    results = bench.run([settings], clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0)
     assert [r["method"] for r in results] == ["none", "dytok-fastv"]
     assert [r["visual_tokens"] for r in results] == [64, 32]
     assert results[1]["prior_s"] == 0 and results[1]["prefill_s"] > 0  # the prior is part of the prefill
@@ -96,10 +96,10 @@ def test_bench_runs_dytok_fastv(tiny_llava_dir, clip):
 
 def test_bench_compares_methods_against_one_baseline(tiny_llava_dir, clip):
     model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
-    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32,
-                        max_new_tokens=3, decode_timeout=None, prune_layer=1)
-    methods = [Method.dytok, Method.dytok_fastv]
-    results = bench.run(settings, clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0, methods=methods)
+    compared = Settings.for_methods([Method.dytok, Method.dytok_fastv], model=str(tiny_llava_dir), frames=4, device=Device.cpu,
+                                    dtype=DType.float32, max_new_tokens=3, decode_timeout=None, prune_layer=1)
+    assert [settings.prune_layer for settings in compared] == [None, 1]  # only the single pass takes it
+    results = bench.run(compared, clip, [1.0, 0.5], model=model, question="q", repeat=1, warmup=0)
     assert [(r["ratio"], r["method"]) for r in results] == [(1.0, "none"), (0.5, "dytok"), (0.5, "dytok-fastv")]
     assert all(r["speedup_total"] == results[0]["total_s"] / r["total_s"] for r in results)
 
@@ -119,7 +119,7 @@ def test_next_question_reuses_the_video(tiny_llava_dir, tiny_llava_assistant_dir
         return answers[-1]
 
     monkeypatch.setattr(bench.Pipeline, "ask", recording)
-    [result] = bench.run(settings, clip, [0.5], model=model, prior=assistant, question="q", repeat=1, warmup=0)
+    [result] = bench.run([settings], clip, [0.5], model=model, prior=assistant, question="q", repeat=1, warmup=0)
     first, later = (answer.timings for answer in answers)
     assert min(first["decode_s"], first["vision_s"]) > 0
     assert later["decode_s"] == later["vision_s"] == 0
@@ -134,7 +134,7 @@ def test_repetitions_interleave_the_cases(tiny_llava_dir, clip):
     settings = Settings(model=str(tiny_llava_dir), frames=2, device=Device.cpu, dtype=DType.float32,
                         max_new_tokens=2, decode_timeout=None, method=Method.visionzip)
     progress: list[str] = []
-    results = bench.run(settings, clip, [1.0, 0.5], model=model, question="q", repeat=2, warmup=1, on_progress=progress.append)
+    results = bench.run([settings], clip, [1.0, 0.5], model=model, question="q", repeat=2, warmup=1, on_progress=progress.append)
     assert progress == [
         "ratio 1 none: warm-up 1/1", "ratio 0.5 visionzip: warm-up 1/1",
         "ratio 1 none: run 1/2", "ratio 0.5 visionzip: run 1/2",

@@ -133,11 +133,34 @@ def test_bad_video_with_json_still_yields_a_record(bad_inputs, tiny_llava_dir):
         (["--fps", "-1"], "--fps"),
         (["--method", "magic"], "--method"),
         (["--prior-layers", "x-y"], "--prior-layers"),
+        (["--method", "dytok", "--prior-layers", "5-2"], "--prior-layers '5-2' is a reversed range: write 2-5"),
         (["--no-such-flag"], "--no-such-flag"),
+        # A flag that would be silently ignored is refused instead.
+        (["--method", "dytok", "--prune-layer", "2"], "--prune-layer only applies to --method dytok-fastv"),
+        (["--method", "none", "--ratio", "0.5"], "--ratio does not apply to --method none"),
+        (["--method", "visionzip", "--prior-layers", "1"], "--prior-layers only applies to --method dytok or dytok-fastv"),
+        (["--method", "dytok-fastv", "--prior-model", "m"], "--prior-model only applies to --method dytok"),
+        (["--max-frames", "4"], "--max-frames only applies with --fps"),
+        (["--seed", "3"], "--seed only applies when sampling"),
+        (["-0"], "-0/--null only applies to paths read from stdin (-)"),
     ],
 )
 def test_bad_flags_are_usage_errors(clip, args, fragment):
     assert_one_line_error(run("ask", str(clip), "what?", *args), 2, fragment)
+
+
+def test_a_bad_method_names_the_valid_ones_plainly(clip):
+    assert_one_line_error(run("ask", str(clip), "--method", "magic"), 2,
+                          "'magic' is not one of 'dytok', 'visionzip', 'dytok-fastv', 'none'")
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["-q", "a", "what happens?"], "'what happens?' is not a video file, a directory or -; with -q"),
+    (["what", "happens"], "'what' is not a video file, a directory or -; quote the question"),
+])
+def test_a_misplaced_question_is_a_usage_error_before_any_model_loads(clip, arguments, fragment):
+    # The model named does not exist: reaching it would fail differently, and much later.
+    assert_one_line_error(run("ask", str(clip), *arguments, "--model", "./no/such/model"), 2, fragment)
 
 
 def test_prior_layers_beyond_the_model(tiny_llava_dir, clip):
@@ -164,6 +187,28 @@ def test_help_and_no_arguments():
     assert "--ratio" in run("ask", "--help").stdout
     result = run()
     assert result.returncode == 2 and "Usage" in result.stderr
+
+
+def test_help_reads_plainly():
+    overview = run("-h")
+    assert overview.returncode == 0 and overview.stdout == run("--help").stdout
+    commands = overview.stdout.split("Commands:")[1].strip().splitlines()
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench"]
+    assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
+    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO")]:
+        text = run(command, "-h").stdout
+        assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
+        for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
+            assert internal not in text, (command, internal)
+    words = " ".join(run("ask", "-h").stdout.split())
+    assert "the deepest third of the prior model's (dytok); every layer up to" in words  # --prior-layers per method
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert (result.returncode, result.stdout) == (0, f"dytok {version('dytok-cli')}\n")
 
 
 def test_interrupt_exits_130_without_traceback(tiny_llava_dir, clip):

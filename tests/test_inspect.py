@@ -339,10 +339,21 @@ def test_cli_refuses_a_non_empty_directory_before_any_work(tmp_path, clip):
         (["--json", "--show-budgets"], "--json"),
         (["--export-keyframes", "out", "--top", "0"], "--top"),
         (["--export-keyframes", "out", "--format", "gif"], "--format"),
+        (["when?", "-q", "what?"], "give the question once"),
     ],
 )
 def test_cli_bad_flag_combinations(clip, args, fragment):
     assert_one_line_error(run("inspect", str(clip), *args), fragment)
+
+
+@needs_script
+def test_cli_question_as_an_argument_is_the_question(tiny_llava_dir, clip):
+    question = "is there a dog?"
+    positional, flagged = (run("inspect", str(clip), *where, *common_flags(tiny_llava_dir), "--json")
+                           for where in ([question], ["-q", question]))
+    assert positional.returncode == 0, positional.stderr
+    assert json.loads(positional.stdout)["question"] == question
+    assert json.loads(positional.stdout)["frames"] == json.loads(flagged.stdout)["frames"]
 
 
 @needs_script

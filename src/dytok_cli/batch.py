@@ -32,14 +32,24 @@ def is_video_name(path: str | os.PathLike) -> bool:
 
 def split_arguments(arguments: list[str], questions: list[str]) -> tuple[list[str], list[str]]:
     """(inputs, questions). Without -q/--questions the last argument is the question, unless it
-    names an existing path, `-`, or a video file name: `dytok ask a.mp4 "what?"` and `dytok ask a.mp4`."""
-    if questions:
-        return arguments, questions
-    if len(arguments) >= 2:
-        last = arguments[-1]
-        if not (last == STDIN or Path(last).exists() or is_video_name(last)):
-            return arguments[:-1], [last]
-    return arguments, [DEFAULT_QUESTION]
+    names an existing path, `-`, or a video file name: `dytok ask a.mp4 "what?"` and `dytok ask a.mp4`.
+
+    Every input must then be `-`, an existing path or a video file name (a missing one still gets its
+    error record): anything else is a misplaced question or a typo, refused before any work is done.
+    """
+    inputs, advice = arguments, "with -q, give every question with -q"
+    if not questions:
+        questions, advice = [DEFAULT_QUESTION], "quote the question and put it last, or give it with -q"
+        if len(arguments) >= 2 and not _names_input(arguments[-1]):
+            inputs, questions = arguments[:-1], [arguments[-1]]
+    for argument in inputs:
+        if not _names_input(argument):
+            raise InputError(f"{argument!r} is not a video file, a directory or -; {advice}")
+    return inputs, questions
+
+
+def _names_input(argument: str) -> bool:
+    return argument == STDIN or Path(argument).exists() or is_video_name(argument)
 
 
 def read_questions(path: Path) -> list[str]:

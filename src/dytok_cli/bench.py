@@ -9,7 +9,6 @@ baseline the speed-ups are measured against.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import resource
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from .config import Settings
-from .methods import Method, strategy
+from .methods import Method
 from .models import VideoModel, load_model, load_random_model
 from .pipeline import Pipeline
 
@@ -98,13 +97,7 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
 BASELINE = Method.none
 
 
-def settings_method(methods: list[Method]) -> Method:
-    """The method the shared settings carry: one that takes a prior model, if any is compared (so a
-    `--prior-model` is accepted), else the first."""
-    return next((method for method in methods if strategy(method).separate_prior_pass), methods[0])
-
-
-def load_models(settings: Settings, random_weights: bool) -> tuple[VideoModel, VideoModel | None]:
+def load_models(settings: Settings, prior_model: str | None, random_weights: bool) -> tuple[VideoModel, VideoModel | None]:
     """The answering model and the assistant prior model (None without one); with `random_weights`,
     models of the named shape (a preset or a config) with random weights, so no download is needed."""
 
@@ -113,11 +106,11 @@ def load_models(settings: Settings, random_weights: bool) -> tuple[VideoModel, V
             return load_random_model(name, device=settings.device, dtype=settings.dtype)
         return load_model(name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code)
 
-    return load(settings.model), load(settings.prior_model) if settings.prior_model else None
+    return load(settings.model), load(prior_model) if prior_model else None
 
 
 def run(
-    settings: Settings,
+    compared: list[Settings],
     video: str | Path,
     ratios: list[float],
     *,
@@ -128,30 +121,26 @@ def run(
     prior: VideoModel | None = None,
     random_weights: bool = False,
     on_progress: Callable[[str], None] | None = None,
-    methods: list[Method] | None = None,
 ) -> list[dict[str, Any]]:
-    """One result per (ratio, method), ratios in the order given and `methods` (default: the
-    settings' method) within each, each the median over `repeat` timed runs. Ratio 1 is measured
-    once, as the uncompressed baseline every method is compared with. Models are loaded from the
-    settings unless given.
+    """One result per (ratio, method), ratios in the order given and the `compared` methods' settings
+    (one per method, `Settings.for_methods`) within each, each the median over `repeat` timed runs.
+    Ratio 1 is measured once, as the uncompressed baseline every method is compared with. Models are
+    loaded from the settings unless given.
 
     Each repetition runs every case once, in turn: a shared machine's speed drifts over minutes,
     and interleaving lays that drift on all cases alike instead of on whichever ran last."""
+    prior_model = next((settings.prior_model for settings in compared if settings.prior_model), None)
     if model is None:
         if on_progress:
-            on_progress(f"Loading {settings.model}")
-        model, prior = load_models(settings, random_weights)
+            on_progress(f"Loading {compared[0].model}")
+        model, prior = load_models(compared[0], prior_model, random_weights)
     cases = [
-        (ratio, method)
+        settings.with_method(settings.method, ratio)
         for ratio in ratios
-        for method in ([BASELINE] if ratio == 1 else methods or [settings.method])
+        for settings in ([compared[0].with_method(BASELINE, 1.0)] if ratio == 1 else compared)
     ]
-    pipelines = []
-    for ratio, method in cases:
-        prior_model = settings.prior_model if strategy(method).separate_prior_pass else None
-        case = dataclasses.replace(settings, ratio=ratio, method=method, prior_model=prior_model)
-        pipelines.append(Pipeline(case, model=model, prior=prior if prior_model else None))
-    labels = [f"ratio {ratio:g} {method.value}" for ratio, method in cases]
+    pipelines = [Pipeline(case, model=model, prior=prior if case.prior_model else None) for case in cases]
+    labels = [f"ratio {case.ratio:g} {case.method.value}" for case in cases]
     for index in range(warmup):
         for label, pipeline in zip(labels, pipelines):
             if on_progress:
@@ -167,8 +156,8 @@ def run(
                 runs[number].append(_one_run(pipeline, video, question))
             peaks[number] = max(peaks[number], peak())
     results = []
-    for (ratio, method), measured, peak in zip(cases, runs, peaks):
-        result: dict[str, Any] = {"ratio": ratio, "method": method.value}
+    for case, measured, peak in zip(cases, runs, peaks):
+        result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value}
         result["visual_tokens"] = measured[0]["visual_tokens"]
         for measure in MEASURES:
             result[measure] = statistics.median(run[measure] for run in measured)

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import render
-from .config import DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings
+from .config import (
+    DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_RATIO, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings,
+)
 from .errors import DytokError, Interrupted
 from .methods import Method, strategy
 
@@ -24,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -33,22 +37,69 @@ _PRESETS = sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.js
 
 # The options every command that runs the pipeline shares, each defined once, in the order --help lists them.
 _PIPELINE_OPTIONS = [
-    ("model", Annotated[str, typer.Option("--model", "-m", envvar=MODEL_ENV_VAR, show_envvar=True, help="Hub id or local model directory.")], DEFAULT_MODEL),
-    ("prior_model", Annotated[Optional[str], typer.Option("--prior-model", help="Smaller model of the same family that computes the keyframe prior.")], None),
-    ("method", Annotated[Method, typer.Option("--method", help="dytok: question-aware budgets; dytok-fastv: the same, pruned inside one prefill; visionzip: uniform budgets; none: no compression.")], _DEFAULTS.method),
-    ("ratio", Annotated[float, typer.Option("--ratio", "-r", help="Fraction of visual tokens kept, in (0, 1].")], _DEFAULTS.ratio),
-    ("frames", Annotated[int, typer.Option("--frames", "-n", help="Frames sampled uniformly over the video.")], _DEFAULTS.frames),
-    ("fps", Annotated[Optional[float], typer.Option("--fps", help="Sample this many frames per second instead of --frames.")], None),
-    ("max_frames", Annotated[Optional[int], typer.Option("--max-frames", help="Cap on frames sampled with --fps (default: --frames).")], None),
-    ("backend", Annotated[Backend, typer.Option("--backend", help="Video decoder; auto tries decord, then PyAV, then OpenCV.")], _DEFAULTS.backend),
-    ("prior_layers", Annotated[Optional[str], typer.Option("--prior-layers", help="Prior model layers for the keyframe prior: all, A-B or L (default: deepest third).")], None),
-    ("prune_layer", Annotated[Optional[int], typer.Option("--prune-layer", help="dytok-fastv: decoder layer after which visual tokens are pruned (default: the last of the first quarter).")], None),
-    ("device", Annotated[Device, typer.Option("--device", help="Where the model runs.")], _DEFAULTS.device),
-    ("dtype", Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")], _DEFAULTS.dtype),
-    ("trust_remote_code", Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
-    ("decode_timeout", Annotated[Optional[float], typer.Option("--decode-timeout", help="Give up decoding one video after this many seconds (0: no limit).")], _DEFAULTS.decode_timeout),
-    ("cache_dir", Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep decoded frames and vision features here, reused across runs.")], None),
+    ("model", Annotated[str, typer.Option(
+        "--model", "-m", metavar="NAME", envvar=MODEL_ENV_VAR, show_envvar=True, help="Hub id or local model directory.")],
+     DEFAULT_MODEL),
+    ("prior_model", Annotated[Optional[str], typer.Option(
+        "--prior-model", metavar="NAME", help="dytok: a smaller model of the same family that computes the keyframe prior.")],
+     None),
+    ("method", Annotated[Method, typer.Option(
+        "--method", metavar="METHOD", help="dytok-fastv: question-aware budgets, pruned inside one prefill; dytok: the same "
+        "budgets from a separate prior pass, VisionZip within frames; visionzip: uniform budgets; none: no compression.")],
+     _DEFAULTS.method),
+    ("ratio", Annotated[Optional[float], typer.Option(
+        "--ratio", "-r", metavar="R", show_default=f"{DEFAULT_RATIO:g}; 1 with --method none",
+        help="Fraction of visual tokens kept, in (0, 1].")],
+     None),
+    ("frames", Annotated[int, typer.Option("--frames", "-n", metavar="N", help="Frames sampled uniformly over the video.")],
+     _DEFAULTS.frames),
+    ("fps", Annotated[Optional[float], typer.Option(
+        "--fps", metavar="RATE", help="Sample this many frames per second instead of --frames.")], None),
+    ("max_frames", Annotated[Optional[int], typer.Option(
+        "--max-frames", metavar="N", help="With --fps: the most frames to sample (default: --frames).")], None),
+    ("backend", Annotated[Backend, typer.Option(
+        "--backend", metavar="NAME", help="Video decoder: auto, decord, pyav or opencv; auto tries them in that order.")],
+     _DEFAULTS.backend),
+    ("prior_layers", Annotated[Optional[str], typer.Option(
+        "--prior-layers", metavar="LAYERS", help="Layers whose attention gives the keyframe prior: all, A-B or L. Default: "
+        "the deepest third of the prior model's (dytok); every layer up to --prune-layer (dytok-fastv).")],
+     None),
+    ("prune_layer", Annotated[Optional[int], typer.Option(
+        "--prune-layer", metavar="K", help="dytok-fastv: the decoder layer after which visual tokens are pruned "
+        "(default: the last of the first quarter).")],
+     None),
+    ("device", Annotated[Device, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
+    ("dtype", Annotated[DType, typer.Option(
+        "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU, float32 on CPU).")],
+     _DEFAULTS.dtype),
+    ("trust_remote_code", Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
+    ("decode_timeout", Annotated[Optional[float], typer.Option(
+        "--decode-timeout", metavar="SECONDS", help="Give up decoding one video after this long (0: no limit).")],
+     _DEFAULTS.decode_timeout),
+    ("cache_dir", Annotated[Optional[Path], typer.Option(
+        "--cache-dir", metavar="DIR", help="Keep decoded frames and vision features here, reused across runs.")], None),
 ]
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose --help names its arguments as they are written (`VIDEO... [QUESTION]`), without
+    Typer's type annotations (`<list[str]>`, `{...}`) that read as internals."""
+
+    def _arguments(self, context: typer.Context) -> list[Any]:
+        return [param for param in self.get_params(context) if param.param_type_name == "argument"]
+
+    def collect_usage_pieces(self, context: typer.Context) -> list[str]:
+        return [self.options_metavar or "", *(param.metavar or param.name.upper() for param in self._arguments(context))]
+
+    def format_options(self, context: typer.Context, formatter: Any) -> None:
+        arguments = [(param.metavar or param.name.upper(), param.help or "") for param in self._arguments(context)]
+        options = [record for param in self.get_params(context)
+                   if param.param_type_name == "option" and (record := param.get_help_record(context))]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
@@ -78,8 +129,19 @@ def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] 
     return decorate
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        render.write(f"dytok {version('dytok-cli')}\n")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback(invoke_without_command=True)
-def _group(context: typer.Context) -> None:
+def _group(
+    context: typer.Context,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Ask a video LLM about a local video, with DyToK question-aware visual-token compression."""
     if context.invoked_subcommand is None:
         render.console.print(context.get_help(), markup=False, highlight=False)
@@ -89,18 +151,21 @@ def _group(context: typer.Context) -> None:
 _SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings))
 
 
-def _settings(parameters: dict[str, Any], **overrides: Any) -> Settings:
-    """Settings from a command's options: every one named like a Settings field, then `overrides`."""
+def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, **overrides: Any) -> Any:
+    """Settings from a command's options: every one named like a Settings field, then `overrides`; with
+    `methods`, one Settings per method compared (`Settings.for_methods`)."""
     options = {name: value for name, value in parameters.items() if name in _SETTINGS_FIELDS}
     if "decode_timeout" in options:
         options["decode_timeout"] = options["decode_timeout"] or None  # 0 on the command line: no limit
     try:
+        if methods is not None:
+            return Settings.for_methods(methods, **{**options, **overrides})
         return Settings(**{**options, **overrides})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand, short_help="Answer questions about videos.")
 @pipeline_options()
 def ask(
     arguments: Annotated[
@@ -113,16 +178,16 @@ def ask(
         ),
     ],
     question: Annotated[
-        Optional[list[str]], typer.Option("--question", "-q", help="A question (repeat for several).")
+        Optional[list[str]], typer.Option("--question", "-q", metavar="TEXT", help="A question (repeat for several).")
     ] = None,
     questions_file: Annotated[
-        Optional[Path], typer.Option("--questions", help="File with one question per line.")
+        Optional[Path], typer.Option("--questions", metavar="FILE", help="File with one question per line.")
     ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
-    null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")] = None,
+    null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin (-) are NUL-separated.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
     *,
@@ -138,11 +203,12 @@ def ask(
     from .cache import VisualCache
     from .pipeline import Pipeline
 
-    inputs, questions = batch.split_arguments(arguments, list(question or []))
-    if questions_file is not None:
-        questions = [*(question or []), *batch.read_questions(questions_file)]
+    given = [*(question or []), *(batch.read_questions(questions_file) if questions_file is not None else [])]
+    inputs, questions = batch.split_arguments(arguments, given)
     if inputs.count(batch.STDIN) > 1:
         raise typer.BadParameter("- (stdin) can be given only once")
+    if null_separated and batch.STDIN not in inputs:
+        raise typer.BadParameter("-0/--null only applies to paths read from stdin (-)")
     # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
     # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
     single = len(inputs) == 1 and inputs[0] != batch.STDIN and not Path(inputs[0]).is_dir()
@@ -196,14 +262,18 @@ def ask(
     return EXIT_FAILED if failed else EXIT_OK
 
 
-@app.command("inspect")
+@app.command("inspect", cls=PlainHelpCommand, short_help="Show where the visual tokens go; export keyframes.")
 @pipeline_options()
 def inspect_command(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file.", show_default=False)],
+    question_argument: Annotated[
+        Optional[str], typer.Argument(metavar="[QUESTION]", help="The question (or give it with -q).", show_default=False)
+    ] = None,
     question: Annotated[
         Optional[str],
         typer.Option(
-            "--question", "-q", help=f"Question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r})."
+            "--question", "-q", metavar="TEXT",
+            help=f"Question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r}).",
         ),
     ] = None,
     show_budgets: Annotated[
@@ -226,10 +296,10 @@ def inspect_command(
     ] = None,
     top: Annotated[
         Optional[int],
-        typer.Option("--top", min=1, help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
+        typer.Option("--top", min=1, metavar="K", help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
     ] = None,
     image_format: Annotated[
-        Optional[ImageFormat], typer.Option("--format", help="Keyframe image format (default jpg).")
+        Optional[ImageFormat], typer.Option("--format", metavar="FORMAT", help="Keyframe image format: jpg (default) or png.")
     ] = None,
     sheet: Annotated[
         bool,
@@ -242,6 +312,9 @@ def inspect_command(
     """Show where DyToK spends the visual tokens of a video, and export its keyframes; nothing is generated."""
     settings = _settings(options)
     cache_dir = options["cache_dir"]
+    if question_argument is not None and question is not None:
+        raise typer.BadParameter("give the question once: as the argument after VIDEO, or with -q")
+    question = question if question is not None else question_argument
     if json_output and show_budgets:
         raise typer.BadParameter("--show-budgets and --json both write to stdout; choose one")
     if export_dir is None:
@@ -293,7 +366,7 @@ def _parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand, short_help="Measure speed and memory per ratio against ratio 1.")
 @pipeline_options(exclude=("method", "ratio", "fps", "max_frames", "decode_timeout", "cache_dir"), defaults={"frames": 8})
 def bench(
     video: Annotated[Path, typer.Argument(help="Video file to run on.", show_default=False)],
@@ -304,13 +377,14 @@ def bench(
     ] = False,
     methods: Annotated[
         Optional[list[Method]],
-        typer.Option("--method", help="Method to measure; repeat to compare several in one run (default: dytok-fastv)."),
+        typer.Option("--method", metavar="METHOD", help="dytok-fastv, dytok or visionzip: a method to measure; "
+                     "repeat to compare several in one run (default: dytok-fastv)."),
     ] = None,
-    ratios: Annotated[str, typer.Option("--ratios", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
-    question: Annotated[str, typer.Option("--question", "-q", help="Question asked on every run.")] = DEFAULT_QUESTION,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs per ratio (the median is reported).")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per ratio first.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
+    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
+    question: Annotated[str, typer.Option("--question", "-q", metavar="TEXT", help="Question asked on every run.")] = DEFAULT_QUESTION,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, metavar="N", help="Timed runs per ratio (the median is reported).")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N", help="Untimed runs per ratio first.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     *,
     options: dict[str, Any],
@@ -323,15 +397,16 @@ def bench(
     uncompressed = [method.value for method in methods if not strategy(method).compresses]
     if uncompressed:
         raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
+    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, decode_timeout=None)
     from . import bench as benchmark
 
-    settings = _settings(options, method=benchmark.settings_method(methods), max_new_tokens=max_new_tokens, decode_timeout=None)
+    settings = compared[0]
     with render.status(f"Loading {settings.model}") as spinner:
         results = benchmark.run(
-            settings, video, measured, question=question, repeat=repeat, warmup=warmup, random_weights=random_weights,
-            on_progress=spinner.update if spinner else None, methods=methods,
+            compared, video, measured, question=question, repeat=repeat, warmup=warmup, random_weights=random_weights,
+            on_progress=spinner.update if spinner else None,
         )
-    report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": settings.prior_model,
+    report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "frames": settings.frames,
               "random_weights": random_weights, "results": results}
     if json_output:
@@ -366,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         render.error(str(error))
         return error.exit_code
     except typer.TyperException as error:  # usage errors: bad flags, missing arguments
-        render.error((error.format_message() or "bad usage").splitlines()[0])
+        # Typer's validation prefixes what it checked with its own wording; the reason alone reads plainly.
+        message = (error.format_message() or "bad usage").splitlines()[0].replace("Value error, ", "")
+        message = message.removeprefix("Invalid value: ")  # our own reasons already name the flag
+        render.error(message.replace("Input should be a valid integer, unable to parse string as an integer", "not a whole number"))
         status = getattr(error, "exit_code", EXIT_USAGE)
     except (render.StdoutClosed, BrokenPipeError):
         # The reader went away (`| head -1`): stop quietly, and keep Python from complaining at exit.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 from .layers import parse_prior_layers
 from .methods import Method, strategy
@@ -14,6 +15,7 @@ DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
+DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
 
 
 class Backend(str, Enum):
@@ -55,7 +57,7 @@ class Settings:
     prior_model: str | None = None  # None: the answering model is its own prior
     # Measured fastest end to end on the default model, with the prior free (README, Performance).
     method: Method = Method.dytok_fastv
-    ratio: float = 0.25
+    ratio: float | None = None  # None: DEFAULT_RATIO, or 1 for a method that keeps every token
     frames: int = 32
     fps: float | None = None  # when set, sample by time instead of a fixed frame count
     max_frames: int | None = None
@@ -75,8 +77,24 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, choice):
                 object.__setattr__(self, name, _coerce(name, choice, value))
+        method = strategy(self.method)
+        if self.ratio is None:
+            object.__setattr__(self, "ratio", DEFAULT_RATIO if method.compresses else 1.0)
         if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
             raise ValueError(f"--ratio must be in (0, 1], not {self.ratio}")
+        # A flag the method would silently ignore is refused, so a record never reports a setting that did not apply.
+        if not method.compresses and self.ratio != 1:
+            raise ValueError(f"--ratio does not apply to --method {self.method.value}, which keeps every visual token")
+        if self.prune_layer is not None and not method.prunes_in_prefill:
+            raise ValueError(f"--prune-layer only applies to --method {_methods_that('prunes_in_prefill')}")
+        if self.prior_layers is not None and not method.reads_prior:
+            raise ValueError(f"--prior-layers only applies to --method {_methods_that('reads_prior')}")
+        if self.prior_model is not None and not method.separate_prior_pass:
+            raise ValueError(f"--prior-model only applies to --method {_methods_that('separate_prior_pass')}, not {self.method.value}")
+        if self.max_frames is not None and self.fps is None:
+            raise ValueError("--max-frames only applies with --fps (--frames already says how many frames)")
+        if self.seed is not None and self.temperature == 0:
+            raise ValueError("--seed only applies when sampling (--temperature above 0); greedy decoding is deterministic")
         if self.frames < 1:
             raise ValueError(f"--frames must be at least 1, not {self.frames}")
         if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
@@ -94,8 +112,19 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
-        if self.prior_model is not None and not strategy(self.method).separate_prior_pass:
-            raise ValueError(f"--prior-model only applies to --method dytok, not {self.method.value}")
+
+    @classmethod
+    def for_methods(cls, methods: list[Method], **fields: Any) -> list[Settings]:
+        """One Settings per method from one set of flags, each without the flags its method does not take,
+        so one command line can compare methods (`bench`); a flag that none of them takes is refused."""
+        for flag, trait in _METHOD_FLAGS.items():
+            if fields.get(flag) is not None and not any(getattr(strategy(method), trait) for method in methods):
+                raise ValueError(f"--{flag.replace('_', '-')} only applies to --method {_methods_that(trait)}")
+        return [cls(**_taken(fields, method), method=method) for method in methods]
+
+    def with_method(self, method: Method, ratio: float | None = None) -> Settings:
+        """These settings for another method and ratio, without the flags that method does not take."""
+        return dataclasses.replace(self, **{**_taken(dataclasses.asdict(self), method), "ratio": ratio}, method=method)
 
     @property
     def sampling(self) -> dict:
@@ -108,6 +137,20 @@ class Settings:
 _CHOICES.update(
     {name: hint for name, hint in get_type_hints(Settings).items() if isinstance(hint, type) and issubclass(hint, Enum)}
 )
+
+
+# The flags that only some methods take, and the strategy trait that says which.
+_METHOD_FLAGS = {"prior_model": "separate_prior_pass", "prior_layers": "reads_prior", "prune_layer": "prunes_in_prefill"}
+
+
+def _taken(fields: dict[str, Any], method: Method) -> dict[str, Any]:
+    """`fields` without the method-specific flags `method` does not take."""
+    dropped = {flag: None for flag, trait in _METHOD_FLAGS.items() if not getattr(strategy(method), trait)}
+    return {**{name: value for name, value in fields.items() if name != "method"}, **dropped}
+
+
+def _methods_that(trait: str) -> str:
+    return " or ".join(method.value for method in Method if getattr(strategy(method), trait))
 
 
 def _coerce(name: str, choice: type[Enum], value: object) -> Enum:

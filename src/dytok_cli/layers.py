@@ -23,7 +23,11 @@ def parse_prior_layers(spec: str | None, num_layers: int) -> tuple[int, ...]:
             first = last = int(text)
     except ValueError:
         raise ValueError(f"--prior-layers must be 'all', 'A-B' or a layer number, not {spec!r}") from None
-    if not 0 <= first <= last < num_layers:
+    if first > last:
+        raise ValueError(f"--prior-layers {spec!r} is a reversed range: write {last}-{first}")
+    if first < 0:
+        raise ValueError(f"--prior-layers {spec!r}: layers are numbered from 0")
+    if last >= num_layers:
         raise ValueError(f"--prior-layers {spec!r} is outside the prior model's layers 0-{num_layers - 1}")
     return tuple(range(first, last + 1))
 
