@@ -364,6 +364,92 @@ def bench(
     return EXIT_OK
 
 
+@app.command("eval")
+def eval_(
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", metavar="DIR", show_default=False,
+                     help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there."),
+    ],
+    methods: Annotated[
+        Optional[list[Method]],
+        typer.Option("--method", help="Method to evaluate; repeat for several (default: none and dytok-fastv). none runs once, at ratio 1."),
+    ] = None,
+    ratios: Annotated[str, typer.Option("--ratios", help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
+    video_dir: Annotated[
+        Optional[Path],
+        typer.Option("--video-dir", help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's folder)."),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N items.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start over in DIR although it holds other files or another run.")] = False,
+    model: ModelOption = DEFAULT_MODEL,
+    prior_model: PriorModelOption = None,
+    frames: FramesOption = _DEFAULTS.frames,
+    fps: FpsOption = None,
+    max_frames: MaxFramesOption = None,
+    backend: BackendOption = _DEFAULTS.backend,
+    prior_layers: PriorLayersOption = None,
+    prune_layer: PruneLayerOption = None,
+    device: DeviceOption = _DEFAULTS.device,
+    dtype: DTypeOption = _DEFAULTS.dtype,
+    trust_remote_code: TrustOption = False,
+    decode_timeout: DecodeTimeoutOption = _DEFAULTS.decode_timeout,
+    cache_dir: CacheDirOption = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
+) -> int:
+    """Accuracy and speed per method and ratio on a multiple-choice video QA set, resumable."""
+    measured = _parse_ratios(ratios)
+    methods = list(dict.fromkeys(methods or [Method.none, _DEFAULTS.method]))
+    if prior_layers is not None and Method.dytok not in methods:
+        raise typer.BadParameter("--prior-layers is --method dytok's; dytok-fastv reads its prior up to --prune-layer")
+    # The settings carry the method that takes a --prior-model, if it is among those evaluated.
+    settings = _settings(locals(), method=Method.dytok if Method.dytok in methods else methods[0])
+    from . import eval as evaluation  # imported here so --help and usage errors answer without torch
+
+    try:
+        items = evaluation.load_items(data, video_dir)
+    except evaluation.ItemsError as error:
+        for problem in error.problems:
+            render.error(problem)
+        return EXIT_USAGE
+    items = items[:limit] if limit else items
+    missing = evaluation.missing_videos(items)
+    videos = len({item.video for item in items})
+    if len(missing) == videos:
+        raise DytokError(f"none of the {videos} videos exists (first: {missing[0]}); check --video-dir")
+    if missing:
+        render.note(f"{len(missing)} of {videos} videos are missing (first: {missing[0]}); their pairs are recorded as errors")
+    cases = evaluation.grid(methods, measured)
+    run_dir = evaluation.RunDirectory(output, evaluation.manifest(data, settings, video_dir), force)
+    work = evaluation.pending(items, cases, run_dir.records)
+    failed = 0
+    if work:
+        from .cache import VisualCache
+
+        with render.BatchProgress(len(work)) as progress:
+            try:
+                failed = evaluation.run(
+                    work, cases, settings, run_dir, progress=progress, cache=VisualCache(cache_dir) if cache_dir else None
+                )
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted; what was answered is in {output}: the same command resumes") from None
+    summary = evaluation.summarise(items, cases, run_dir.records, run_dir.manifest)
+    run_dir.write_summary(summary)
+    try:
+        evaluation.plot_pareto(summary, output / evaluation.PARETO)
+    except ImportError:
+        render.note("no pareto.png: matplotlib is not installed (pip install 'dytok-cli[plot]')")
+    if json_output:
+        render.write_json(summary)
+    else:
+        render.eval_table(summary)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _quiet_libraries() -> None:
     """Keep stderr to our own messages: library warnings and weight-loading bars are noise here."""
     warnings.filterwarnings("ignore")

@@ -9,17 +9,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 # Progress and messages go to stderr so stdout carries only results.
 console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]dytok: error:[/] {message}", markup=True, soft_wrap=True)
+    # Escaped: a path or hint in brackets ("clip[1].mp4", "dytok-cli[plot]") is text, not markup.
+    console.print(f"[bold red]dytok: error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    console.print(f"[dim]{message}[/]", soft_wrap=True)
+    console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
 @contextmanager
@@ -98,7 +100,7 @@ class BatchProgress:
         if self._progress is None:
             return
         name = self._video.rsplit("/", 1)[-1]
-        self._progress.update(self._task, description=f"{name}: {message}")
+        self._progress.update(self._task, description=f"{name}: {message}" if name else message)
         self._resume()
 
     def advance(self) -> None:
@@ -228,3 +230,26 @@ def bench_table(report: dict[str, Any]) -> None:
         )
     # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
     Console(highlight=False, width=None if sys.stdout.isatty() else 180).print(table)
+
+
+def eval_table(summary: dict[str, Any]) -> None:
+    """The `dytok eval` results, one row per (method, ratio), on stdout."""
+    from rich.table import Table
+
+    settings = summary["settings"]
+    table = Table(
+        title=f"{settings['model']} · {settings['frames']} frames · {summary['items']} items",
+        caption="accuracy over answered pairs; times per answer, each counting its video's decoding and vision; "
+        "speed-ups against none in this run",
+    )
+    for header in ("method", "ratio", "visual tokens", "accuracy", "answered", "errors", "total s", "prefill s",
+                   "total ×", "prefill ×"):
+        table.add_column(header, justify="right", no_wrap=True)
+    number = lambda value, spec: "-" if value is None else format(value, spec)  # noqa: E731
+    for r in summary["results"]:
+        table.add_row(
+            r["method"], f"{r['ratio']:g}", number(r["visual_tokens"], ".0f"), number(r["accuracy"], ".1%"),
+            str(r["answered"]), str(r["errors"]), number(r["total_s"], ".2f"), number(r["prefill_s"], ".2f"),
+            number(r["speedup_total"], ".2f"), number(r["speedup_prefill"], ".2f"),
+        )
+    Console(highlight=False, width=None if sys.stdout.isatty() else 120).print(table)
