@@ -233,23 +233,33 @@ def bench_table(report: dict[str, Any]) -> None:
 
 
 def eval_table(summary: dict[str, Any]) -> None:
-    """The `dytok eval` results, one row per (method, ratio), on stdout."""
+    """The `dytok eval` results, one row per (method, ratio), on stdout; fits 80 columns."""
+    from rich import box
     from rich.table import Table
 
     settings = summary["settings"]
     table = Table(
         title=f"{settings['model']} · {settings['frames']} frames · {summary['items']} items",
-        caption="accuracy over answered pairs; times per answer, each counting its video's decoding and vision; "
-        "speed-ups against none in this run",
+        caption="accuracy over answered pairs (answered/items); seconds per answer, each counting its video's "
+        "decoding and vision; × against none in this run",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for header in ("method", "ratio", "visual tokens", "accuracy", "answered", "errors", "total s", "prefill s",
-                   "total ×", "prefill ×"):
+    table.add_column("method", no_wrap=True)
+    for header in ("ratio", "tokens", "accuracy", "answered", "total s", "prefill s"):
         table.add_column(header, justify="right", no_wrap=True)
-    number = lambda value, spec: "-" if value is None else format(value, spec)  # noqa: E731
+
+    def timed(seconds: float | None, speedup: float | None) -> str:
+        if seconds is None:
+            return "-"
+        return f"{seconds:.2f}" + (f" ({speedup:.2f}×)" if speedup is not None else "")
+
     for r in summary["results"]:
         table.add_row(
-            r["method"], f"{r['ratio']:g}", number(r["visual_tokens"], ".0f"), number(r["accuracy"], ".1%"),
-            str(r["answered"]), str(r["errors"]), number(r["total_s"], ".2f"), number(r["prefill_s"], ".2f"),
-            number(r["speedup_total"], ".2f"), number(r["speedup_prefill"], ".2f"),
+            r["method"], f"{r['ratio']:g}", "-" if r["visual_tokens"] is None else f"{r['visual_tokens']:.0f}",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}", f"{r['answered']}/{r['items']}",
+            timed(r["total_s"], r["speedup_total"]), timed(r["prefill_s"], r["speedup_prefill"]),
         )
-    Console(highlight=False, width=None if sys.stdout.isatty() else 120).print(table)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)
