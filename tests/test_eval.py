@@ -142,11 +142,11 @@ def test_our_items_and_videomme_columns_load(tmp_path, videos):
     data = write_jsonl(tmp_path / "items.jsonl", [ours("q1", "a.mp4"), ours("q2", str(videos / "b.mp4"), category=None), VIDEOMME])
     loaded = evaluation.load_items(data, video_dir=videos)
     # Relative paths resolve against --video-dir when given, else the data file's folder.
-    assert loaded[0] == Item("q1", str(videos / "a.mp4"), "what happens in the video?", tuple(OPTIONS), "B", "counting", "short", 1)
+    assert loaded[0] == Item("q1", str(videos / "a.mp4"), "what happens in the video?", tuple(OPTIONS), "B", "counting", "short")
     assert loaded[1].video == str(videos / "b.mp4") and loaded[1].category is None
     assert loaded[2] == Item(
         "001-1", str(videos / "fFjv93ACGo8.MP4"), "How many kinds of fruit are there?",
-        ("Apples.", "Candles.", "Berries.", "The three kinds are of the same number."), "C", "Counting Problem", "short", 3,
+        ("Apples.", "Candles.", "Berries.", "The three kinds are of the same number."), "C", "Counting Problem", "short",
     )
     data = write_jsonl(tmp_path / "ours.jsonl", [ours("q1", "a.mp4")])
     assert evaluation.load_items(data)[0].video == str(tmp_path / "a.mp4")

@@ -70,7 +70,6 @@ class Item:
     answer: str  # the correct option's letter
     category: str | None = None
     duration: str | float | None = None  # a label ("short") or seconds
-    line: int = 0  # where the item starts in the data file
 
     @property
     def letters(self) -> str:
@@ -105,7 +104,7 @@ def load_items(path: Path, video_dir: Path | None = None) -> list[Item]:
         try:
             if problem is not None:
                 raise ValueError(problem)
-            item = _item(value, line, base, video_dir is not None)
+            item = _item(value, base, video_dir is not None)
         except ValueError as error:
             problems.append(f"{path}:{line}: {error}")
             continue
@@ -163,7 +162,7 @@ def _first(record: dict, *names: str) -> Any:
     return next((record[name] for name in names if name in record), None)
 
 
-def _item(value: Any, line: int, base: Path, has_video_dir: bool) -> Item:
+def _item(value: Any, base: Path, has_video_dir: bool) -> Item:
     """An Item from one JSON value; ValueError names every problem with it, on one line."""
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
@@ -192,7 +191,7 @@ def _item(value: Any, line: int, base: Path, has_video_dir: bool) -> Item:
         problems.append("'duration' must be a label or a number of seconds")
     if problems:
         raise ValueError("; ".join(problems))
-    return Item(str(identifier).strip(), video, question.strip(), options, answer.strip().upper(), category, duration, line)
+    return Item(str(identifier).strip(), video, question.strip(), options, answer.strip().upper(), category, duration)
 
 
 def _video(value: dict, base: Path, has_video_dir: bool, problems: list[str]) -> str:
