@@ -119,7 +119,7 @@ def run(
                         visual = pipeline.prepare(video, on_stage)
                     answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage)
                 except PER_VIDEO_ERRORS as error:
-                    message = _one_line(error)
+                    message = one_line(error)
                     if visual is None:
                         unusable = message
                 else:
@@ -131,5 +131,5 @@ def run(
     return failed
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__

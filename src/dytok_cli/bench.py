@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .config import Settings
-from .methods import Method
+from .methods import BASELINE
 from .models import VideoModel, load_model, load_random_model
 from .pipeline import Pipeline
 
@@ -91,10 +91,6 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
         "next_question_s": later.timings["total_s"],
         "kv_cache_bytes": kv_cache_bytes(pipeline.model, prompt),
     }
-
-
-# What every compressed case is measured against: the model as it is, every visual token.
-BASELINE = Method.none
 
 
 def load_models(settings: Settings, prior_model: str | None, random_weights: bool) -> tuple[VideoModel, VideoModel | None]:

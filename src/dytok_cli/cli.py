@@ -19,7 +19,7 @@ from .config import (
     DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_RATIO, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings,
 )
 from .errors import DytokError, Interrupted
-from .methods import Method, strategy
+from .methods import BASELINE, Method, strategy
 
 app = typer.Typer(
     name="dytok",
@@ -414,6 +414,81 @@ def bench(
     else:
         render.bench_table(report)
     return EXIT_OK
+
+
+@app.command("eval", cls=PlainHelpCommand, short_help="Accuracy and speed per method and ratio on a QA set.")
+@pipeline_options(exclude=("method", "ratio"))
+def eval_(
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", metavar="DIR", show_default=False,
+                     help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there."),
+    ],
+    methods: Annotated[
+        Optional[list[Method]],
+        typer.Option("--method", metavar="METHOD", help="none, visionzip, dytok or dytok-fastv: a method to evaluate; "
+                     "repeat for several (default: none and dytok-fastv). none runs once, at ratio 1."),
+    ] = None,
+    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
+    video_dir: Annotated[
+        Optional[Path],
+        typer.Option("--video-dir", metavar="DIR", help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's folder)."),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, metavar="N", help="Evaluate only the first N items.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start over in DIR although it holds other files or another run.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Accuracy and speed per method and ratio on a multiple-choice video QA set, resumable."""
+    measured = _parse_ratios(ratios)
+    methods = list(dict.fromkeys(methods or [BASELINE, _DEFAULTS.method]))
+    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens)
+    cache_dir = options["cache_dir"]
+    from . import eval as evaluation  # imported here so --help and usage errors answer without torch
+
+    try:
+        items = evaluation.load_items(data, video_dir)
+    except evaluation.ItemsError as error:
+        for problem in error.problems:
+            render.error(problem)
+        return EXIT_USAGE
+    items = items[:limit] if limit else items
+    missing = evaluation.missing_videos(items)
+    videos = len({item.video for item in items})
+    if len(missing) == videos:
+        raise DytokError(f"none of the {videos} videos exists (first: {missing[0]}); check --video-dir")
+    if missing:
+        render.note(f"{len(missing)} of {videos} videos are missing (first: {missing[0]}); their pairs are recorded as errors")
+    cases = evaluation.grid(methods, measured)
+    run_dir = evaluation.RunDirectory(output, evaluation.manifest(data, compared, video_dir), force)
+    work = evaluation.pending(items, cases, run_dir.records)
+    failed = 0
+    if work:
+        from .cache import VisualCache
+
+        with render.BatchProgress(len(work)) as progress:
+            try:
+                failed = evaluation.run(
+                    work, cases, compared, run_dir, progress=progress, cache=VisualCache(cache_dir) if cache_dir else None
+                )
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted; what was answered is in {output}: the same command resumes") from None
+    summary = evaluation.summarise(items, cases, run_dir.records, run_dir.manifest)
+    run_dir.write_summary(summary)
+    try:
+        evaluation.plot_pareto(summary, output / evaluation.PARETO)
+    except ImportError:
+        render.note("no pareto.png: matplotlib is not installed (pip install 'dytok-cli[plot]')")
+    if json_output:
+        render.write_json(summary)
+    else:
+        render.eval_table(summary)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _quiet_libraries() -> None:

@@ -35,6 +35,10 @@ class Method(str, Enum):
     none = "none"  # every visual token, as the model runs on its own
 
 
+# What a compressing method is measured against (`bench`, `eval`): the model as it is, every visual token.
+BASELINE = Method.none
+
+
 @dataclass(frozen=True)
 class PlanContext:
     """What a strategy plans with: the loaded models and the layer choices resolved for them."""

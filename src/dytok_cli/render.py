@@ -9,17 +9,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 # Progress and messages go to stderr so stdout carries only results.
 console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]dytok: error:[/] {message}", markup=True, soft_wrap=True)
+    # Escaped: a path or hint in brackets ("clip[1].mp4", "dytok-cli[plot]") is text, not markup.
+    console.print(f"[bold red]dytok: error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    console.print(f"[dim]{message}[/]", soft_wrap=True)
+    console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
 @contextmanager
@@ -98,7 +100,7 @@ class BatchProgress:
         if self._progress is None:
             return
         name = self._video.rsplit("/", 1)[-1]
-        self._progress.update(self._task, description=f"{name}: {message}")
+        self._progress.update(self._task, description=f"{name}: {message}" if name else message)
         self._resume()
 
     def advance(self) -> None:
@@ -228,3 +230,36 @@ def bench_table(report: dict[str, Any]) -> None:
         )
     # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
     Console(highlight=False, width=None if sys.stdout.isatty() else 180).print(table)
+
+
+def eval_table(summary: dict[str, Any]) -> None:
+    """The `dytok eval` results, one row per (method, ratio), on stdout; fits 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    settings = summary["settings"]
+    table = Table(
+        title=f"{settings['model']} · {settings['frames']} frames · {summary['items']} items",
+        caption="accuracy over answered pairs (answered/items); seconds per answer, each counting its video's "
+        "decoding and vision; × against none in this run",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("method", no_wrap=True)
+    for header in ("ratio", "tokens", "accuracy", "answered", "total s", "prefill s"):
+        table.add_column(header, justify="right", no_wrap=True)
+
+    def timed(seconds: float | None, speedup: float | None) -> str:
+        if seconds is None:
+            return "-"
+        return f"{seconds:.2f}" + (f" ({speedup:.2f}×)" if speedup is not None else "")
+
+    for r in summary["results"]:
+        table.add_row(
+            r["method"], f"{r['ratio']:g}", "-" if r["visual_tokens"] is None else f"{r['visual_tokens']:.0f}",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}", f"{r['answered']}/{r['items']}",
+            timed(r["total_s"], r["speedup_total"]), timed(r["prefill_s"], r["speedup_prefill"]),
+        )
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)

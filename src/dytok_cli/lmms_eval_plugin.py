@@ -1,0 +1,144 @@
+"""dytok as an lmms-eval model, registered through lmms-eval's `lmms_eval.models` entry point (no fork):
+
+    pip install 'dytok-cli[lmms-eval]'
+    lmms-eval --model dytok --model_args pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,method=dytok,ratio=0.25 \\
+        --tasks videomme
+
+Everything here works without lmms-eval installed (its tests use stand-ins for lmms-eval's requests);
+`lmms_eval_model.Dytok` is the thin `lmms` subclass lmms-eval loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .batch import PER_VIDEO_ERRORS, one_line
+from .config import Backend, Device, DType, Method, Settings
+from .models import VideoModel
+from .pipeline import Pipeline
+
+MODEL_ID = "dytok"
+log = logging.getLogger("dytok")
+
+# lmms-eval's names for our settings, where they differ (its video models take `max_frames_num`).
+_ALIASES = {"pretrained": "model", "max_frames_num": "frames"}
+_ENUMS = {"method": Method, "backend": Backend, "dtype": DType}
+
+
+def manifest() -> Any:
+    """The entry point's payload: lmms-eval calls it at start-up to learn which class `--model dytok` is."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=MODEL_ID, simple_class_path="dytok_cli.lmms_eval_model.Dytok")
+
+
+def settings_from_args(model_args: Mapping[str, Any]) -> Settings:
+    """Settings from `--model_args` as lmms-eval parses them (digits arrive as numbers, words as strings).
+
+    Names are our options' (`method`, `ratio`, `prior_model`, `prior_layers`, `frames`, ...), plus lmms-eval's
+    `pretrained` and `max_frames_num`. `device=cuda:N` runs on CUDA's current device: pick it with
+    CUDA_VISIBLE_DEVICES.
+    """
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    for name, value in model_args.items():
+        field = _ALIASES.get(name, name)
+        if field not in fields:
+            known = ", ".join(sorted((fields - set(_ALIASES.values())) | set(_ALIASES)))
+            raise ValueError(f"dytok: unknown model_args {name!r}; known: {known}")
+        if field in _ENUMS:
+            value = _ENUMS[field](str(value))
+        elif field == "device":
+            value = Device(str(value).split(":", 1)[0])
+        elif field == "prior_layers":
+            value = str(value)  # `20` arrives as a number
+        elif field == "ratio":
+            value = float(value)
+        values[field] = value
+    return Settings(**values)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One lmms-eval `generate_until` request, as dytok answers it."""
+
+    video: str
+    question: str  # the task's whole prompt text; the video goes before it, as the chat template puts it
+    max_new_tokens: int | None  # None: the settings'
+    temperature: float
+    until: tuple[str, ...]  # the answer ends before the first of these
+
+
+def request_from_args(arguments: tuple, task_dict: Mapping[str, Any]) -> Request:
+    """A request from a simple lmms-eval model's `Instance.args`:
+    (context, generation kwargs, doc_to_visual, doc_id, task, split)."""
+    context, generation, doc_to_visual, doc_id, task, split = arguments
+    visuals = doc_to_visual(task_dict[task][split][doc_id])
+    if len(visuals) != 1 or not isinstance(visuals[0], (str, os.PathLike)):
+        raise ValueError(
+            f"dytok answers questions about one video file; {task} document {doc_id} gives {len(visuals)} visuals"
+        )
+    until = generation.get("until") or ()
+    until = (until,) if isinstance(until, str) else tuple(until)
+    # As Hugging Face generation reads them: a temperature samples only with do_sample.
+    temperature = float(generation.get("temperature") or 0.0) if generation.get("do_sample") else 0.0
+    max_new_tokens = generation.get("max_new_tokens")
+    return Request(os.fspath(visuals[0]), context, int(max_new_tokens) if max_new_tokens else None, temperature, until)
+
+
+def group_by_video(requests: Sequence[Request]) -> dict[str, list[int]]:
+    """Request indices per video, videos in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.video, []).append(index)
+    return groups
+
+
+def cut_at(text: str, until: Sequence[str]) -> str:
+    ends = [text.find(stop) for stop in until if stop and stop in text]
+    return text[: min(ends)] if ends else text
+
+
+class Answerer:
+    """Answers requests with one set of models; the questions about a video share its decoding and vision."""
+
+    def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None):
+        self.settings = settings
+        self._shared = Pipeline(settings, model=model, prior=prior)
+        self._pipelines: dict[tuple[int, float], Pipeline] = {}
+
+    def _pipeline(self, request: Request) -> Pipeline:
+        key = (request.max_new_tokens or self.settings.max_new_tokens, request.temperature)
+        if key not in self._pipelines:
+            variant = dataclasses.replace(self.settings, max_new_tokens=key[0], temperature=key[1])
+            self._pipelines[key] = Pipeline(variant, model=self._shared.model, prior=self._shared.prior)
+        return self._pipelines[key]
+
+    def answer(self, requests: Sequence[Request], on_answer: Callable[[], None] | None = None) -> list[str]:
+        """One reply per request, in request order. A video or question that fails gets an empty reply
+        (scored wrong, as an unanswered question is) and a warning; the others go on."""
+        replies = [""] * len(requests)
+        done = on_answer or (lambda: None)
+        for video, indices in group_by_video(requests).items():
+            try:
+                visual = self._shared.prepare(video)
+            except PER_VIDEO_ERRORS as error:
+                log.warning("dytok: %s; its %d questions get empty answers", one_line(error), len(indices))
+                for _ in indices:
+                    done()
+                continue
+            for index in indices:
+                request = requests[index]
+                try:
+                    answer = self._pipeline(request).ask(visual, request.question)
+                except PER_VIDEO_ERRORS as error:
+                    log.warning("dytok: %s: %s; an empty answer instead", video, one_line(error))
+                else:
+                    replies[index] = cut_at(answer.text, request.until)
+                done()
+        return replies
