@@ -9,17 +9,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 # Progress and messages go to stderr so stdout carries only results.
 console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]dytok: error:[/] {message}", markup=True, soft_wrap=True)
+    console.print(f"[bold red]dytok: error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    console.print(f"[dim]{message}[/]", soft_wrap=True)
+    console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
 @contextmanager
