@@ -80,6 +80,7 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     """Ray for the length of a run: the caller's own if it already called `ray.init` (a notebook,
     the tests), else a cluster joined or a local one started, shut down afterwards."""
     if ray.is_initialized():
+        _check_gpus(ray, options, started_here=False)
         yield
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
@@ -100,9 +101,20 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise DytokError(f"--ray-address {address}: {_one_line(error)}") from None
     try:
+        _check_gpus(ray, options, started_here=address == "local")
         yield
     finally:
         ray.shutdown()
+
+
+def _check_gpus(ray: Any, options: RayOptions, started_here: bool) -> None:
+    """Ray would wait for a GPU that never comes; a cluster's autoscaler may still bring one."""
+    available = ray.cluster_resources().get("GPU", 0)
+    if options.gpus_per_worker > available:
+        message = f"--gpus-per-worker {options.gpus_per_worker:g}: the Ray cluster has {available:g} GPUs"
+        if started_here:
+            raise DytokError(message)
+        render.note(f"{message} now; the workers wait for more (Ctrl-C stops)")
 
 
 def _check_reachable(address: str) -> None:
