@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--prior-preset", default=None, help="an assistant prior model's shape")
     parser.add_argument("--method", default="dytok-fastv", help="comma-separated methods to compare in one run")
     parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", default="320x240", help="the test clip's WIDTHxHEIGHT (Qwen models keep it, LLaVA resizes)")
     parser.add_argument("--ratios", default="1,0.5,0.25,0.1")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
@@ -40,10 +41,11 @@ def main() -> None:
                                     device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens,
                                     decode_timeout=None)
     with tempfile.TemporaryDirectory() as scratch:
-        video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(320, 240), fps=30.0)
+        width, height = (int(side) for side in args.size.split("x"))
+        video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(width, height), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
         results = bench.run(compared, video, ratios, question="What happens in this video?", random_weights=True,
-                            repeat=args.repeat, warmup=args.warmup, methods=methods,
+                            repeat=args.repeat, warmup=args.warmup,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 
     print(f"`{args.preset}` shape, random weights, {args.dtype}, {args.frames} frames, {args.method}"

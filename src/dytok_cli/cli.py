@@ -14,12 +14,13 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from . import render
+from . import ray_engine, render
 from .config import (
     DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_RATIO, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings,
 )
 from .errors import DytokError, Interrupted
 from .methods import BASELINE, Method, strategy
+from .ray_engine import Engine, OutputFormat, RayOptions
 
 app = typer.Typer(
     name="dytok",
@@ -190,6 +191,13 @@ def ask(
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
+    engine: Annotated[Engine, typer.Option("--engine", metavar="NAME", help="local: in this process; ray: on Ray actors, one model each (pip install 'dytok-cli[ray]').")] = Engine.local,
+    workers: Annotated[Optional[int], typer.Option("--workers", metavar="N", help=f"--engine ray: actors, each loading the model once (default {RayOptions.workers}).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", metavar="G", help=f"--engine ray: GPUs per actor; a fraction shares a GPU (default {RayOptions.gpus_per_worker:g}).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS", help="--engine ray: join this Ray cluster (auto: the one `ray start` runs here); default: RAY_ADDRESS, else start a local Ray.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output", metavar="DIR", help="--engine ray: Ray writes the records as shards in DIR; a re-run skips pairs already there.")] = None,
+    output_format: Annotated[Optional[OutputFormat], typer.Option("--format", metavar="FORMAT", help="--output shard format: jsonl (default) or parquet.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="--output: replace DIR if it holds anything else, or a run with other settings.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -198,6 +206,19 @@ def ask(
     cache_dir = options["cache_dir"]
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
+    ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
+                 "--ray-address": ray_address is not None, "--output": output_dir is not None}
+    if engine is Engine.local and any(ray_flags.values()):
+        raise typer.BadParameter(f"{', '.join(flag for flag, given in ray_flags.items() if given)}: only used with --engine ray")
+    if output_dir is None and (output_format is not None or force):
+        raise typer.BadParameter("--format and --force: only used with --output DIR")
+    if output_dir is not None and (json_output or jsonl_output):
+        raise typer.BadParameter("--output writes the records to DIR; drop --json/--jsonl")
+    try:
+        given = {"workers": workers, "gpus_per_worker": gpus_per_worker, "address": ray_address}
+        ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     # Imported here so `--help` and usage errors answer without loading torch.
     from . import batch
     from .cache import VisualCache
@@ -216,9 +237,13 @@ def ask(
     if not videos:
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {', '.join(sorted(batch.VIDEO_EXTENSIONS))})")
 
+    if output_dir is not None:
+        failed = ray_engine.write(settings, videos, questions, output_dir, options=ray_options,
+                                  output_format=output_format or OutputFormat.jsonl, force=force, cache_dir=cache_dir)
+        return EXIT_FAILED if failed else EXIT_OK
     pairs = len(videos) * len(questions)
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
-    stream = not (json_output or jsonl_output) and render.stdout_is_terminal()
+    stream = engine is Engine.local and not (json_output or jsonl_output) and render.stdout_is_terminal()
     collected: list[dict] = []
     errors: list[str] = []
     completed = 0
@@ -236,10 +261,10 @@ def ask(
             render.write_json(record, indent=None)
         elif json_output:
             collected.append(record)
-        elif outcome.answer is not None:
+        elif record["error"] is None:
             heading = f"# {record['video']}: {record['question']}\n" if pairs > 1 else ""
             with progress.paused():
-                render.write("\n" if stream else f"{heading}{outcome.answer.text}\n")
+                render.write("\n" if stream else f"{heading}{record['answer']}\n")
 
     def before_pair(video: str, question: str) -> None:
         progress.start_video(video)
@@ -249,10 +274,13 @@ def ask(
 
     with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
-            failed = batch.run(
-                pipeline, videos, questions, emit, on_pair=before_pair, on_stage=progress.stage,
-                on_text=progress.streaming(render.write) if stream else None,
-            )
+            if engine is Engine.ray:
+                failed = ray_engine.run(settings, videos, questions, emit, options=ray_options, cache_dir=cache_dir)
+            else:
+                failed = batch.run(
+                    pipeline, videos, questions, emit, on_pair=before_pair, on_stage=progress.stage,
+                    on_text=progress.streaming(render.write) if stream else None,
+                )
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
     if json_output:

@@ -1,0 +1,511 @@
+"""`dytok ask --engine ray`: the batch on a Ray cluster, one `Pipeline` (one model load) per Ray actor.
+
+The (video, question) pairs go into a Ray Dataset as one row per video carrying that video's
+questions, so one actor call prepares the video once for all of them, exactly as `batch.run` does
+locally: the actor runs `batch.run` on that one video and returns the same record dicts. Records
+come back to this process and are emitted in input order, or Ray writes them as shards into an
+output directory that a re-run resumes.
+
+Ray and pyarrow are imported inside functions, so the CLI starts without them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from . import render
+from .config import Settings
+from .errors import DytokError, InputError, Interrupted
+
+INSTALL_HINT = "pip install 'dytok-cli[ray]'"
+# A video whose worker dies (killed, out of memory) is run again on the restarted worker this many
+# times; after that its pairs get error records and the run goes on. (Ray Data itself retries an
+# actor's tasks without end, so the count is kept here.)
+TASK_RETRIES = 2
+CONNECT_TIMEOUT_S = 10  # for --ray-address host:port to answer at all
+MANIFEST = "dytok-run.json"  # marks an --output directory as a dytok run, with the settings it was made with
+# The worker-death test sets this to a path: the first worker that removes the file there exits.
+TEST_CRASH_FILE_ENV = "DYTOK_TEST_CRASH_FILE"
+
+
+class Engine(str, Enum):
+    local = "local"  # this process
+    ray = "ray"  # Ray actors, one model each
+
+
+class OutputFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    workers: int = 1  # actors in the pool, each holding its own models
+    gpus_per_worker: float = 0.0  # fractions put several workers on one GPU
+    address: str | None = None  # None: RAY_ADDRESS if set, else a new local Ray; "auto" or host:port joins
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, not {self.workers}")
+        if not self.gpus_per_worker >= 0:
+            raise ValueError(f"--gpus-per-worker must be 0 or more, not {self.gpus_per_worker}")
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise DytokError(f"--engine ray needs Ray: {INSTALL_HINT}") from None
+    return ray
+
+
+@contextlib.contextmanager
+def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
+    """Ray for the length of a run: the caller's own if it already called `ray.init` (a notebook,
+    the tests), else a cluster joined or a local one started, shut down afterwards."""
+    if ray.is_initialized():
+        _check_gpus(ray, options, started_here=False)
+        yield
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+    _check_reachable(address)
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # workers' output stays in Ray's log files
+    # Ray's C++ core would print a warning per actor on stderr (restartable actors with arguments in
+    # the object store, which is how Ray Data makes every actor); an explicit setting wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        # The C++ core announces that log level on stderr as it starts; a failure is raised, not printed.
+        with _stderr_discarded():
+            if address == "local":
+                # Nothing about a local run is reported anywhere; an explicit RAY_USAGE_STATS_ENABLED wins.
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                ray.init(address="local", include_dashboard=False, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise DytokError(f"--ray-address {address}: {_one_line(error)}") from None
+    try:
+        _check_gpus(ray, options, started_here=address == "local")
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_gpus(ray: Any, options: RayOptions, started_here: bool) -> None:
+    """Ray would wait for a GPU that never comes; a cluster's autoscaler may still bring one."""
+    available = ray.cluster_resources().get("GPU", 0)
+    if options.gpus_per_worker > available:
+        message = f"--gpus-per-worker {options.gpus_per_worker:g}: the Ray cluster has {available:g} GPUs"
+        if started_here:
+            raise DytokError(message)
+        render.note(f"{message} now; the workers wait for more (Ctrl-C stops)")
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port that does not answer fails now: Ray would retry it for many minutes."""
+    host, _, port = address.rpartition(":")
+    if not (host and port.isdigit()) or "://" in host:
+        return  # "local", "auto", or a scheme Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise DytokError(f"--ray-address {address}: no Ray cluster answers there ({error.strerror or error})") from None
+
+
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 to /dev/null, where the C++ core writes."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _quiet(ray: Any, progress_bars: bool) -> Iterator[None]:
+    """Ray as this CLI needs it: stdout carries records only, Ray Data's messages stay in its log
+    file (dytok prints its own one-line errors), progress bars only when asked."""
+    from ray.data import DataContext
+
+    # Ray prints cluster events ("a worker died ...") on the driver's stdout even without
+    # log_to_driver, also after the run has ended, so this stays off for the rest of the process.
+    # It is the module switch ray.util.rpdb uses to silence the same printer.
+    ray._private.worker._worker_logs_enabled = False
+    context = DataContext.get_current()
+    changes = {
+        "print_on_execution_start": False,
+        "enable_auto_log_stats": False,
+        "enable_progress_bars": progress_bars,
+        # Ray's own tqdm bars do not show when workers' output stays off the driver; these draw on stderr.
+        "use_ray_tqdm": False,
+        "enable_rich_progress_bars": True,
+    }
+    saved = {name: getattr(context, name) for name in changes}
+    consoles = [handler for handler in logging.getLogger("ray.data").handlers if isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)]
+    levels = [handler.level for handler in consoles]
+    for name, value in changes.items():  # restored afterwards
+        setattr(context, name, value)
+    for handler in consoles:
+        handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for handler, level in zip(consoles, levels):
+            handler.setLevel(level)
+
+
+class _Attempts:
+    """How many times each video was started: a second start means its worker died on it."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[int] = collections.Counter()
+
+    def begin(self, key: int) -> int:
+        self.counts[key] += 1
+        return self.counts[key]
+
+
+def _exit_if_a_test_asks() -> None:
+    path = os.environ.get(TEST_CRASH_FILE_ENV)
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        os._exit(1)
+
+
+def _row_schema() -> Any:
+    import pyarrow as pa
+
+    # index: the pair's position in input order; fatal: a pickled error that must stop the run.
+    return pa.schema([("index", pa.int64()), ("record", pa.string()), ("attempt", pa.int64()), ("fatal", pa.binary())])
+
+
+class _Answerer:
+    """The class-based UDF: one per actor, holding one `Pipeline`, whose models load on the first video."""
+
+    def __init__(self, settings: Settings, cache_dir: str | None, cwd: str, attempts: Any) -> None:
+        from .cache import VisualCache
+        from .pipeline import Pipeline
+
+        # Relative video paths mean what they meant to the driver (where that directory exists).
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        self.pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+        self.attempts = attempts
+
+    def __call__(self, videos: Any) -> Any:
+        import pyarrow as pa
+        import ray
+
+        from . import batch
+
+        rows: list[dict[str, Any]] = []
+        for video in videos.to_pylist():
+            attempt = ray.get(self.attempts.begin.remote(video["indices"][0]))
+            if attempt > TASK_RETRIES + 1:
+                settings = self.pipeline.settings
+                records = [_gave_up(settings, video["video"], question) for question in video["questions"]]
+            else:
+                _exit_if_a_test_asks()
+                outcomes: list[batch.Outcome] = []
+                try:
+                    batch.run(self.pipeline, [video["video"]], video["questions"], outcomes.append)
+                except Exception as error:  # a failure that stops a local run stops this one too
+                    rows = [{"index": video["indices"][0], "record": "", "attempt": attempt, "fatal": _pickled(error)}]
+                    break
+                records = [outcome.record for outcome in outcomes]
+            for index, record in zip(video["indices"], records):
+                rows.append({"index": index, "record": json.dumps(record, ensure_ascii=False), "attempt": attempt, "fatal": b""})
+        return pa.Table.from_pylist(rows, schema=_row_schema())
+
+
+def _pickled(error: Exception) -> bytes:
+    try:
+        return pickle.dumps(error)
+    except Exception:
+        return pickle.dumps(RuntimeError(f"{type(error).__name__}: {_one_line(error)}"))
+
+
+def _answers(ray: Any, settings: Settings, groups: list[dict[str, Any]], options: RayOptions, cache_dir: Path | None) -> Any:
+    """The Ray Dataset of answer rows: one input block per video, so a video is the unit that
+    streams back, and that is retried when its worker dies."""
+    attempts = ray.remote(num_cpus=0)(_Attempts).remote()
+    videos = ray.data.from_items(groups, override_num_blocks=len(groups))
+    return videos.map_batches(
+        _Answerer,
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=options.workers),
+        num_gpus=options.gpus_per_worker or None,
+        fn_constructor_kwargs={
+            "settings": settings,
+            "cache_dir": str(cache_dir.resolve()) if cache_dir else None,
+            "cwd": os.getcwd(),
+            "attempts": attempts,
+        },
+    )
+
+
+def _groups(videos: list[str], questions: list[str], done: set[tuple[str, str]] = frozenset()) -> list[dict[str, Any]]:
+    """One row per video with the questions still to answer on it; `indices` number the pairs in
+    the order the local engine answers them."""
+    groups = []
+    for number, video in enumerate(videos):
+        todo = [(number * len(questions) + k, q) for k, q in enumerate(questions) if (video, q) not in done]
+        if todo:
+            groups.append({"video": video, "indices": [i for i, _ in todo], "questions": [q for _, q in todo]})
+    return groups
+
+
+def _gave_up(settings: Settings, video: str, question: str) -> dict[str, Any]:
+    from .pipeline import Pipeline
+    from .record import error_record
+
+    message = f"{video}: its Ray worker died {TASK_RETRIES + 1} times on it (out of memory or killed); gave up"
+    return error_record(video, question, settings, Pipeline(settings).prior_name, message)
+
+
+def _raise_fatal(fatal: bytes) -> None:
+    if fatal:
+        raise pickle.loads(fatal)
+
+
+def _note_retried(retried: int, total: int) -> None:
+    if retried:
+        render.note(f"{retried} of {total} answers were retried after their Ray worker died")
+
+
+def run(
+    settings: Settings,
+    videos: list[str],
+    questions: list[str],
+    emit: Callable[[Any], None],
+    *,
+    options: RayOptions,
+    cache_dir: Path | None = None,
+) -> int:
+    """`batch.run` on Ray: every question on every video, records emitted in input order as soon as
+    every earlier one is in; returns the number of failed pairs."""
+    ray = _import_ray()
+    from .batch import Outcome
+
+    total = len(videos) * len(questions)
+    ready: dict[int, dict[str, Any]] = {}
+    emitted = failed = retried = 0
+
+    def release() -> None:
+        nonlocal emitted, failed
+        while emitted in ready:
+            record = ready.pop(emitted)
+            failed += record["error"] is not None
+            emit(Outcome(record, None))
+            emitted += 1
+
+    with _connected(ray, options), _quiet(ray, progress_bars=False):
+        answers = _answers(ray, settings, _groups(videos, questions), options, cache_dir)
+        blocks = answers.iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            for block in blocks:
+                for row in block.to_pylist():
+                    _raise_fatal(row["fatal"])
+                    retried += row["attempt"] > 1
+                    ready[row["index"]] = json.loads(row["record"])
+                release()
+        finally:
+            # Stops the job's remaining work now (an error, Ctrl-C), not when Ray shuts down.
+            getattr(blocks, "close", lambda: None)()
+    if emitted != total:
+        raise RuntimeError(f"Ray returned {emitted} of {total} answers")
+    _note_retried(retried, total)
+    return failed
+
+
+# --- --output DIR: shards written by Ray ----------------------------------------------------------
+
+
+def record_schema() -> Any:
+    """The Arrow schema of a record (see record.py) as Parquet shards store it."""
+    import pyarrow as pa
+
+    from .record import TIMING_KEYS
+
+    frame = pa.struct([(name, pa.int64()) for name in ("index", "frame")] + [("timestamp", pa.float64()), ("weight", pa.float64())]
+                      + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
+    text = ("video", "question", "answer", "model", "prior_model", "method")
+    return pa.schema(
+        [(name, pa.string()) for name in text]
+        + [("ratio", pa.float64()), ("backend", pa.string()), ("frames", pa.list_(frame)),
+           ("visual_tokens", pa.struct([("full", pa.int64()), ("kept", pa.int64())])), ("tokens_per_frame", pa.int64()),
+           ("timings", pa.struct([(key, pa.float64()) for key in TIMING_KEYS])), ("error", pa.string())]
+    )
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    temporary = path.with_name(f".tmp-{path.name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_shard(directory: Path, records: list[dict[str, Any]], output_format: OutputFormat) -> None:
+    """One shard file of `records`, complete or absent."""
+    path = directory / f"part-{uuid.uuid4().hex}.{output_format.value}"
+    if output_format is OutputFormat.jsonl:
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        _write_atomically(path, lambda target: target.write_text(text, encoding="utf-8"))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(records, schema=record_schema())
+        _write_atomically(path, lambda target: pq.write_table(table, target))
+
+
+def read_records(directory: Path) -> list[dict[str, Any]]:
+    """Every record in the shards of an --output directory."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("part-*.jsonl")):
+        records.extend(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    parquet = sorted(directory.glob("part-*.parquet"))
+    if parquet:
+        import pyarrow.parquet as pq
+
+        for path in parquet:
+            records.extend(pq.read_table(path).to_pylist())
+    return records
+
+
+def _shard_sink(directory: Path, output_format: OutputFormat) -> Any:
+    from ray.data import Datasink
+
+    class ShardSink(Datasink):
+        """Writes the answers to each video as one shard as soon as they are in, so a stopped run
+        loses at most the videos in flight; returns what the driver reports."""
+
+        def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
+            records, fatal, retried = [], b"", 0
+            for block in blocks:
+                for row in block.to_pylist():
+                    fatal = fatal or row["fatal"]
+                    if row["record"]:
+                        records.append(json.loads(row["record"]))
+                        retried += row["attempt"] > 1
+            if records:
+                write_shard(directory, records, output_format)
+            failed = [f"{record['video']}: {record['error']}" for record in records if record["error"] is not None]
+            return {"written": len(records), "failed": failed, "retried": retried, "fatal": fatal}
+
+        def on_write_complete(self, write_result: Any) -> None:
+            self.results = list(write_result.write_returns)
+
+        @property
+        def supports_distributed_writes(self) -> bool:
+            return False  # shards go to DIR on this machine, whatever node answered
+
+    return ShardSink()
+
+
+def _manifest(settings: Settings, output_format: OutputFormat) -> dict[str, Any]:
+    values = {name: getattr(value, "value", value) for name, value in dataclasses.asdict(settings).items()}
+    return {"format": output_format.value, "settings": values}
+
+
+def prepare_output(directory: Path, settings: Settings, output_format: OutputFormat, force: bool) -> None:
+    """Make `directory` ready for this run before any work: new or empty, or a run of the same
+    settings and format (resumed). Anything else is refused without `force`, and emptied with it."""
+    manifest = directory / MANIFEST
+    wanted = _manifest(settings, output_format)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--output {directory}: exists and is not a directory")
+    if directory.is_dir() and any(directory.iterdir()):
+        try:
+            found = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = None
+        if found != wanted and not force:
+            reason = "holds a dytok run with other settings or format" if found else "exists and is not empty"
+            raise InputError(f"--output {directory}: {reason} (use --force to replace it)")
+        if force:
+            for entry in directory.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob(".tmp-*"):  # from a run stopped mid-write
+        leftover.unlink()
+    if not manifest.exists():
+        _write_atomically(manifest, lambda target: target.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8"))
+
+
+def write(
+    settings: Settings,
+    videos: list[str],
+    questions: list[str],
+    directory: Path,
+    *,
+    options: RayOptions,
+    output_format: OutputFormat = OutputFormat.jsonl,
+    force: bool = False,
+    cache_dir: Path | None = None,
+) -> int:
+    """Answer the pairs not yet in `directory` and have Ray write their records there as shards;
+    returns the number of pairs that failed in this run."""
+    ray = _import_ray()
+    prepare_output(directory, settings, output_format, force)
+    done = {(record["video"], record["question"]) for record in read_records(directory)}
+    groups = _groups(videos, questions, done)
+    todo = sum(len(group["indices"]) for group in groups)
+    skipped = len(videos) * len(questions) - todo
+    results: list[dict[str, Any]] = []
+    if groups:
+        sink = _shard_sink(directory.resolve(), output_format)
+        try:
+            with _connected(ray, options), _quiet(ray, progress_bars=sys.stderr.isatty()):
+                _answers(ray, settings, groups, options, cache_dir).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+        except KeyboardInterrupt:
+            written = len(read_records(directory)) - len(done)
+            raise Interrupted(f"interrupted after {written} of {todo} answers, written to {directory}; the same command goes on from there") from None
+        results = getattr(sink, "results", [])
+    for result in results:
+        _raise_fatal(result["fatal"])
+    failures = [line for result in results for line in result["failed"]]
+    for line in failures:
+        render.error(line)
+    _note_retried(sum(result["retried"] for result in results), todo)
+    written = sum(result["written"] for result in results)
+    if written != todo:
+        raise RuntimeError(f"Ray wrote {written} of {todo} records")
+    already = f", {skipped} already there" if skipped else ""
+    render.note(f"{written} records written to {directory}{already}; {len(failures)} failed")
+    return len(failures)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,170 @@
+"""`dytok ask --engine ray`: the same records as the local engine, from Ray actors on a local Ray.
+
+Ray starts once for the module (two CPUs, no dashboard); each run starts its own actors, which load the
+tiny model once each. Not collected on its own: `test_ray_engine.py` runs this file in a network
+namespace of its own, because Ray's head process probes a cloud metadata address at start-up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from clips import write_clip, write_text_file  # noqa: E402
+
+from dytok_cli import cli, ray_engine  # noqa: E402
+from dytok_cli.config import Settings  # noqa: E402
+from dytok_cli.errors import DytokError  # noqa: E402
+from dytok_cli.ray_engine import MANIFEST, OutputFormat, RayOptions  # noqa: E402
+
+DYTOK = shutil.which("dytok")
+QUESTIONS = ("what happens?", "is there a dog?")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A two-CPU Ray for the module; its workers inherit the variable that arms the worker-death hook."""
+    hook = tmp_path_factory.mktemp("hook") / "exit-once"
+    settings = {ray_engine.TEST_CRASH_FILE_ENV: str(hook), "RAY_USAGE_STATS_ENABLED": "0", "RAY_BACKEND_LOG_LEVEL": "fatal"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield {"address": ray.get_runtime_context().gcs_address, "hook": hook}
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+@pytest.fixture(scope="module")
+def videos(clip, tmp_path_factory) -> list[str]:
+    """Two good clips and one file that is not a video."""
+    folder = tmp_path_factory.mktemp("ray-videos")
+    other = write_clip(folder / "other.mp4", n_frames=16)
+    return [str(clip), str(other), str(write_text_file(folder / "unreadable.mp4"))]
+
+
+def ask_args(model_dir: Path, videos: list[str], *extra: str) -> list[str]:
+    questions = [arg for question in QUESTIONS for arg in ("-q", question)]
+    return ["ask", *videos, *questions, "--model", str(model_dir), "--frames", "4", "--max-new-tokens", "4",
+            "--decode-timeout", "0", *extra]
+
+
+def script(argv: list[str]) -> tuple[int, list[dict], str]:
+    result = subprocess.run([DYTOK, *argv], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return result.returncode, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def in_process(argv: list[str], capsys, monkeypatch) -> tuple[int, list[dict], str]:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    return status, [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
+def untimed(records: list[dict]) -> list[dict]:
+    return [{key: value for key, value in record.items() if key != "timings"} for record in records]
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_llava_dir, videos):
+    if DYTOK is None:
+        pytest.skip("the dytok script is not installed (pip install -e .)")
+    return script(ask_args(tiny_llava_dir, videos, "--jsonl"))
+
+
+def test_ray_records_equal_the_local_ones_and_both_exit_1(local_ray, local_run, tiny_llava_dir, videos):
+    local_status, local_records, local_err = local_run
+    status, records, err = script(ask_args(tiny_llava_dir, videos, "--jsonl", "--engine", "ray", "--workers", "2",
+                                           "--ray-address", local_ray["address"]))
+    assert local_status == status == 1
+    assert untimed(records) == untimed(local_records)  # answers, budgets, frames, errors, in input order
+    assert [record["error"] is None for record in records] == [True] * 4 + [False] * 2
+    assert err == local_err  # one line per failed pair, nothing from Ray
+    for first, second in zip(records[0::2], records[1::2]):
+        if first["error"] is None:  # prepared once for both of its questions, as locally
+            assert first["timings"]["vision_s"] > 0 and second["timings"]["vision_s"] == 0
+
+
+def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):
+    local_records = local_run[1]
+    local_ray["hook"].touch()  # the first worker to start a video now exits, as if killed
+    status, records, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--jsonl", "--engine", "ray"), capsys, monkeypatch)
+    assert not local_ray["hook"].exists()  # the hook fired
+    assert status == 0, err
+    assert untimed(records) == untimed(local_records[:2])  # answered by the restarted worker
+    assert err.splitlines() == ["2 of 2 answers were retried after their Ray worker died"]
+
+
+def test_output_shards_and_a_rerun_skips_written_pairs(local_ray, local_run, tiny_llava_dir, videos, tmp_path, capsys, monkeypatch):
+    local_records = local_run[1]
+    target = tmp_path / "run"
+    status, printed, err = in_process(ask_args(tiny_llava_dir, [videos[0], videos[2]], "--engine", "ray", "--output", str(target)),
+                                      capsys, monkeypatch)
+    assert status == 1 and printed == []  # the unreadable video's pairs failed; records go to DIR only
+    assert err.splitlines()[-1] == f"4 records written to {target}; 2 failed"
+    first = ray_engine.read_records(target)
+    assert untimed(sorted(first, key=lambda r: r["video"])) == untimed(local_records[:2] + local_records[4:])
+
+    status, printed, err = in_process(ask_args(tiny_llava_dir, videos, "--engine", "ray", "--output", str(target)),
+                                      capsys, monkeypatch)
+    assert status == 0, err  # only the new video ran, and it is readable
+    assert err.splitlines() == [f"2 records written to {target}, 4 already there; 0 failed"]
+    records = ray_engine.read_records(target)
+    assert len(records) == 6 and untimed(r for r in records if r["video"] == videos[1]) == untimed(local_records[2:4])
+
+
+def test_output_refuses_a_foreign_or_different_directory(tiny_llava_dir, videos, tmp_path, capsys, monkeypatch):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    status, _, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray", "--output", str(foreign)), capsys, monkeypatch)
+    assert status == 2 and err == f"dytok: error: --output {foreign}: exists and is not empty (use --force to replace it)\n"
+    assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
+
+    other = tmp_path / "other-settings"
+    ray_engine.prepare_output(other, Settings(model=str(tiny_llava_dir), frames=8), OutputFormat.jsonl, force=False)
+    status, _, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray", "--output", str(other)), capsys, monkeypatch)
+    assert status == 2 and "holds a dytok run with other settings or format (use --force" in err
+
+    ray_engine.prepare_output(foreign, Settings(model=str(tiny_llava_dir)), OutputFormat.jsonl, force=True)
+    assert [path.name for path in foreign.iterdir()] == [MANIFEST]
+
+
+def test_parquet_shards_hold_the_records_as_they_are(local_run, tmp_path):
+    records = local_run[1]
+    ray_engine.write_shard(tmp_path, records[:3], OutputFormat.parquet)
+    ray_engine.write_shard(tmp_path, records[3:], OutputFormat.parquet)
+    assert sorted(ray_engine.read_records(tmp_path), key=records.index) == records  # nothing dropped or retyped
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_ray_flags_need_the_ray_engine(tiny_llava_dir, videos, capsys, monkeypatch):
+    status, _, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--workers", "2", "--output", "x"), capsys, monkeypatch)
+    assert status == 2 and err.strip().endswith("--workers, --output: only used with --engine ray")
+    status, _, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray", "--workers", "0"), capsys, monkeypatch)
+    assert status == 2 and err.strip().endswith("--workers must be at least 1, not 0")
+
+
+def test_a_gpu_the_local_ray_lacks_is_refused_before_any_work(local_ray):
+    with pytest.raises(DytokError, match=r"^--gpus-per-worker 0.5: the Ray cluster has 0 GPUs$"):
+        ray_engine._check_gpus(ray, RayOptions(gpus_per_worker=0.5), started_here=True)
+
+
+def test_without_ray_the_error_says_what_to_install(tiny_llava_dir, videos, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    status, records, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray"), capsys, monkeypatch)
+    assert status == 2 and records == []
+    assert err == "dytok: error: --engine ray needs Ray: pip install 'dytok-cli[ray]'\n"
