@@ -54,7 +54,7 @@ PruneLayerOption = Annotated[
     typer.Option("--prune-layer", help="dytok-fastv: decoder layer after which visual tokens are pruned (default: the last of the first quarter)."),
 ]
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
-DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU, float32 on CPU).")]
+DTypeOption = Annotated[DType, typer.Option("--dtype", help="Model weights dtype (auto: bfloat16/float16 on GPU; on CPU bfloat16 where it has native bf16, else float32).")]
 TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")]
 DecodeTimeoutOption = Annotated[
     Optional[float],
@@ -80,8 +80,6 @@ _SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings
 def _settings(parameters: dict[str, Any], **overrides: Any) -> Settings:
     """Settings from a command's parameters: every parameter named like a Settings field, then `overrides`."""
     options = {name: value for name, value in parameters.items() if name in _SETTINGS_FIELDS}
-    if "decode_timeout" in options:
-        options["decode_timeout"] = options["decode_timeout"] or None  # 0 on the command line: no limit
     try:
         return Settings(**{**options, **overrides})
     except ValueError as error:
@@ -330,9 +328,12 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per ratio first.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every measure in the table, not only the main ones.")] = False,
 ) -> int:
     """Measure speed and memory per ratio in one process, against ratio 1 in the same run."""
     measured = _parse_ratios(ratios)
+    if wide and json_output:
+        raise typer.BadParameter("--wide shapes the table; --json already prints every measure")
     if not video.is_file():  # before minutes of model loading
         raise DytokError(f"{video}: no such file")
     methods = methods or [_DEFAULTS.method]
@@ -356,11 +357,12 @@ def bench(
             on_progress=spinner.update if spinner else None, methods=methods,
         )
     report = {"machine": benchmark.machine(), "model": model, "prior_model": prior_model, "method": ",".join(method.value for method in methods),
+              "dtype": str(answering.model.dtype).removeprefix("torch."),
               "frames": frames, "random_weights": random_weights, "results": results}
     if json_output:
         render.write_json(report)
     else:
-        render.bench_table(report)
+        render.bench_table(report, wide=wide)
     return EXIT_OK
 
 

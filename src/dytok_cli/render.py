@@ -205,26 +205,63 @@ def _size(count: float) -> str:
     return str(count)
 
 
-def bench_table(report: dict[str, Any]) -> None:
-    """The `dytok bench` results as a table on stdout."""
+# (header, cell) per column of `dytok bench`'s table; headers break where a narrow column needs them.
+_BENCH_COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "ratio": ("ratio", lambda r: f"{r['ratio']:g}"),
+    "method": ("method", lambda r: r["method"]),
+    "visual_tokens": ("visual\ntokens", lambda r: str(r["visual_tokens"])),
+    "vision_s": ("vision\ns", lambda r: f"{r['vision_s']:.2f}"),
+    "prior_s": ("prior\ns", lambda r: f"{r['prior_s']:.2f}"),
+    "prefill_s": ("prefill\ns", lambda r: f"{r['prefill_s']:.2f}"),
+    "ttft_s": ("TTFT\ns", lambda r: f"{r['ttft_s']:.2f}"),
+    "decode_tok_s": ("decode\ntok/s", lambda r: f"{r['decode_tok_s']:.1f}"),
+    "total_s": ("total\ns", lambda r: f"{r['total_s']:.2f}"),
+    "next_question_s": ("next q\ns", lambda r: f"{r['next_question_s']:.2f}"),
+    "kv_cache_bytes": ("KV\ncache", lambda r: _size(r["kv_cache_bytes"])),
+    "peak_rss_bytes": ("peak\nRSS", lambda r: _size(r["peak_rss_bytes"])),
+    "speedup_prefill": ("prefill\n×", lambda r: _speedup(r["speedup_prefill"])),
+    "speedup_total": ("total\n×", lambda r: _speedup(r["speedup_total"])),
+    "speedup_next_question": ("next q\n×", lambda r: _speedup(r["speedup_next_question"])),
+    "prior_share": ("prior\nshare", lambda r: f"{r['prior_share']:.0%}"),
+}
+# What a first and a later question cost, and the speed-ups: nine columns fit in 80.
+BENCH_DEFAULT_COLUMNS = (
+    "ratio", "method", "visual_tokens", "prefill_s", "total_s", "next_question_s",
+    "speedup_prefill", "speedup_total", "speedup_next_question",
+)
+
+
+def _speedup(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
+    """The `dytok bench` results as a table on stdout: the main columns, or every one with `wide`.
+
+    The main columns fit in 80 columns (Rich's width for a pipe, or COLUMNS); the wide table gets the
+    width it needs, so a narrow terminal wraps its lines instead of cutting every cell to "…".
+    """
+    from rich import box
     from rich.table import Table
 
+    names = tuple(_BENCH_COLUMNS) if wide else BENCH_DEFAULT_COLUMNS
     table = Table(
-        title=f"{report['model']} · {report['frames']} frames · {report['method']}",
-        caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run; "
-        "next q: a later question on the same video, decoding and vision reused",
+        title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
+        caption=f"{report['machine']}; medians; speed-ups (×) against ratio 1 in this run; next q: a later "
+        "question on the same video, decoding and vision reused" + ("" if wide else "; --wide or --json for all measures"),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
     )
-    for header in ("ratio", "method", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
-                   "next q s", "KV cache", "peak RSS", "prefill ×", "total ×", "next q ×", "prior share"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for r in report["results"]:
-        speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
-        table.add_row(
-            f"{r['ratio']:g}", r["method"], str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
-            f"{r['prefill_s']:.2f}", f"{r['ttft_s']:.2f}", f"{r['decode_tok_s']:.1f}", f"{r['total_s']:.2f}",
-            f"{r['next_question_s']:.2f}", _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]),
-            speedup(r["speedup_prefill"]), speedup(r["speedup_total"]), speedup(r["speedup_next_question"]),
-            f"{r['prior_share']:.0%}",
-        )
-    # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 180).print(table)
+    for name in names:
+        table.add_column(_BENCH_COLUMNS[name][0], justify="right", no_wrap=True)
+    for result in report["results"]:
+        table.add_row(*(_BENCH_COLUMNS[name][1](result) for name in names))
+    output = Console(highlight=False)
+    if wide:
+        unlimited = output.options.update_width(10_000)
+        output = Console(highlight=False, width=max(output.width, output.measure(table, options=unlimited).maximum))
+    output.print(table)

@@ -30,9 +30,10 @@ Decisions callers can rely on:
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import pickle
 import re
+import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -486,43 +487,73 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
 
 # --- bounded decoding ---------------------------------------------------------------------------
 
+# The worker is a fresh interpreter that imports this module and nothing of the caller's: a
+# multiprocessing start method would re-run the caller's main module in it ("spawn", "forkserver"),
+# which fails for a script without `if __name__ == "__main__":` or one fed on stdin, or fork a
+# process whose threads (PyTorch's) may hold locks the child then waits on forever ("fork").
+_WORKER_BOOTSTRAP = (
+    "import pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
+    f"from {__name__} import _serve; _serve(request)"
+)
 
-def _worker(connection: Any, path: str, kwargs: dict[str, Any]) -> None:
+
+def _serve(request: dict[str, Any]) -> None:
+    """The worker's side: decode as asked and write the pickled `Frames` (or the error) to stdout."""
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a native library printing to stdout must not corrupt the result
+    path = request["path"]
     try:
-        result: object = read_video(path, **kwargs)
+        result: object = read_video(path, **request["kwargs"])
     except (VideoError, ValueError, TypeError) as error:
         result = error
     except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
         result = VideoError(f"{path}: decoding failed ({type(error).__name__}: {_describe(error)})")
-    connection.send(result)
-    connection.close()
+    with results:
+        pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> VideoError:
+    """Why the worker ended without a result, in one line: its last words, else how it ended."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if lines:
+        cause = lines[-1][:200]
+    elif returncode < 0:
+        cause = f"killed by signal {-returncode}"
+    else:
+        cause = f"exit code {returncode}"
+    return VideoError(f"{path}: the decoding process failed ({cause})")
 
 
 def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw: Any) -> Frames:
     """`read_video` in a killable worker process, giving up after `timeout_s` seconds (which include
-    the worker's start-up); with `timeout_s=None`, plain `read_video` in this process."""
+    the worker's start-up); with `timeout_s=None`, plain `read_video` in this process.
+
+    Works from any caller (a script without a main guard, code fed on stdin, a notebook). Where no
+    interpreter can be started (an embedded or frozen Python), it decodes in this process, unbounded.
+    """
     if timeout_s is None:
         return read_video(path, **kw)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker, args=(sender, os.fspath(path), kw), daemon=True)
-    worker.start()
-    sender.close()  # so the pipe reports EOF if the worker dies without answering
+    if not sys.executable or getattr(sys, "frozen", False):
+        return read_video(path, **kw)
+    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw})
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        if not receiver.poll(timeout_s):
-            raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s")
-        try:
-            result = receiver.recv()
-        except EOFError:
-            worker.join()
-            raise VideoError(f"{path}: the decoding process died (exit code {worker.exitcode})") from None
+        output, errors = worker.communicate(request, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s") from None
     finally:
-        receiver.close()
-        if worker.is_alive():
+        if worker.poll() is None:
             worker.kill()
-        worker.join()
+            worker.communicate()
+    try:
+        result = pickle.loads(output)
+    except Exception:  # noqa: BLE001 - no answer, or half of one: the worker died
+        raise _worker_failure(path, worker.returncode, errors) from None
     if isinstance(result, Exception):
         raise result
     return result
