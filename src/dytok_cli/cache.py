@@ -27,7 +27,7 @@ from .video import Frames
 if TYPE_CHECKING:
     from .pipeline import Visual
 
-_FORMAT = 1  # bump when the stored layout changes; old entries then simply miss
+_FORMAT = 2  # bump when the stored layout or the sampling changes; old entries then simply miss
 _CHUNK = 1 << 20
 
 

@@ -131,9 +131,11 @@ def ask(
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
     # Imported here so `--help` and usage errors answer without loading torch.
-    from . import batch
-    from .cache import VisualCache
-    from .pipeline import Pipeline
+    with render.status("Loading…"):
+        from . import batch
+        from .cache import VisualCache
+        from .pipeline import Pipeline
+        from .video import thinning_note
 
     inputs, questions = batch.split_arguments(arguments, list(question or []))
     if questions_file is not None:
@@ -143,7 +145,12 @@ def ask(
     # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
     # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
     single = len(inputs) == 1 and inputs[0] != batch.STDIN and not Path(inputs[0]).is_dir()
+    if batch.STDIN in inputs and sys.stdin.isatty():
+        separator = "NUL-separated" if null_separated else "one per line"
+        render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
     videos = list(batch.expand_inputs(inputs, recursive=recursive, stdin=sys.stdin, nul=null_separated))
+    if inputs == [batch.STDIN] and not videos:
+        raise DytokError("no video paths on stdin")
     if not videos:
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {', '.join(sorted(batch.VIDEO_EXTENSIONS))})")
 
@@ -162,7 +169,7 @@ def ask(
         if record["error"]:
             errors.append(record["error"])
             if not single:
-                progress.error(f"{record['video']}: {record['error']}")
+                progress.error(record["error"])  # it names the video
         if jsonl_output:
             render.write_json(record, indent=None)
         elif json_output:
@@ -178,13 +185,18 @@ def ask(
             with progress.paused():
                 render.write(f"# {video}: {question}\n")
 
+    def prepared(visual: Any) -> None:
+        if note := thinning_note(visual.frames):
+            progress.note(f"{visual.video}: {note}")
+
     with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
             failed = batch.run(
-                pipeline, videos, questions, emit, on_pair=before_pair, on_stage=progress.stage,
+                pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
                 on_text=progress.streaming(render.write) if stream else None,
             )
         except KeyboardInterrupt:
+            render.end_line()  # a partly streamed answer: the message goes below it
             raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
     if json_output:
         render.write_json(collected[0] if pairs == 1 else collected)
@@ -265,9 +277,11 @@ def inspect(
 
     if export_dir is not None:
         export.check_target(export_dir, force)
-    from .cache import VisualCache
-    from .pipeline import Pipeline
-    from .record import inspect_record
+    with render.status("Loading…"):
+        from .cache import VisualCache
+        from .pipeline import Pipeline
+        from .record import inspect_record
+        from .video import thinning_note
 
     if question is None:
         question = DEFAULT_QUESTION
@@ -275,7 +289,10 @@ def inspect(
 
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     with render.status("Starting") as spinner:
-        plan = pipeline.plan(video, question, on_stage=spinner.update if spinner else None)
+        visual = pipeline.prepare(video, on_stage=spinner.update if spinner else None)
+        if note := thinning_note(visual.frames):
+            render.note(f"{video}: {note}")
+        plan = pipeline.plan(visual, question, on_stage=spinner.update if spinner else None)
     record = inspect_record(plan, settings, pipeline.prior_name)
     if export_dir is not None:
         written = export.export_keyframes(
@@ -341,8 +358,9 @@ def bench(
         raise typer.BadParameter("--method none has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     # The settings carry the method that accepts a --prior-model, if it is among those compared.
     settings = _settings(locals(), method=Method.dytok if Method.dytok in methods else methods[0], decode_timeout=None)
-    from . import bench as benchmark
-    from .models import load_model, load_random_model
+    with render.status("Loading…"):
+        from . import bench as benchmark
+        from .models import load_model, load_random_model
 
     def load(name: str):
         if random_weights:
@@ -381,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         if "--help" not in (argv or sys.argv[1:]):
-            _quiet_libraries()
+            with render.status("Loading…"):
+                _quiet_libraries()
         status = command.main(args=argv, prog_name="dytok", standalone_mode=False)
     except typer.Exit as error:
         status = error.exit_code

@@ -40,37 +40,65 @@ class StdoutClosed(Exception):
     """The reader of stdout went away (`| head -1`); not an OSError, so no library turns it into a failure."""
 
 
+_stdout_mid_line = False  # the last text written to stdout did not end its line
+
+
 def write(text: str) -> None:
+    global _stdout_mid_line
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         raise StdoutClosed from None
+    if text:
+        _stdout_mid_line = not text.endswith("\n")
+
+
+def end_line() -> None:
+    """End a line of stdout left open (an answer cut off while streaming), so what follows starts on its own."""
+    if _stdout_mid_line:
+        write("\n")
 
 
 def write_json(record: dict[str, Any], *, indent: int | None = 2) -> None:
     write(json.dumps(record, indent=indent, ensure_ascii=False) + "\n")
 
 
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` cells, its middle replaced by "…" (a file name keeps its extension)."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return f"{text[: width - 1 - tail]}…{text[len(text) - tail:]}"
+
+
+VIDEO_NAME_WIDTH = 32  # cells of the progress line a video's file name may take
+
+
 class BatchProgress:
-    """Progress of a run on stderr: answers done/total, current video, stage and ETA.
+    """Progress of a run on stderr: answers done/total, ETA, current video and stage.
 
     Animated only when stderr is a terminal. Answers written to stdout while the display is live
-    would be overdrawn by it, so writing pauses the display and the next stage resumes it.
+    would be overdrawn by it, so writing pauses the display and the next stage resumes it. The count
+    and ETA come first; the video and stage take the rest of the line and are cut with "…" to fit.
     """
 
     def __init__(self, pairs: int, live: bool = True) -> None:
         from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+        from rich.table import Column
 
         self._video = ""
         self._running = False
         self._progress = None
         if console.is_terminal:
-            columns = [SpinnerColumn(), TextColumn("{task.description}")]
+            columns = [SpinnerColumn()]
             if live:
                 columns += [MofNCompleteColumn(), TimeRemainingColumn()]
+            description = Column(ratio=1, no_wrap=True, overflow="ellipsis")
+            columns.append(TextColumn("{task.description}", markup=False, table_column=description))
             self._progress = Progress(
-                *columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False
+                *columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False,
+                expand=True,
             )
             self._task = self._progress.add_task("Starting", total=pairs)
 
@@ -97,7 +125,7 @@ class BatchProgress:
     def stage(self, message: str) -> None:
         if self._progress is None:
             return
-        name = self._video.rsplit("/", 1)[-1]
+        name = shorten(self._video.rsplit("/", 1)[-1], VIDEO_NAME_WIDTH)
         self._progress.update(self._task, description=f"{name}: {message}")
         self._resume()
 
@@ -108,6 +136,10 @@ class BatchProgress:
     def error(self, message: str) -> None:
         with self.paused():
             error(message)
+
+    def note(self, message: str) -> None:
+        with self.paused():
+            note(message)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -6,7 +6,8 @@ Decisions callers can rely on:
   fewer frames than asked gives every frame once, so fewer frames come back (never repeats). `fps`
   takes the frame on screen every 1/fps seconds from t=0, uniformly thinned to `max_frames` if given;
   `max_frames` also caps `num_frames`. `read_video` takes exactly one of the two, so pass
-  `num_frames=None` together with `fps`.
+  `num_frames=None` together with `fps`. The frame on screen is found from every frame's
+  presentation time, so a variable-frame-rate video is sampled by time, not by its average rate.
 * Truncation. A container's frame count is an estimate. When decoding stops before a sampled frame
   (a cut download whose index still claims every frame) the PyAV and OpenCV backends know how many
   frames were readable, so the sample is drawn again inside that readable prefix and
@@ -73,6 +74,7 @@ class Frames:
     video_fps: float
     total_frames: int  # frames the container claims (or the readable prefix of a truncated file)
     duration_s: float
+    fps_frames: int | None = None  # frames `fps` picked before `max_frames` thinned them; None without fps
 
 
 # --- sampling -----------------------------------------------------------------------------------
@@ -104,25 +106,53 @@ def _every(total: int, step: float) -> list[int]:
     return picked[picked < total].tolist()
 
 
+def _on_screen(times: np.ndarray, fps: float) -> list[int]:
+    """The frame on screen at each multiple of 1/fps seconds after the first frame starts, given every
+    frame's start time (a frame shows until the next starts; the last for an average frame's time)."""
+    if len(times) < 2:
+        return list(range(len(times)))
+    start, last = float(times[0]), float(times[-1])
+    end = last + (last - start) / (len(times) - 1)
+    instants = start + np.arange(math.ceil((end - start) * fps - 1e-9)) / fps
+    # A microsecond of slack keeps an instant that float error puts just before a frame's start on it.
+    on_screen = np.searchsorted(times, instants + 1e-6, side="right") - 1
+    return np.unique(on_screen).tolist()
+
+
 def sample_indices(total_frames: int, *, num_frames: int | None = None, fps: float | None = None,
-                   video_fps: float | None = None, max_frames: int | None = None) -> list[int]:
+                   video_fps: float | None = None, max_frames: int | None = None,
+                   frame_times: Sequence[float] | None = None) -> list[int]:
     """Source frame numbers to decode: strictly increasing, unique, within [0, total_frames).
 
     Exactly one of `num_frames` (uniform, first and last frame included, as LLaVA-OneVision samples)
-    or `fps` (one frame every 1/fps seconds from t=0; needs `video_fps`). `max_frames` caps either.
-    Fewer frames than asked come back when the video is short; never repeats.
+    or `fps` (the frame on screen every 1/fps seconds from the first frame). `fps` reads each frame's
+    start time from `frame_times` (seconds, presentation order), else assumes a constant `video_fps`.
+    `max_frames` caps either. Fewer frames than asked come back when the video is short; never repeats.
     """
     _check_sampling(num_frames, fps, max_frames)
     if total_frames < 0:
         raise ValueError(f"total_frames must not be negative, got {total_frames}")
     if num_frames is not None:
         return _uniform(total_frames, num_frames if max_frames is None else min(num_frames, max_frames))
-    if video_fps is None or not (math.isfinite(video_fps) and video_fps > 0):
+    if frame_times is not None:
+        picked = _on_screen(np.asarray(frame_times[:total_frames], dtype=np.float64), fps)
+    elif video_fps is None or not (math.isfinite(video_fps) and video_fps > 0):
         raise ValueError(f"sampling by fps needs the video's frame rate, got video_fps={video_fps}")
-    picked = _every(total_frames, video_fps / fps)
+    else:
+        picked = _every(total_frames, video_fps / fps)
     if max_frames is not None and len(picked) > max_frames:
         picked = [picked[i] for i in _uniform(len(picked), max_frames)]
     return picked
+
+
+def thinning_note(frames: Frames) -> str | None:
+    """One line saying that `max_frames` thinned what `fps` picked, and to what spacing; None if it did not."""
+    if frames.fps_frames is None or frames.fps_frames <= len(frames.indices):
+        return None
+    kept = len(frames.indices)
+    spacing = (frames.timestamps[-1] - frames.timestamps[0]) / (kept - 1) if kept > 1 else frames.duration_s
+    return (f"--fps picks {frames.fps_frames} frames of this {frames.duration_s:.1f} s video; --max-frames keeps "
+            f"{kept} of them, about one every {spacing:.2f} s")
 
 
 # --- image helpers ------------------------------------------------------------------------------
@@ -274,6 +304,10 @@ class _Reader(ABC):
     def read(self, indices: Sequence[int]) -> _Decoded:
         """Yield the given frames in order; raise _ShortRead if the stream ends first."""
 
+    @abstractmethod
+    def frame_times(self) -> np.ndarray | None:
+        """Every frame's start time in seconds, in presentation order, without decoding; None if unknown."""
+
     def close(self) -> None:
         """Release the native handle."""
 
@@ -294,6 +328,9 @@ class _DecordReader(_Reader):
         self.total_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
 
+    def frame_times(self) -> np.ndarray | None:
+        return self._reader.get_frame_timestamp(list(range(self.total_frames)))[:, 0]
+
     def read(self, indices: Sequence[int]) -> _Decoded:
         starts = self._reader.get_frame_timestamp(list(indices))[:, 0]
         for lo in range(0, len(indices), _DECORD_BATCH):
@@ -306,6 +343,18 @@ class _DecordReader(_Reader):
 
     def close(self) -> None:
         del self._reader
+
+
+def _packet_times(path: Path) -> np.ndarray | None:
+    """Every frame's start time from the container's packets, demuxed but not decoded, sorted into
+    presentation order; None when a packet carries no timestamp."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
+        start, unit = stream.start_time or 0, float(stream.time_base or 0)
+    if not stamps or not unit or None in stamps:
+        return None
+    return (np.sort(np.array(stamps, dtype=np.int64)) - start) * unit
 
 
 class _PyAVReader(_Reader):
@@ -325,6 +374,9 @@ class _PyAVReader(_Reader):
         if container.duration is not None and self.fps:
             return round(container.duration / av.time_base * self.fps)
         return sum(1 for packet in container.demux(stream) if packet.size)
+
+    def frame_times(self) -> np.ndarray | None:
+        return _packet_times(self._path)
 
     def read(self, indices: Sequence[int]) -> _Decoded:
         wanted, last = set(indices), indices[-1]
@@ -355,6 +407,10 @@ class _OpenCVReader(_Reader):
             self.fps = float(capture.get(cv2.CAP_PROP_FPS))
         finally:
             capture.release()
+
+    def frame_times(self) -> np.ndarray | None:
+        # OpenCV reads through FFmpeg too, so its frames are the container's packets in time order.
+        return _packet_times(self._path)
 
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
@@ -399,9 +455,9 @@ class _Request:
     max_side: int | None
     rotation: float
 
-    def indices(self, total: int, video_fps: float) -> list[int]:
-        return sample_indices(total, num_frames=self.num_frames, fps=self.fps,
-                              video_fps=video_fps, max_frames=self.max_frames)
+    def indices(self, total: int, video_fps: float, times: np.ndarray | None, capped: bool = True) -> list[int]:
+        return sample_indices(total, num_frames=self.num_frames, fps=self.fps, video_fps=video_fps,
+                              max_frames=self.max_frames if capped else None, frame_times=times)
 
 
 def _collect(reader: _Reader, indices: list[int],
@@ -423,18 +479,20 @@ def _read_with(name: str, path: Path, request: _Request) -> Frames:
         if not reader.fps > 0:
             raise _BackendFailed("it reports no frame rate")
         total = reader.total_frames
+        times = reader.frame_times() if request.fps is not None else None
         try:
-            images, indices, seconds = _collect(reader, request.indices(total, reader.fps), request)
+            images, indices, seconds = _collect(reader, request.indices(total, reader.fps, times), request)
         except _ShortRead as short:
             if short.readable == 0:
                 raise _BackendFailed("no frame could be decoded") from None
             total = short.readable
             try:
-                images, indices, seconds = _collect(reader, request.indices(total, reader.fps), request)
+                images, indices, seconds = _collect(reader, request.indices(total, reader.fps, times), request)
             except _ShortRead as again:
                 raise _BackendFailed(f"decoding is unstable ({again})") from None
-    return Frames(images=np.stack(images), indices=tuple(indices), timestamps=tuple(seconds),
-                  backend=name, video_fps=reader.fps, total_frames=total, duration_s=total / reader.fps)
+    fps_frames = len(request.indices(total, reader.fps, times, capped=False)) if request.fps is not None else None
+    return Frames(images=np.stack(images), indices=tuple(indices), timestamps=tuple(seconds), backend=name,
+                  video_fps=reader.fps, total_frames=total, duration_s=total / reader.fps, fps_frames=fps_frames)
 
 
 # decord prefixes each message with "[hh:mm:ss] /source/file.cc:123: ".
