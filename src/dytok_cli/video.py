@@ -112,10 +112,11 @@ def _on_screen(times: np.ndarray, fps: float) -> list[int]:
     if len(times) < 2:
         return list(range(len(times)))
     start, last = float(times[0]), float(times[-1])
-    end = last + (last - start) / (len(times) - 1)
-    instants = start + np.arange(math.ceil((end - start) * fps - 1e-9)) / fps
-    # A microsecond of slack keeps an instant that float error puts just before a frame's start on it.
-    on_screen = np.searchsorted(times, instants + 1e-6, side="right") - 1
+    frame = (last - start) / (len(times) - 1)  # the average frame's duration
+    instants = start + np.arange(math.ceil((last + frame - start) * fps - 1e-9)) / fps
+    # As in `_every`, a billionth of a frame of slack keeps an instant that float error puts just
+    # before a frame's start on that frame.
+    on_screen = np.searchsorted(times, instants + 1e-9 * frame, side="right") - 1
     return np.unique(on_screen).tolist()
 
 
@@ -304,10 +305,6 @@ class _Reader(ABC):
     def read(self, indices: Sequence[int]) -> _Decoded:
         """Yield the given frames in order; raise _ShortRead if the stream ends first."""
 
-    @abstractmethod
-    def frame_times(self) -> np.ndarray | None:
-        """Every frame's start time in seconds, in presentation order, without decoding; None if unknown."""
-
     def close(self) -> None:
         """Release the native handle."""
 
@@ -328,9 +325,6 @@ class _DecordReader(_Reader):
         self.total_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
 
-    def frame_times(self) -> np.ndarray | None:
-        return self._reader.get_frame_timestamp(list(range(self.total_frames)))[:, 0]
-
     def read(self, indices: Sequence[int]) -> _Decoded:
         starts = self._reader.get_frame_timestamp(list(indices))[:, 0]
         for lo in range(0, len(indices), _DECORD_BATCH):
@@ -346,12 +340,22 @@ class _DecordReader(_Reader):
 
 
 def _packet_times(path: Path) -> np.ndarray | None:
-    """Every frame's start time from the container's packets, demuxed but not decoded, sorted into
-    presentation order; None when a packet carries no timestamp."""
+    """Every frame's start time in seconds from the container's packets, demuxed but not decoded,
+    sorted into presentation order; None when a packet carries no timestamp.
+
+    Every backend decodes through FFmpeg, so its frame n is the n-th of these. Exact integer pts
+    times the time base, in float64: decord's own timestamps are float32, whose rounding is enough
+    to put an instant on the wrong side of a frame's start."""
+    stamps = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
         start, unit = stream.start_time or 0, float(stream.time_base or 0)
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    stamps.append(packet.pts)
+        except av.error.FFmpegError:
+            pass  # a damaged or cut file: only the frames before the damage are sampled
     if not stamps or not unit or None in stamps:
         return None
     return (np.sort(np.array(stamps, dtype=np.int64)) - start) * unit
@@ -374,9 +378,6 @@ class _PyAVReader(_Reader):
         if container.duration is not None and self.fps:
             return round(container.duration / av.time_base * self.fps)
         return sum(1 for packet in container.demux(stream) if packet.size)
-
-    def frame_times(self) -> np.ndarray | None:
-        return _packet_times(self._path)
 
     def read(self, indices: Sequence[int]) -> _Decoded:
         wanted, last = set(indices), indices[-1]
@@ -407,10 +408,6 @@ class _OpenCVReader(_Reader):
             self.fps = float(capture.get(cv2.CAP_PROP_FPS))
         finally:
             capture.release()
-
-    def frame_times(self) -> np.ndarray | None:
-        # OpenCV reads through FFmpeg too, so its frames are the container's packets in time order.
-        return _packet_times(self._path)
 
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
@@ -479,7 +476,7 @@ def _read_with(name: str, path: Path, request: _Request) -> Frames:
         if not reader.fps > 0:
             raise _BackendFailed("it reports no frame rate")
         total = reader.total_frames
-        times = reader.frame_times() if request.fps is not None else None
+        times = _packet_times(path) if request.fps is not None else None
         try:
             images, indices, seconds = _collect(reader, request.indices(total, reader.fps, times), request)
         except _ShortRead as short:
