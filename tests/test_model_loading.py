@@ -20,9 +20,10 @@ DYTOK = shutil.which("dytok")
 needs_script = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 # Nothing listens on the discard port: every request to the hub is refused at once.
 UNREACHABLE = "http://127.0.0.1:9"
-# The hub library retries an unreachable hub for 1+2+4+8+8 = 23 s before giving up; a run that
-# ends well before that did not retry. A guard against hangs, not a speed measurement.
-NO_RETRY_BOUND_S = 20
+# The hub library retries an unreachable hub for 1+2+4+8+8 = 23 s before giving up. A run that ends
+# within this of one that never touches the network (same imports, decoding and machine load) did
+# not retry: a guard against stalls, not a speed measurement.
+NO_RETRY_MARGIN_S = 15
 
 
 def dytok(*args: str, hf_home: Path, offline: bool) -> tuple[subprocess.CompletedProcess, float]:
@@ -46,10 +47,14 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 
 @needs_script
 def test_unreachable_hub_is_one_line_without_retries(clip, tmp_path):
+    (tmp_path / "not-a-model").mkdir()
+    local, without_network = dytok("ask", str(clip), "--model", str(tmp_path / "not-a-model"), hf_home=tmp_path,
+                                   offline=False)
+    one_line(local)
     result, elapsed = dytok("ask", str(clip), "--model", "foo/bar", hf_home=tmp_path, offline=False)
     line = one_line(result)
     assert "'foo/bar'" in line and "not in the local cache" in line and "not reachable" in line
-    assert elapsed < NO_RETRY_BOUND_S
+    assert elapsed < without_network + NO_RETRY_MARGIN_S
 
 
 @needs_script
@@ -78,11 +83,10 @@ def cache_as_hub_model(model_dir: Path, hf_home: Path, repo: str) -> None:
 @needs_script
 def test_cached_hub_model_answers_with_the_hub_unreachable(tiny_llava_dir, clip, tmp_path):
     cache_as_hub_model(tiny_llava_dir, tmp_path, "someone/tiny-llava")
-    result, elapsed = dytok("ask", str(clip), "--model", "someone/tiny-llava", "--frames", "2", "--max-new-tokens",
-                            "3", "--dtype", "float32", "--json", hf_home=tmp_path, offline=False)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    result, _ = dytok("ask", str(clip), "--model", "someone/tiny-llava", "--frames", "2", "--max-new-tokens", "3",
+                      "--dtype", "float32", "--json", hf_home=tmp_path, offline=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # no retry was logged
     assert json.loads(result.stdout)["answer"] is not None
-    assert elapsed < NO_RETRY_BOUND_S
 
 
 @pytest.mark.parametrize("native", [True, False])
