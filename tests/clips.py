@@ -143,3 +143,22 @@ def write_undecodable(valid: str | os.PathLike, out: str | os.PathLike) -> Path:
     out = Path(out)
     out.write_bytes(data)
     return out
+
+
+def write_vfr_clip(path: str | os.PathLike, times: list[float], size: tuple[int, int] = (64, 48)) -> Path:
+    """An H.264 .mp4 whose frame `i` (showing `frame_pattern(i)`) starts at `times[i]` seconds, to the
+    millisecond: a variable frame rate, as phones and screen recorders write."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1000)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"crf": "10", "preset": "ultrafast"}
+        for i, seconds in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(frame_pattern(i, size), format="rgb24")
+            frame.pts = round(seconds * 1000)
+            frame.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path

@@ -19,7 +19,7 @@ DYTOK = shutil.which("dytok")
 pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 
 RECORD_KEYS = {
-    "video", "question", "answer", "model", "prior_model", "method", "ratio", "backend", "frames",
+    "video", "question", "answer", "model", "prior_model", "method", "ratio", "dtype", "backend", "frames",
     "visual_tokens", "tokens_per_frame", "timings", "error",
 }
 FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}
@@ -63,6 +63,7 @@ def test_json_record(tiny_llava_dir, clip):
     assert isinstance(record["answer"], str) and record["error"] is None
     assert record["model"] == str(tiny_llava_dir) == record["prior_model"]
     assert record["method"] == "dytok" and record["ratio"] == 0.5 and record["backend"] == "decord"
+    assert record["dtype"] in {"float32", "bfloat16"}  # --dtype auto on a CPU, resolved
     assert record["tokens_per_frame"] == 16
     assert record["visual_tokens"] == {"full": 6 * 16, "kept": 48}
     assert set(record["timings"]) == TIMING_KEYS and all(v >= 0 for v in record["timings"].values())
@@ -119,7 +120,7 @@ def test_bad_video_with_json_still_yields_a_record(bad_inputs, tiny_llava_dir):
     result = run("ask", str(path), "what?", "--model", str(tiny_llava_dir), "--json")
     assert result.returncode == 2
     record = json.loads(result.stdout)
-    assert set(record) == RECORD_KEYS and record["answer"] is None
+    assert set(record) == RECORD_KEYS and record["answer"] is None and record["dtype"] is None
     assert str(path) in record["error"] and "\n" not in record["error"]
 
 

@@ -96,6 +96,7 @@ def run(
     emit: Callable[[Outcome], None],
     *,
     on_pair: Callable[[str, str], None] | None = None,
+    on_prepared: Callable[[Visual], None] | None = None,
     on_stage: StageCallback | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> int:
@@ -117,9 +118,11 @@ def run(
                 try:
                     if visual is None:
                         visual = pipeline.prepare(video, on_stage)
+                        if on_prepared:
+                            on_prepared(visual)
                     answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage)
                 except PER_VIDEO_ERRORS as error:
-                    message = one_line(error)
+                    message = _reason(error, video)
                     if visual is None:
                         unusable = message
                 else:
@@ -133,3 +136,13 @@ def run(
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _reason(error: BaseException, video: str) -> str:
+    """`error` in one line that names `video` once: a VideoError names it already, others do not."""
+    text = one_line(error)
+    for name in (video, str(Path(video))):
+        if text.startswith(f"{name}: "):
+            text = text[len(name) + 2 :]
+            break
+    return f"{video}: {text}"

@@ -23,7 +23,7 @@ import torch
 
 from .config import Settings
 from .methods import BASELINE
-from .models import VideoModel, load_model, load_random_model
+from .models import VideoModel, load_model, load_random_model, resolve_device, resolve_dtype
 from .pipeline import Pipeline
 
 MEASURES = ("vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s", "next_question_s")
@@ -61,6 +61,11 @@ def kv_cache_bytes(model: VideoModel, sequence_length: int) -> int:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     element = torch.finfo(model.model.dtype).bits // 8
     return 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * sequence_length * element
+
+
+def dtype_name(settings: Settings) -> str:
+    """The dtype `settings` run in on this machine (`--dtype auto` resolved)."""
+    return str(resolve_dtype(settings.dtype, resolve_device(settings.device))).removeprefix("torch.")
 
 
 def machine() -> str:

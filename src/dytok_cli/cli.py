@@ -71,7 +71,8 @@ _PIPELINE_OPTIONS = [
      None),
     ("device", Annotated[Device, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
     ("dtype", Annotated[DType, typer.Option(
-        "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU, float32 on CPU).")],
+        "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU; on CPU "
+        "bfloat16 where it has native bf16, else float32).")],
      _DEFAULTS.dtype),
     ("trust_remote_code", Annotated[bool, typer.Option(
         "--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
@@ -156,8 +157,6 @@ def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, *
     """Settings from a command's options: every one named like a Settings field, then `overrides`; with
     `methods`, one Settings per method compared (`Settings.for_methods`)."""
     options = {name: value for name, value in parameters.items() if name in _SETTINGS_FIELDS}
-    if "decode_timeout" in options:
-        options["decode_timeout"] = options["decode_timeout"] or None  # 0 on the command line: no limit
     try:
         if methods is not None:
             return Settings.for_methods(methods, **{**options, **overrides})
@@ -220,9 +219,11 @@ def ask(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     # Imported here so `--help` and usage errors answer without loading torch.
-    from . import batch
-    from .cache import VisualCache
-    from .pipeline import Pipeline
+    with render.status("Loading…"):
+        from . import batch
+        from .cache import VisualCache
+        from .pipeline import Pipeline
+        from .video import thinning_note
 
     given = [*(question or []), *(batch.read_questions(questions_file) if questions_file is not None else [])]
     inputs, questions = batch.split_arguments(arguments, given)
@@ -233,7 +234,12 @@ def ask(
     # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
     # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
     single = len(inputs) == 1 and inputs[0] != batch.STDIN and not Path(inputs[0]).is_dir()
+    if batch.STDIN in inputs and sys.stdin.isatty():
+        separator = "NUL-separated" if null_separated else "one per line"
+        render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
     videos = list(batch.expand_inputs(inputs, recursive=recursive, stdin=sys.stdin, nul=null_separated))
+    if inputs == [batch.STDIN] and not videos:
+        raise DytokError("no video paths on stdin")
     if not videos:
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {', '.join(sorted(batch.VIDEO_EXTENSIONS))})")
 
@@ -256,7 +262,7 @@ def ask(
         if record["error"]:
             errors.append(record["error"])
             if not single:
-                progress.error(f"{record['video']}: {record['error']}")
+                progress.error(record["error"])  # it names the video
         if jsonl_output:
             render.write_json(record, indent=None)
         elif json_output:
@@ -272,16 +278,21 @@ def ask(
             with progress.paused():
                 render.write(f"# {video}: {question}\n")
 
+    def prepared(visual: Any) -> None:
+        if note := thinning_note(visual.frames):
+            progress.note(f"{visual.video}: {note}")
+
     with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
             if engine is Engine.ray:
                 failed = ray_engine.run(settings, videos, questions, emit, options=ray_options, cache_dir=cache_dir)
             else:
                 failed = batch.run(
-                    pipeline, videos, questions, emit, on_pair=before_pair, on_stage=progress.stage,
+                    pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
                     on_text=progress.streaming(render.write) if stream else None,
                 )
         except KeyboardInterrupt:
+            render.end_line()  # a partly streamed answer: the message goes below it
             raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
     if json_output:
         render.write_json(collected[0] if pairs == 1 else collected)
@@ -358,9 +369,11 @@ def inspect_command(
 
     if export_dir is not None:
         export.check_target(export_dir, force)
-    from .cache import VisualCache
-    from .pipeline import Pipeline
-    from .record import inspect_record
+    with render.status("Loading…"):
+        from .cache import VisualCache
+        from .pipeline import Pipeline
+        from .record import inspect_record
+        from .video import thinning_note
 
     if question is None:
         question = DEFAULT_QUESTION
@@ -368,7 +381,10 @@ def inspect_command(
 
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     with render.status("Starting") as spinner:
-        plan = pipeline.plan(video, question, on_stage=spinner.update if spinner else None)
+        visual = pipeline.prepare(video, on_stage=spinner.update if spinner else None)
+        if note := thinning_note(visual.frames):
+            render.note(f"{video}: {note}")
+        plan = pipeline.plan(visual, question, on_stage=spinner.update if spinner else None)
     record = inspect_record(plan, settings, pipeline.prior_name)
     if export_dir is not None:
         written = export.export_keyframes(
@@ -414,11 +430,14 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N", help="Untimed runs per ratio first.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every measure in the table, not only the main ones.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
     """Measure speed and memory per ratio in one process, against ratio 1 in the same run."""
     measured = _parse_ratios(ratios)
+    if wide and json_output:
+        raise typer.BadParameter("--wide shapes the table; --json already prints every measure")
     if not video.is_file():  # before minutes of model loading
         raise DytokError(f"{video}: no such file")
     methods = methods or [_DEFAULTS.method]
@@ -426,7 +445,8 @@ def bench(
     if uncompressed:
         raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, decode_timeout=None)
-    from . import bench as benchmark
+    with render.status("Loading…"):
+        from . import bench as benchmark
 
     settings = compared[0]
     with render.status(f"Loading {settings.model}") as spinner:
@@ -435,12 +455,12 @@ def bench(
             on_progress=spinner.update if spinner else None,
         )
     report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
-              "method": ",".join(method.value for method in methods), "frames": settings.frames,
-              "random_weights": random_weights, "results": results}
+              "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
+              "frames": settings.frames, "random_weights": random_weights, "results": results}
     if json_output:
         render.write_json(report)
     else:
-        render.bench_table(report)
+        render.bench_table(report, wide=wide)
     return EXIT_OK
 
 
@@ -534,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         if "--help" not in (argv or sys.argv[1:]):
-            _quiet_libraries()
+            with render.status("Loading…"):
+                _quiet_libraries()
         status = command.main(args=argv, prog_name="dytok", standalone_mode=False)
     except typer.Exit as error:
         status = error.exit_code

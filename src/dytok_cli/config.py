@@ -70,9 +70,11 @@ class Settings:
     temperature: float = 0.0  # 0: greedy decoding
     seed: int | None = None
     trust_remote_code: bool = False
-    decode_timeout: float | None = 120.0  # seconds per video; None decodes in-process, unbounded
+    decode_timeout: float | None = 120.0  # seconds per video; None or 0 decodes in-process, unbounded
 
     def __post_init__(self) -> None:
+        if self.decode_timeout == 0:  # "no limit", as `--decode-timeout 0` says
+            object.__setattr__(self, "decode_timeout", None)
         for name, choice in _CHOICES.items():
             value = getattr(self, name)
             if not isinstance(value, choice):
@@ -106,7 +108,7 @@ class Settings:
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise ValueError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
         if self.decode_timeout is not None and not self.decode_timeout > 0:
-            raise ValueError(f"--decode-timeout must be a positive number of seconds, not {self.decode_timeout}")
+            raise ValueError(f"--decode-timeout must be a number of seconds, or 0 for no limit, not {self.decode_timeout}")
         if self.prior_layers is not None:
             # Syntax is checked now; the range once the prior model's depth is known.
             parse_prior_layers(self.prior_layers, num_layers=10**6)

@@ -20,6 +20,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "prior_model": prior_model,
         "method": settings.method.value,
         "ratio": settings.ratio,
+        "dtype": None,  # the dtype that ran (`--dtype auto` resolved); null when no model did
         "backend": None,
         "frames": [],
         "visual_tokens": None,
@@ -49,6 +50,8 @@ def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict
             }
         )
     record.update(
+        # The vision features come out in the model's dtype, so they tell what `--dtype auto` chose.
+        dtype=str(plan.encoded.features.dtype).removeprefix("torch."),
         backend=plan.frames.backend,
         frames=frames,
         visual_tokens={"full": plan.encoded.num_frames * per_frame, "kept": plan.kept_tokens},

@@ -42,37 +42,65 @@ class StdoutClosed(Exception):
     """The reader of stdout went away (`| head -1`); not an OSError, so no library turns it into a failure."""
 
 
+_stdout_mid_line = False  # the last text written to stdout did not end its line
+
+
 def write(text: str) -> None:
+    global _stdout_mid_line
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         raise StdoutClosed from None
+    if text:
+        _stdout_mid_line = not text.endswith("\n")
+
+
+def end_line() -> None:
+    """End a line of stdout left open (an answer cut off while streaming), so what follows starts on its own."""
+    if _stdout_mid_line:
+        write("\n")
 
 
 def write_json(record: dict[str, Any], *, indent: int | None = 2) -> None:
     write(json.dumps(record, indent=indent, ensure_ascii=False) + "\n")
 
 
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` cells, its middle replaced by "…" (a file name keeps its extension)."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return f"{text[: width - 1 - tail]}…{text[len(text) - tail:]}"
+
+
+VIDEO_NAME_WIDTH = 32  # cells of the progress line a video's file name may take
+
+
 class BatchProgress:
-    """Progress of a run on stderr: answers done/total, current video, stage and ETA.
+    """Progress of a run on stderr: answers done/total, ETA, current video and stage.
 
     Animated only when stderr is a terminal. Answers written to stdout while the display is live
-    would be overdrawn by it, so writing pauses the display and the next stage resumes it.
+    would be overdrawn by it, so writing pauses the display and the next stage resumes it. The count
+    and ETA come first; the video and stage take the rest of the line and are cut with "…" to fit.
     """
 
     def __init__(self, pairs: int, live: bool = True) -> None:
         from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+        from rich.table import Column
 
         self._video = ""
         self._running = False
         self._progress = None
         if console.is_terminal:
-            columns = [SpinnerColumn(), TextColumn("{task.description}")]
+            columns = [SpinnerColumn()]
             if live:
                 columns += [MofNCompleteColumn(), TimeRemainingColumn()]
+            description = Column(ratio=1, no_wrap=True, overflow="ellipsis")
+            columns.append(TextColumn("{task.description}", markup=False, table_column=description))
             self._progress = Progress(
-                *columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False
+                *columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False,
+                expand=True,
             )
             self._task = self._progress.add_task("Starting", total=pairs)
 
@@ -99,7 +127,7 @@ class BatchProgress:
     def stage(self, message: str) -> None:
         if self._progress is None:
             return
-        name = self._video.rsplit("/", 1)[-1]
+        name = shorten(self._video.rsplit("/", 1)[-1], VIDEO_NAME_WIDTH)
         self._progress.update(self._task, description=f"{name}: {message}" if name else message)
         self._resume()
 
@@ -110,6 +138,10 @@ class BatchProgress:
     def error(self, message: str) -> None:
         with self.paused():
             error(message)
+
+    def note(self, message: str) -> None:
+        with self.paused():
+            note(message)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -207,29 +239,66 @@ def _size(count: float) -> str:
     return str(count)
 
 
-def bench_table(report: dict[str, Any]) -> None:
-    """The `dytok bench` results as a table on stdout."""
+# (header, cell) per column of `dytok bench`'s table; headers break where a narrow column needs them.
+_BENCH_COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "ratio": ("ratio", lambda r: f"{r['ratio']:g}"),
+    "method": ("method", lambda r: r["method"]),
+    "visual_tokens": ("visual\ntokens", lambda r: str(r["visual_tokens"])),
+    "vision_s": ("vision\ns", lambda r: f"{r['vision_s']:.2f}"),
+    "prior_s": ("prior\ns", lambda r: f"{r['prior_s']:.2f}"),
+    "prefill_s": ("prefill\ns", lambda r: f"{r['prefill_s']:.2f}"),
+    "ttft_s": ("TTFT\ns", lambda r: f"{r['ttft_s']:.2f}"),
+    "decode_tok_s": ("decode\ntok/s", lambda r: f"{r['decode_tok_s']:.1f}"),
+    "total_s": ("total\ns", lambda r: f"{r['total_s']:.2f}"),
+    "next_question_s": ("next q\ns", lambda r: f"{r['next_question_s']:.2f}"),
+    "kv_cache_bytes": ("KV\ncache", lambda r: _size(r["kv_cache_bytes"])),
+    "peak_rss_bytes": ("peak\nRSS", lambda r: _size(r["peak_rss_bytes"])),
+    "speedup_prefill": ("prefill\n×", lambda r: _speedup(r["speedup_prefill"])),
+    "speedup_total": ("total\n×", lambda r: _speedup(r["speedup_total"])),
+    "speedup_next_question": ("next q\n×", lambda r: _speedup(r["speedup_next_question"])),
+    "prior_share": ("prior\nshare", lambda r: f"{r['prior_share']:.0%}"),
+}
+# What a first and a later question cost, and the speed-ups: nine columns fit in 80.
+BENCH_DEFAULT_COLUMNS = (
+    "ratio", "method", "visual_tokens", "prefill_s", "total_s", "next_question_s",
+    "speedup_prefill", "speedup_total", "speedup_next_question",
+)
+
+
+def _speedup(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
+    """The `dytok bench` results as a table on stdout: the main columns, or every one with `wide`.
+
+    The main columns fit in 80 columns (Rich's width for a pipe, or COLUMNS); the wide table gets the
+    width it needs, so a narrow terminal wraps its lines instead of cutting every cell to "…".
+    """
+    from rich import box
     from rich.table import Table
 
+    names = tuple(_BENCH_COLUMNS) if wide else BENCH_DEFAULT_COLUMNS
     table = Table(
-        title=f"{report['model']} · {report['frames']} frames · {report['method']}",
-        caption=f"{report['machine']}; medians; speed-ups against ratio 1 in this run; "
-        "next q: a later question on the same video, decoding and vision reused",
+        title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
+        caption=f"{report['machine']}; medians; speed-ups (×) against ratio 1 in this run; next q: a later "
+        "question on the same video, decoding and vision reused" + ("" if wide else "; --wide or --json for all measures"),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
     )
-    for header in ("ratio", "method", "tokens", "vision s", "prior s", "prefill s", "TTFT s", "decode tok/s", "total s",
-                   "next q s", "KV cache", "peak RSS", "prefill ×", "total ×", "next q ×", "prior share"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for r in report["results"]:
-        speedup = lambda value: f"{value:.2f}" if value is not None else "-"  # noqa: E731
-        table.add_row(
-            f"{r['ratio']:g}", r["method"], str(r["visual_tokens"]), f"{r['vision_s']:.2f}", f"{r['prior_s']:.2f}",
-            f"{r['prefill_s']:.2f}", f"{r['ttft_s']:.2f}", f"{r['decode_tok_s']:.1f}", f"{r['total_s']:.2f}",
-            f"{r['next_question_s']:.2f}", _size(r["kv_cache_bytes"]), _size(r["peak_rss_bytes"]),
-            speedup(r["speedup_prefill"]), speedup(r["speedup_total"]), speedup(r["speedup_next_question"]),
-            f"{r['prior_share']:.0%}",
-        )
-    # Sixteen columns need more than the 80 columns Rich assumes for a pipe.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 180).print(table)
+    for name in names:
+        table.add_column(_BENCH_COLUMNS[name][0], justify="right", no_wrap=True)
+    for result in report["results"]:
+        table.add_row(*(_BENCH_COLUMNS[name][1](result) for name in names))
+    output = Console(highlight=False)
+    if wide:
+        unlimited = output.options.update_width(10_000)
+        output = Console(highlight=False, width=max(output.width, output.measure(table, options=unlimited).maximum))
+    output.print(table)
 
 
 def eval_table(summary: dict[str, Any]) -> None:

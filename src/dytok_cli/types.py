@@ -30,6 +30,7 @@ class Frames:
     video_fps: float
     total_frames: int  # frames the container claims (or the readable prefix of a truncated file)
     duration_s: float
+    fps_frames: int | None = None  # frames `fps` picked before `max_frames` thinned them; None without fps
 
     def group_starts(self, per_group: int, times: tuple[float, ...] = ()) -> Frames:
         """The first sampled frame of each group of `per_group` that a model merges into one frame.

@@ -6,7 +6,8 @@ Decisions callers can rely on:
   fewer frames than asked gives every frame once, so fewer frames come back (never repeats). `fps`
   takes the frame on screen every 1/fps seconds from t=0, uniformly thinned to `max_frames` if given;
   `max_frames` also caps `num_frames`. `read_video` takes exactly one of the two, so pass
-  `num_frames=None` together with `fps`.
+  `num_frames=None` together with `fps`. The frame on screen is found from every frame's
+  presentation time, so a variable-frame-rate video is sampled by time, not by its average rate.
 * Truncation. A container's frame count is an estimate. When decoding stops before a sampled frame
   (a cut download whose index still claims every frame) the PyAV and OpenCV backends know how many
   frames were readable, so the sample is drawn again inside that readable prefix and
@@ -30,9 +31,10 @@ Decisions callers can rely on:
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import pickle
 import re
+import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -93,25 +95,54 @@ def _every(total: int, step: float) -> list[int]:
     return picked[picked < total].tolist()
 
 
+def _on_screen(times: np.ndarray, fps: float) -> list[int]:
+    """The frame on screen at each multiple of 1/fps seconds after the first frame starts, given every
+    frame's start time (a frame shows until the next starts; the last for an average frame's time)."""
+    if len(times) < 2:
+        return list(range(len(times)))
+    start, last = float(times[0]), float(times[-1])
+    frame = (last - start) / (len(times) - 1)  # the average frame's duration
+    instants = start + np.arange(math.ceil((last + frame - start) * fps - 1e-9)) / fps
+    # As in `_every`, a billionth of a frame of slack keeps an instant that float error puts just
+    # before a frame's start on that frame.
+    on_screen = np.searchsorted(times, instants + 1e-9 * frame, side="right") - 1
+    return np.unique(on_screen).tolist()
+
+
 def sample_indices(total_frames: int, *, num_frames: int | None = None, fps: float | None = None,
-                   video_fps: float | None = None, max_frames: int | None = None) -> list[int]:
+                   video_fps: float | None = None, max_frames: int | None = None,
+                   frame_times: Sequence[float] | None = None) -> list[int]:
     """Source frame numbers to decode: strictly increasing, unique, within [0, total_frames).
 
     Exactly one of `num_frames` (uniform, first and last frame included, as LLaVA-OneVision samples)
-    or `fps` (one frame every 1/fps seconds from t=0; needs `video_fps`). `max_frames` caps either.
-    Fewer frames than asked come back when the video is short; never repeats.
+    or `fps` (the frame on screen every 1/fps seconds from the first frame). `fps` reads each frame's
+    start time from `frame_times` (seconds, presentation order), else assumes a constant `video_fps`.
+    `max_frames` caps either. Fewer frames than asked come back when the video is short; never repeats.
     """
     _check_sampling(num_frames, fps, max_frames)
     if total_frames < 0:
         raise ValueError(f"total_frames must not be negative, got {total_frames}")
     if num_frames is not None:
         return _uniform(total_frames, num_frames if max_frames is None else min(num_frames, max_frames))
-    if video_fps is None or not (math.isfinite(video_fps) and video_fps > 0):
+    if frame_times is not None:
+        picked = _on_screen(np.asarray(frame_times[:total_frames], dtype=np.float64), fps)
+    elif video_fps is None or not (math.isfinite(video_fps) and video_fps > 0):
         raise ValueError(f"sampling by fps needs the video's frame rate, got video_fps={video_fps}")
-    picked = _every(total_frames, video_fps / fps)
+    else:
+        picked = _every(total_frames, video_fps / fps)
     if max_frames is not None and len(picked) > max_frames:
         picked = [picked[i] for i in _uniform(len(picked), max_frames)]
     return picked
+
+
+def thinning_note(frames: Frames) -> str | None:
+    """One line saying that `max_frames` thinned what `fps` picked, and to what spacing; None if it did not."""
+    if frames.fps_frames is None or frames.fps_frames <= len(frames.indices):
+        return None
+    kept = len(frames.indices)
+    spacing = (frames.timestamps[-1] - frames.timestamps[0]) / (kept - 1) if kept > 1 else frames.duration_s
+    return (f"--fps picks {frames.fps_frames} frames of this {frames.duration_s:.1f} s video; --max-frames keeps "
+            f"{kept} of them, about one every {spacing:.2f} s")
 
 
 # --- image helpers ------------------------------------------------------------------------------
@@ -297,6 +328,28 @@ class _DecordReader(_Reader):
         del self._reader
 
 
+def _packet_times(path: Path) -> np.ndarray | None:
+    """Every frame's start time in seconds from the container's packets, demuxed but not decoded,
+    sorted into presentation order; None when a packet carries no timestamp.
+
+    Every backend decodes through FFmpeg, so its frame n is the n-th of these. Exact integer pts
+    times the time base, in float64: decord's own timestamps are float32, whose rounding is enough
+    to put an instant on the wrong side of a frame's start."""
+    stamps = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start, unit = stream.start_time or 0, float(stream.time_base or 0)
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    stamps.append(packet.pts)
+        except av.error.FFmpegError:
+            pass  # a damaged or cut file: only the frames before the damage are sampled
+    if not stamps or not unit or None in stamps:
+        return None
+    return (np.sort(np.array(stamps, dtype=np.int64)) - start) * unit
+
+
 class _PyAVReader(_Reader):
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -388,9 +441,9 @@ class _Request:
     max_side: int | None
     rotation: float
 
-    def indices(self, total: int, video_fps: float) -> list[int]:
-        return sample_indices(total, num_frames=self.num_frames, fps=self.fps,
-                              video_fps=video_fps, max_frames=self.max_frames)
+    def indices(self, total: int, video_fps: float, times: np.ndarray | None, capped: bool = True) -> list[int]:
+        return sample_indices(total, num_frames=self.num_frames, fps=self.fps, video_fps=video_fps,
+                              max_frames=self.max_frames if capped else None, frame_times=times)
 
 
 def _collect(reader: _Reader, indices: list[int],
@@ -412,18 +465,20 @@ def _read_with(name: str, path: Path, request: _Request) -> Frames:
         if not reader.fps > 0:
             raise _BackendFailed("it reports no frame rate")
         total = reader.total_frames
+        times = _packet_times(path) if request.fps is not None else None
         try:
-            images, indices, seconds = _collect(reader, request.indices(total, reader.fps), request)
+            images, indices, seconds = _collect(reader, request.indices(total, reader.fps, times), request)
         except _ShortRead as short:
             if short.readable == 0:
                 raise _BackendFailed("no frame could be decoded") from None
             total = short.readable
             try:
-                images, indices, seconds = _collect(reader, request.indices(total, reader.fps), request)
+                images, indices, seconds = _collect(reader, request.indices(total, reader.fps, times), request)
             except _ShortRead as again:
                 raise _BackendFailed(f"decoding is unstable ({again})") from None
-    return Frames(images=np.stack(images), indices=tuple(indices), timestamps=tuple(seconds),
-                  backend=name, video_fps=reader.fps, total_frames=total, duration_s=total / reader.fps)
+    fps_frames = len(request.indices(total, reader.fps, times, capped=False)) if request.fps is not None else None
+    return Frames(images=np.stack(images), indices=tuple(indices), timestamps=tuple(seconds), backend=name,
+                  video_fps=reader.fps, total_frames=total, duration_s=total / reader.fps, fps_frames=fps_frames)
 
 
 # decord prefixes each message with "[hh:mm:ss] /source/file.cc:123: ".
@@ -476,43 +531,73 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
 
 # --- bounded decoding ---------------------------------------------------------------------------
 
+# The worker is a fresh interpreter that imports this module and nothing of the caller's: a
+# multiprocessing start method would re-run the caller's main module in it ("spawn", "forkserver"),
+# which fails for a script without `if __name__ == "__main__":` or one fed on stdin, or fork a
+# process whose threads (PyTorch's) may hold locks the child then waits on forever ("fork").
+_WORKER_BOOTSTRAP = (
+    "import pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
+    f"from {__name__} import _serve; _serve(request)"
+)
 
-def _worker(connection: Any, path: str, kwargs: dict[str, Any]) -> None:
+
+def _serve(request: dict[str, Any]) -> None:
+    """The worker's side: decode as asked and write the pickled `Frames` (or the error) to stdout."""
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a native library printing to stdout must not corrupt the result
+    path = request["path"]
     try:
-        result: object = read_video(path, **kwargs)
+        result: object = read_video(path, **request["kwargs"])
     except (VideoError, ValueError, TypeError) as error:
         result = error
     except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
         result = VideoError(f"{path}: decoding failed ({type(error).__name__}: {_describe(error)})")
-    connection.send(result)
-    connection.close()
+    with results:
+        pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> VideoError:
+    """Why the worker ended without a result, in one line: its last words, else how it ended."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if lines:
+        cause = lines[-1][:200]
+    elif returncode < 0:
+        cause = f"killed by signal {-returncode}"
+    else:
+        cause = f"exit code {returncode}"
+    return VideoError(f"{path}: the decoding process failed ({cause})")
 
 
 def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw: Any) -> Frames:
     """`read_video` in a killable worker process, giving up after `timeout_s` seconds (which include
-    the worker's start-up); with `timeout_s=None`, plain `read_video` in this process."""
+    the worker's start-up); with `timeout_s=None`, plain `read_video` in this process.
+
+    Works from any caller (a script without a main guard, code fed on stdin, a notebook). Where no
+    interpreter can be started (an embedded or frozen Python), it decodes in this process, unbounded.
+    """
     if timeout_s is None:
         return read_video(path, **kw)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker, args=(sender, os.fspath(path), kw), daemon=True)
-    worker.start()
-    sender.close()  # so the pipe reports EOF if the worker dies without answering
+    if not sys.executable or getattr(sys, "frozen", False):
+        return read_video(path, **kw)
+    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw})
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        if not receiver.poll(timeout_s):
-            raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s")
-        try:
-            result = receiver.recv()
-        except EOFError:
-            worker.join()
-            raise VideoError(f"{path}: the decoding process died (exit code {worker.exitcode})") from None
+        output, errors = worker.communicate(request, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s") from None
     finally:
-        receiver.close()
-        if worker.is_alive():
+        if worker.poll() is None:
             worker.kill()
-        worker.join()
+            worker.communicate()
+    try:
+        result = pickle.loads(output)
+    except Exception:  # noqa: BLE001 - no answer, or half of one: the worker died
+        raise _worker_failure(path, worker.returncode, errors) from None
     if isinstance(result, Exception):
         raise result
     return result

@@ -1,0 +1,78 @@
+"""`dytok bench`'s table reads at 80 and 120 columns; `--wide` shows every measure; the report says the dtype."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from dytok_cli import render
+
+# The longest cells a real run gives: seconds in the thousands, the longest method name.
+RESULT = {
+    "visual_tokens": 12544, "vision_s": 1137.21, "prior_s": 112.34, "prefill_s": 1234.56, "ttft_s": 2523.45,
+    "decode_tok_s": 18.5, "total_s": 2800.12, "next_question_s": 1234.56, "kv_cache_bytes": 37.7 * 2**20,
+    "peak_rss_bytes": 18.9 * 2**30, "speedup_prefill": 12.34, "speedup_total": 1.17, "speedup_next_question": 1.72,
+    "prior_share": 0.16,
+}
+REPORT = {
+    "machine": "x86_64, 2 cores, torch 2.14.1, cpu", "model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    "prior_model": None, "method": "dytok-fastv,dytok", "dtype": "bfloat16", "frames": 32, "random_weights": True,
+    "results": [
+        {**RESULT, "ratio": 1.0, "method": "none", "speedup_prefill": 1.0},
+        {**RESULT, "ratio": 0.125, "method": "dytok-fastv"},
+        {**RESULT, "ratio": 0.25, "method": "visionzip", "speedup_next_question": None},
+    ],
+}
+DEFAULT_CELLS = ["0.125", "dytok-fastv", "12544", "1234.56", "2800.12", "12.34", "1.17", "1.72", "-"]
+WIDE_ONLY_CELLS = ["1137.21", "112.34", "2523.45", "18.5", "37.7 MiB", "18.9 GiB", "16%"]
+
+
+def table(monkeypatch, capsys, columns: int, wide: bool = False) -> list[str]:
+    monkeypatch.setenv("COLUMNS", str(columns))  # the width Rich gives stdout, as a terminal of that size
+    render.bench_table(REPORT, wide=wide)
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_default_table_fits_without_cutting_a_cell(monkeypatch, capsys, columns):
+    lines = table(monkeypatch, capsys, columns)
+    text = "\n".join(lines)
+    assert "…" not in text and max(len(line) for line in lines) <= columns
+    for cell in DEFAULT_CELLS:
+        assert cell in text
+    for cell in WIDE_ONLY_CELLS:
+        assert cell not in text
+    assert "bfloat16" in text and "--wide" in text
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_wide_table_shows_every_measure_uncut(monkeypatch, capsys, columns):
+    text = "\n".join(table(monkeypatch, capsys, columns, wide=True))
+    assert "…" not in text
+    for cell in DEFAULT_CELLS + WIDE_ONLY_CELLS:
+        assert cell in text
+
+
+def dytok(*args: str) -> subprocess.CompletedProcess:
+    executable = shutil.which("dytok")
+    if executable is None:
+        pytest.skip("the dytok script is not installed")
+    return subprocess.run([executable, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"})
+
+
+def test_wide_with_json_is_refused(clip):
+    result = dytok("bench", str(clip), "--wide", "--json")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--wide" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bench_report_says_the_dtype(tiny_llava_dir, clip, dtype):
+    result = dytok("bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.5",
+                   "--frames", "2", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "2", "--dtype", dtype, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["dtype"] == dtype

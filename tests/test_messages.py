@@ -1,0 +1,137 @@
+"""What a person reads on stderr: errors naming a video once, a Ctrl-C below a streamed answer, a
+prompt before reading stdin, "Loading…" while torch imports, a progress line that fits, and the note
+when --max-frames thins an --fps sample."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from rich.console import Console
+
+from dytok_cli import cli, render
+from dytok_cli import pipeline as pipeline_module
+
+DYTOK = shutil.which("dytok")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_cli(argv: list[str], capsys, monkeypatch, stdin: io.StringIO | None = None) -> tuple[int, str, str]:
+    monkeypatch.setattr("sys.stdin", stdin or io.StringIO(""))
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def model_args(model_dir) -> list[str]:
+    return ["--model", str(model_dir), "--frames", "2", "--max-new-tokens", "2", "--decode-timeout", "0"]
+
+
+def test_a_failed_video_is_named_once(tiny_llava_dir, clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["ask", str(clip), "./missing.mp4", "-q", "what?", "--jsonl", *model_args(tiny_llava_dir)]
+    status, out, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 1
+    failed = json.loads(out.splitlines()[1])
+    assert failed["error"] == "./missing.mp4: no such file"
+    assert err.strip().splitlines() == ["dytok: error: ./missing.mp4: no such file"]
+
+
+def test_interrupt_after_a_partly_streamed_answer_starts_a_new_line(tiny_llava_dir, clip, capsys, monkeypatch):
+    def cut_short(self, video, question, on_text=None, **kwargs):
+        on_text("The dog")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "ask", cut_short)
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    status, out, err = run_cli(["ask", str(clip), "what?", *model_args(tiny_llava_dir)], capsys, monkeypatch)
+    assert status == 130
+    assert out == "The dog\n"
+    assert err.strip().splitlines() == ["dytok: error: interrupted after 0 of 1 answers"]
+
+
+class TerminalStdin(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_reading_paths_from_a_terminal_says_so_first(tiny_llava_dir, capsys, monkeypatch):
+    status, out, err = run_cli(["ask", "-", *model_args(tiny_llava_dir)], capsys, monkeypatch, TerminalStdin(""))
+    assert status == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "reading video paths from stdin" in lines[0] and "one per line" in lines[0]
+    assert lines[1] == "dytok: error: no video paths on stdin"
+
+
+def test_empty_stdin_from_a_pipe_is_one_line(tiny_llava_dir, capsys, monkeypatch):
+    status, out, err = run_cli(["ask", "-", *model_args(tiny_llava_dir)], capsys, monkeypatch)
+    assert status == 2 and err.strip().splitlines() == ["dytok: error: no video paths on stdin"]
+
+
+def test_fps_thinned_by_max_frames_says_how(tiny_llava_dir, clip, capsys, monkeypatch):
+    # The clip: 24 frames at 8 fps (3 s); --fps 4 picks every other one (12), --max-frames 3 keeps the
+    # first, middle and last of those: frames 0, 12 and 22, 1.375 s apart on average.
+    argv = ["ask", str(clip), "what?", "--json", "--fps", "4", "--max-frames", "3", *model_args(tiny_llava_dir)]
+    status, out, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 0, err
+    assert [frame["timestamp"] for frame in json.loads(out)["frames"]] == [0.0, 1.5, 2.75]
+    assert err.strip().splitlines() == [
+        f"{clip}: --fps picks 12 frames of this 3.0 s video; --max-frames keeps 3 of them, about one every 1.38 s"
+    ]
+
+
+def test_fps_within_max_frames_says_nothing(tiny_llava_dir, clip, capsys, monkeypatch):
+    argv = ["ask", str(clip), "what?", "--json", "--fps", "1", "--max-frames", "3", *model_args(tiny_llava_dir)]
+    status, out, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 0 and err == ""
+
+
+@pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed")
+def test_loading_shows_on_a_terminal(tiny_llava_dir, clip):
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [DYTOK, "ask", str(clip), "what?", *model_args(tiny_llava_dir)], stdout=subprocess.PIPE, stderr=terminal,
+        stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"},
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is done writing
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    assert "Loading…" in shown.decode(errors="replace")
+
+
+def test_progress_line_keeps_count_and_eta_at_80_columns(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    with render.BatchProgress(12) as progress:
+        progress.start_video("/media/phone/DCIM/Camera/VID_20240501_183512_a_very_long_descriptive_name.mp4")
+        progress.stage("Loading /home/someone/models/llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+        for _ in range(3):
+            progress.advance()
+        progress._progress.refresh()
+    frames = [ANSI.sub("", part) for part in re.split(r"[\r\n]", screen.getvalue())]
+    line = next(part for part in reversed(frames) if " 3/12" in part)
+    assert len(line.rstrip()) <= 80
+    assert re.search(r"\d:\d\d:\d\d|-:--:--", line)  # the ETA
+    assert "VID_2024" in line and "…" in line  # the name, shortened in the middle
+
+
+def test_shorten_keeps_both_ends():
+    assert render.shorten("short.mp4", 20) == "short.mp4"
+    shortened = render.shorten("a_very_long_video_file_name.mp4", 16)
+    assert len(shortened) == 16 and shortened.startswith("a_very_") and shortened.endswith("ame.mp4")

@@ -1,0 +1,108 @@
+"""Loading a model by name when the hub cannot be reached, through the installed script; and the
+dtype `--dtype auto` picks per device and CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dytok_cli import models
+from dytok_cli.config import DType
+
+DYTOK = shutil.which("dytok")
+needs_script = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
+# Nothing listens on the discard port: every request to the hub is refused at once.
+UNREACHABLE = "http://127.0.0.1:9"
+# The hub library retries an unreachable hub for 1+2+4+8+8 = 23 s before giving up. A run that ends
+# within this of one that never touches the network (same imports, decoding and machine load) did
+# not retry: a guard against stalls, not a speed measurement.
+NO_RETRY_MARGIN_S = 15
+
+
+def dytok(*args: str, hf_home: Path, offline: bool) -> tuple[subprocess.CompletedProcess, float]:
+    environment = {**os.environ, "NO_COLOR": "1", "HF_HOME": str(hf_home), "HF_ENDPOINT": UNREACHABLE}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DYTOK_MODEL", "HF_HUB_CACHE"):
+        environment.pop(name, None)
+    if offline:
+        environment["HF_HUB_OFFLINE"] = "1"
+    started = time.monotonic()
+    result = subprocess.run([DYTOK, *args], capture_output=True, text=True, env=environment, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    return result, time.monotonic() - started
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dytok: error: ") and result.returncode == 2
+    return lines[0]
+
+
+@needs_script
+def test_unreachable_hub_is_one_line_without_retries(clip, tmp_path):
+    (tmp_path / "not-a-model").mkdir()
+    local, without_network = dytok("ask", str(clip), "--model", str(tmp_path / "not-a-model"), hf_home=tmp_path,
+                                   offline=False)
+    one_line(local)
+    result, elapsed = dytok("ask", str(clip), "--model", "foo/bar", hf_home=tmp_path, offline=False)
+    line = one_line(result)
+    assert "'foo/bar'" in line and "not in the local cache" in line and "not reachable" in line
+    assert elapsed < without_network + NO_RETRY_MARGIN_S
+
+
+@needs_script
+def test_offline_mode_says_not_in_the_local_cache(clip, tmp_path):
+    result, _ = dytok("ask", str(clip), "--model", "foo/bar", hf_home=tmp_path, offline=True)
+    line = one_line(result)
+    assert "not in the local cache" in line
+    assert "reachable" not in line and "set HF_HUB_OFFLINE" not in line
+
+
+@needs_script
+def test_directory_without_config_says_what_is_missing(clip, tmp_path):
+    result, _ = dytok("ask", str(clip), "--model", str(tmp_path), hf_home=tmp_path, offline=False)
+    assert f"no config.json in {tmp_path}" in one_line(result)
+
+
+def cache_as_hub_model(model_dir: Path, hf_home: Path, repo: str) -> None:
+    """Lay `model_dir` out in `hf_home` the way a finished hub download leaves it."""
+    commit = "0" * 40
+    storage = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text(commit)
+    shutil.copytree(model_dir, storage / "snapshots" / commit)
+
+
+@needs_script
+def test_cached_hub_model_answers_with_the_hub_unreachable(tiny_llava_dir, clip, tmp_path):
+    cache_as_hub_model(tiny_llava_dir, tmp_path, "someone/tiny-llava")
+    result, _ = dytok("ask", str(clip), "--model", "someone/tiny-llava", "--frames", "2", "--max-new-tokens", "3",
+                      "--dtype", "float32", "--json", hf_home=tmp_path, offline=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # no retry was logged
+    assert json.loads(result.stdout)["answer"] is not None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    expected = torch.bfloat16 if native else torch.float32
+    assert models.resolve_dtype(DType.auto, torch.device("cpu")) == expected
+    assert models.resolve_dtype(DType.float32, torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_tile amx_bf16", True), ("fpu avx2 avx512f", False)],
+)
+def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert models.cpu_has_native_bf16(cpuinfo) is native
+    assert models.cpu_has_native_bf16(tmp_path / "absent") is False
