@@ -194,9 +194,9 @@ def test_help_reads_plainly():
     overview = run("-h")
     assert overview.returncode == 0 and overview.stdout == run("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
-    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO")]:
+    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA")]:
         text = run(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
