@@ -23,7 +23,8 @@ RESULT_KEYS = {
 
 @pytest.mark.parametrize(
     "name, hidden, layers, kv_heads",
-    [("llava-ov-0.5b", 896, 24, 2), ("llava-ov-7b", 3584, 28, 4), ("qwen2.5-vl-3b", 2048, 36, 2), ("qwen2.5-vl-7b", 3584, 28, 4)],
+    [("llava-ov-0.5b", 896, 24, 2), ("llava-ov-7b", 3584, 28, 4), ("qwen2.5-vl-3b", 2048, 36, 2), ("qwen2.5-vl-7b", 3584, 28, 4),
+     ("qwen3-vl-2b", 2048, 28, 8), ("qwen3-vl-4b", 2560, 36, 8), ("qwen3-vl-8b", 4096, 36, 8)],
 )
 def test_presets_hold_the_public_shapes(name, hidden, layers, kv_heads):
     description = json.loads(presets()[name].read_text())

@@ -11,6 +11,12 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionImageProcessor,
@@ -46,11 +52,18 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(
-    special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE
+    special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE, extra_words: tuple[str, ...] = ()
 ) -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(["[UNK]", *special_tokens, *WORDS, *PUNCTUATION])}
+    """A word-level tokenizer; `extra_words` extend the vocabulary (a family's own text, such as
+    Qwen3-VL's "<0.5 seconds>" timestamps). Digits are single tokens, so any number tokenizes."""
+    vocab = {token: i for i, token in enumerate(["[UNK]", *special_tokens, *WORDS, *PUNCTUATION, *extra_words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if extra_words:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Whitespace()]
+        )
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
@@ -231,9 +244,153 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
+# Shaped like Qwen3-VL's own template: no default system turn, media wrapped in vision start/end markers
+# (its processor then writes each temporal patch's "<t seconds>" and markers inside them).
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# What Qwen3-VL's timestamps need beyond the shared words: "<12.5 seconds>" is "<", digits, ".", "seconds", ">".
+TIMESTAMP_WORDS = ("seconds", "<", ">", *"0123456789")
+
+
+def _build_qwen3_vl(
+    path: Path,
+    *,
+    moe: bool,
+    seed: int,
+    text_layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    patch_size: int,
+    vision_depth: int,
+    deepstack_layers: tuple[int, ...],
+) -> Path:
+    tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
+    head_dim = hidden // heads
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": text_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": 4096,
+        # Wide initial weights make attention peaked and greedy answers depend on the video.
+        "initializer_range": INIT_RANGE,
+        # Interleaved M-RoPE over the head_dim // 2 frequencies, in Qwen3-VL's 24:20:20 proportion.
+        "rope_parameters": {
+            "rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
+            "mrope_section": _interleaved_mrope_section(head_dim),
+        },
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, decoder_sparse_step=1)
+    vision = {
+        "depth": vision_depth,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 4,
+        "patch_size": patch_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": hidden,
+        "num_position_embeddings": 64,  # an 8x8 learned grid, resampled to each video's grid
+        "deepstack_visual_indexes": list(deepstack_layers),
+        "initializer_range": INIT_RANGE,
+    }
+    config_class, model_class = (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe else (
+        Qwen3VLConfig, Qwen3VLForConditionalGeneration)
+    config = config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+
+    # The clips' 64x48 frames keep their size (a multiple of patch * merge = 16): a 6x8 patch grid,
+    # merged 2x2 into 3x4 = 12 tokens per temporal patch, whatever the frame count.
+    size = {"shortest_edge": 16 * 16, "longest_edge": 64 * 48 * 64}
+    shared = dict(size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=2)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**shared),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+def build_qwen3_vl(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 4,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 8,
+    vision_depth: int = 3,
+    deepstack_layers: tuple[int, ...] = (0, 1),
+) -> Path:
+    """Save a tiny dense Qwen3-VL with its processor to `path` and return it.
+
+    Its vision tower hands DeepStack features from blocks `deepstack_layers` to the decoder, which adds
+    them to the visual positions after its first len(deepstack_layers) layers."""
+    return _build_qwen3_vl(
+        path, moe=False, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        patch_size=patch_size, vision_depth=vision_depth, deepstack_layers=deepstack_layers,
+    )
+
+
+def build_qwen3_vl_moe(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 4,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 8,
+    vision_depth: int = 3,
+    deepstack_layers: tuple[int, ...] = (0, 1),
+) -> Path:
+    """Save a tiny Qwen3-VL-MoE (4 experts, 2 per token, in every decoder layer) with its processor."""
+    return _build_qwen3_vl(
+        path, moe=True, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        patch_size=patch_size, vision_depth=vision_depth, deepstack_layers=deepstack_layers,
+    )
+
+
+def _interleaved_mrope_section(head_dim: int) -> list[int]:
+    """(t, h, w) shares of the head_dim // 2 rotary frequencies, in Qwen3-VL's 24:20:20 proportion."""
+    half = head_dim // 2
+    spatial = half * 20 // 64
+    return [half - 2 * spatial, spatial, spatial]
+
+
 # Every supported family's tiny-model builder, by `config.model_type`: the contract suite
 # (test_contract.py) runs every oracle over each. Adding a family adds one entry here.
 FAMILIES = {
     "llava_onevision": build_llava_onevision,
     "qwen2_5_vl": build_qwen2_5_vl,
+    "qwen3_vl": build_qwen3_vl,
+    "qwen3_vl_moe": build_qwen3_vl_moe,
 }

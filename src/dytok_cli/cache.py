@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .types import EncodedVideo, Frames, Visual
 
-_FORMAT = 1  # bump when the stored layout changes; old entries then simply miss
+_FORMAT = 2  # bump when the stored layout changes; old entries then simply miss
 _CHUNK = 1 << 20
 
 
@@ -51,18 +51,28 @@ def _tuples(value: Any) -> Any:
 
 def _flatten(prefix: str, encoded: EncodedVideo, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     for field in dataclasses.fields(encoded):
-        value = getattr(encoded, field.name)
+        name, value = f"{prefix}.{field.name}", getattr(encoded, field.name)
         if isinstance(value, torch.Tensor):
-            tensors[f"{prefix}.{field.name}"] = value.detach().cpu().contiguous()
+            tensors[name] = value.detach().cpu().contiguous()
+        elif isinstance(value, tuple) and value and all(isinstance(item, torch.Tensor) for item in value):
+            # A tuple of tensors (DeepStack features) is stored as name.0, name.1, ... and its length.
+            for position, item in enumerate(value):
+                tensors[f"{name}.{position}"] = item.detach().cpu().contiguous()
+            meta[name] = {"tensors": len(value)}
         else:
-            meta[f"{prefix}.{field.name}"] = value
+            meta[name] = value
 
 
 def _unflatten(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device) -> EncodedVideo:
-    values = {}
+    values: dict[str, Any] = {}
     for field in dataclasses.fields(EncodedVideo):
         name = f"{prefix}.{field.name}"
-        values[field.name] = tensors[name].to(device) if name in tensors else _tuples(meta[name])
+        if name in tensors:
+            values[field.name] = tensors[name].to(device)
+        elif isinstance(meta[name], dict):
+            values[field.name] = tuple(tensors[f"{name}.{position}"].to(device) for position in range(meta[name]["tensors"]))
+        else:
+            values[field.name] = _tuples(meta[name])
     return EncodedVideo(**values)
 
 

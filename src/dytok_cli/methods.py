@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .models.base import VideoModel
     from .selectors.base import FrameSelection
-    from .types import Plan, Visual
+    from .types import EncodedVideo, Plan, Visual
 
 
 class Method(str, Enum):
@@ -77,7 +77,17 @@ class Strategy:
 
     def generation_inputs(self, model: VideoModel, plan: Plan) -> dict[str, Any]:
         """Keyword arguments for `generate` that carry the plan's visual tokens."""
-        return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded)
+        return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
+                                  deepstack=plan.deepstack)
+
+
+def stacked_features(encoded: EncodedVideo) -> torch.Tensor:
+    """(F, T, D + sum of DeepStack widths): each token's features with its DeepStack features as extra
+    channels. Selectors index and merge per channel, so selecting on these keeps and merges every part of
+    a token exactly as its main features; `_plan` splits them again."""
+    import torch
+
+    return torch.cat([encoded.features, *encoded.deepstack], dim=-1) if encoded.deepstack else encoded.features
 
 
 def _plan(
@@ -89,22 +99,29 @@ def _plan(
     timings: dict[str, float],
     **rest: Any,
 ) -> Plan:
-    """A plan from where each frame's budget went; `selections` None keeps every token."""
+    """A plan from where each frame's budget went; `selections` (made on `stacked_features`) None keeps
+    every token."""
+    import dataclasses
+
     import torch
 
     from .types import Plan
 
     encoded = visual.encoded
     if selections is None:
-        kept = encoded.features.flatten(0, 1)
+        kept = stacked_features(encoded).flatten(0, 1)
         kept_index = encoded.kept_index([torch.arange(encoded.tokens_per_frame)] * encoded.num_frames)
     else:
         kept = torch.cat([selection.tokens for selection in selections])
         kept_index = encoded.kept_index([selection.token_index for selection in selections])
+    widths = [encoded.features.shape[-1], *(layer.shape[-1] for layer in encoded.deepstack)]
+    kept, *deepstack = kept.split(widths, dim=-1)
+    if selections is not None and encoded.deepstack:
+        selections = [dataclasses.replace(selection, tokens=selection.tokens[:, : widths[0]]) for selection in selections]
     return Plan(
         video=visual.video,
         question=question,
-        frames=visual.frames.group_starts(encoded.frames_per_group),
+        frames=visual.frames.group_starts(encoded.frames_per_group, encoded.timestamps),
         encoded=encoded,
         weights=weights,
         budgets=budgets,
@@ -112,6 +129,7 @@ def _plan(
         visual_tokens=torch.cat([kept, encoded.extra]),
         kept_index=kept_index,
         timings=timings,
+        deepstack=tuple(deepstack),
         **rest,
     )
 
@@ -152,7 +170,7 @@ class VisionZip(Strategy):
         encoded = visual.encoded
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
-        _, selections = select_video(encoded.features, encoded.attention, encoded.keys, budgets)
+        _, selections = select_video(stacked_features(encoded), encoded.attention, encoded.keys, budgets)
         return _plan(visual, question, weights, budgets, selections, timings)
 
 
@@ -209,7 +227,7 @@ class DyToKFastV(Strategy):
         weights = combine_layers([probe.scores[layer] for layer in context.prior_layers]).cpu()
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
-        selections = select_video(encoded.features, probe.attention, budgets)
+        selections = select_video(stacked_features(encoded), probe.attention, budgets)
         kept_index = encoded.kept_index([selection.token_index for selection in selections])
         prefill = single_pass.prune(context.model, probe, kept_index)
         timings["prior_s"] = 0.0

@@ -31,19 +31,20 @@ class Frames:
     total_frames: int  # frames the container claims (or the readable prefix of a truncated file)
     duration_s: float
 
-    def group_starts(self, per_group: int) -> Frames:
+    def group_starts(self, per_group: int, times: tuple[float, ...] = ()) -> Frames:
         """The first sampled frame of each group of `per_group` that a model merges into one frame.
 
-        Reports and keyframe exports then have one entry per budgeted frame, timed where it starts.
+        Reports and keyframe exports then have one entry per budgeted frame, timed where it starts, or at
+        `times` (one per group) when the model's prompt gives its frames times of its own.
         """
-        if per_group == 1:
+        if per_group == 1 and not times:
             return self
         firsts = range(0, len(self.indices), per_group)
         return dataclasses.replace(
             self,
             images=self.images[list(firsts)],
             indices=tuple(self.indices[i] for i in firsts),
-            timestamps=tuple(self.timestamps[i] for i in firsts),
+            timestamps=times or tuple(self.timestamps[i] for i in firsts),
         )
 
 
@@ -62,6 +63,12 @@ class EncodedVideo:
     # vision grid (frames, height, width) in patches before merging, and the seconds one frame spans.
     grid: tuple[int, int, int] | None = None
     frame_seconds: float | None = None
+    # Seconds at which the prompt shows each frame, for families that write time into the text
+    # (Qwen3-VL's "<t seconds>": the mean of a temporal patch's frames' decoder times); else empty.
+    timestamps: tuple[float, ...] = ()
+    # (F, T, D) each: features of the same tokens from earlier vision layers that the decoder adds to
+    # its hidden states at the visual positions after its first layers (Qwen3-VL's DeepStack); else empty.
+    deepstack: tuple[torch.Tensor, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -97,7 +104,7 @@ class PromptTensors:
     frame_positions: torch.Tensor  # (F*T,) the first F*T of them: the frames' tokens
     # Per early decoder layer, (N, D) added to the hidden states at `visual_positions` after that
     # layer (Qwen3-VL's DeepStack); empty for families without.
-    visual_layer_inputs: tuple[torch.Tensor, ...] = ()
+    deepstack: tuple[torch.Tensor, ...] = ()
 
     @property
     def length(self) -> int:
@@ -113,7 +120,7 @@ class PromptTensors:
             position_ids=self.position_ids[..., start:stop],
             visual_positions=self.visual_positions[inside] - start,
             frame_positions=frames[(frames >= start) & (frames < stop)] - start,
-            visual_layer_inputs=tuple(rows[inside] for rows in self.visual_layer_inputs),
+            deepstack=tuple(rows[inside] for rows in self.deepstack),
         )
 
 
@@ -161,6 +168,8 @@ class Plan:
     timings: dict[str, float] = field(default_factory=dict)
     # dytok-fastv: the prefill, run up to the prune layer and pruned there; `answer` finishes it.
     prefill: PrunedPrefill | None = None
+    # (N, D) each: the DeepStack features of the `visual_tokens` rows, for families that have them.
+    deepstack: tuple[torch.Tensor, ...] = ()
 
     @property
     def kept_tokens(self) -> int:

@@ -128,11 +128,15 @@ class VideoModel:
         visual_tokens: torch.Tensor,
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
+        deepstack: tuple[torch.Tensor, ...] | None = None,
     ) -> dict[str, Any]:
         """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows.
 
         `video` is the encoded video the tokens were taken from; families with M-RoPE need it.
+        `deepstack` is what families with DeepStack inject beside the tokens (each (N, D)); others have none.
         """
+        if deepstack:
+            raise ValueError(f"{type(self).__name__} takes no DeepStack features")
         ids = self.prompt_ids(question)[0]
         at = int((ids == self.video_token_id()).nonzero()[0])
         placeholders = torch.full((visual_tokens.shape[0],), self.video_token_id(), dtype=ids.dtype)
@@ -155,12 +159,15 @@ class VideoModel:
         visual = self.video_positions(inputs)
         embeddings = self.model.get_input_embeddings()(inputs["input_ids"])
         embeddings[0, visual] = tokens.to(embeddings)
+        extra = video.extra.shape[0]  # the tokens after the frames carry no DeepStack features: add nothing
         return PromptTensors(
             input_ids=inputs["input_ids"],
             embeddings=embeddings,
             position_ids=self.sequence_positions(inputs),
             visual_positions=visual,
             frame_positions=visual[: video.num_frames * video.tokens_per_frame],
+            deepstack=tuple(torch.cat([layer.flatten(0, 1), layer.new_zeros(extra, layer.shape[-1])])
+                            for layer in video.deepstack),
         )
 
     def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:

@@ -11,9 +11,11 @@ and `generate` runs that token itself, producing the first answer token through 
 stopping machinery. So the layers after the prune layer run every kept token but the last, and
 `kept_cache` keeps, of the layers up to it, what they hold for the tokens before the last.
 
-Per-layer visual inputs. Some families add vision features to the hidden states of the first decoder
-layers at the visual positions (Qwen3-VL's DeepStack); `PromptTensors.visual_layer_inputs` carries them,
-row for row with `visual_positions`, and `run` adds input i after layer i, as the model's own forward does.
+DeepStack. Some families add vision features to the hidden states of the first decoder layers at the
+visual positions (Qwen3-VL); `PromptTensors.deepstack` carries them, row for row with
+`visual_positions`, and `run` adds the i-th after layer i, as the model's own forward does. After
+pruning they hold only the kept tokens' rows, so a prune layer before the last of them injects into the
+kept tokens alone.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class Decoder:
     def num_layers(self) -> int:
         return len(self.text.layers)
 
+    @property
+    def layer_types(self) -> list[str]:
+        # A config without `layer_types` (Qwen3-VL's) has full attention in every layer.
+        return getattr(self.text.config, "layer_types", None) or ["full_attention"] * self.num_layers
+
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.text.config)
 
@@ -59,7 +66,7 @@ class Decoder:
         config = self.text.config
         arguments = dict(config=config, inputs_embeds=hidden, attention_mask=None, layer_idx=layer)
         masks = {"full_attention": create_causal_mask(**arguments, **cache_argument(create_causal_mask, cache))}
-        if "sliding_attention" in config.layer_types:
+        if "sliding_attention" in self.layer_types:
             sliding = create_sliding_window_causal_mask
             masks["sliding_attention"] = sliding(**arguments, **cache_argument(sliding, cache))
         return masks
@@ -70,8 +77,8 @@ class Decoder:
             return hidden
         rotary = self.text.rotary_emb(hidden, prompt.position_ids)
         masks = self._masks(hidden, cache, layers.start)
-        layer_types = self.text.config.layer_types
-        extra_inputs = prompt.visual_layer_inputs
+        layer_types = self.layer_types
+        deepstack = prompt.deepstack
         for index in layers:
             layer = self.text.layers[index]
             hidden = layer(
@@ -81,9 +88,9 @@ class Decoder:
                 use_cache=True,
                 **cache_argument(type(layer).forward, cache),
             )
-            if index < len(extra_inputs):
+            if index < len(deepstack):
                 visual = prompt.visual_positions
-                hidden[:, visual] = hidden[:, visual] + extra_inputs[index].to(hidden)
+                hidden[:, visual] = hidden[:, visual] + deepstack[index].to(hidden)
         return hidden
 
     def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
@@ -124,10 +131,6 @@ class HybridDecoder(Decoder):
 
     def _linear(self, layers: range) -> list[int]:
         return [i for i in layers if self.layer_types[i] == "linear_attention"]
-
-    @property
-    def layer_types(self) -> list[str]:
-        return self.text.config.layer_types
 
     def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
         cache = self.new_cache()

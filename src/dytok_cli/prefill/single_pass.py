@@ -99,7 +99,7 @@ def prune(model: VideoModel, probe: Probe, kept_index: torch.Tensor) -> PrunedPr
         position_ids=prompt.position_ids[..., keep],
         visual_positions=rank[visual_kept],
         frame_positions=rank[visual_kept][: int((kept_index < prompt.frame_positions.numel()).sum())],
-        visual_layer_inputs=tuple(rows_of_layer[rows] for rows_of_layer in prompt.visual_layer_inputs),
+        deepstack=tuple(layer[rows] for layer in prompt.deepstack),
     )
     decoder = model.decoder()
     return PrunedPrefill(
