@@ -346,7 +346,7 @@ def test_single_pass_answer_decodes_from_the_pruned_cache(family, clip):
     prompt = plan.prefill.prompt
     token, position = prompt.input_ids[:, -1:], prompt.position_ids[..., -1:]
     expected = []
-    with torch.no_grad():
+    with torch.inference_mode():  # as `generate` runs in the pipeline: a linear layer's states update in place
         for _ in range(len(first.token_ids)):
             cached = cache_argument(type(adapter.model).forward, cache)
             logits = adapter.model(input_ids=token, position_ids=position, use_cache=True, **cached).logits
@@ -404,14 +404,15 @@ def test_a_hybrids_linear_layers_up_to_k_keep_their_state_after_every_token(fami
     with torch.no_grad():
         own = adapter.model(**before_last, use_cache=True).cache
     linear = [layer for layer in range(adapter.num_layers) if layer not in with_attention]
+    changed = []
     for layer in linear:
         ours, theirs = handed.layers[layer], own.layers[layer]
-        states = [(ours.conv_states[0], theirs.conv_states[0]), (ours.recurrent_states[0], theirs.recurrent_states[0])]
         if layer < prune_layer or ratio == 1:
-            for our_state, own_state in states:
-                torch.testing.assert_close(our_state, own_state, atol=1e-5, rtol=1e-5)
-        else:
-            assert not torch.allclose(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-3)
+            torch.testing.assert_close(ours.conv_states[0], theirs.conv_states[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-5, rtol=1e-5)
+        else:  # decay makes a state forget early tokens, so a layer may not show the dropped ones: some layer does
+            changed.append(not torch.allclose(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-3))
+    assert ratio == 1 or any(changed)
 
 
 # --- one process, many models -------------------------------------------------------------------

@@ -60,11 +60,11 @@ class Decoder:
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.text.config)
 
-    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layer: int) -> dict[str, Any]:
-        """The mask of each attention type for `hidden` as new tokens after what `cache` holds at `layer`
-        (the first layer they run through)."""
+    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layers: range) -> dict[str, Any]:
+        """The mask of each attention type for `hidden` as new tokens after what `cache` holds at the
+        first of `layers`, the layers they run through."""
         config = self.text.config
-        arguments = dict(config=config, inputs_embeds=hidden, attention_mask=None, layer_idx=layer)
+        arguments = dict(config=config, inputs_embeds=hidden, attention_mask=None, layer_idx=layers.start)
         masks = {"full_attention": create_causal_mask(**arguments, **cache_argument(create_causal_mask, cache))}
         if "sliding_attention" in self.layer_types:
             sliding = create_sliding_window_causal_mask
@@ -76,7 +76,7 @@ class Decoder:
         if not layers:
             return hidden
         rotary = self.text.rotary_emb(hidden, prompt.position_ids)
-        masks = self._masks(hidden, cache, layers.start)
+        masks = self._masks(hidden, cache, layers)
         layer_types = self.layer_types
         deepstack = prompt.deepstack
         for index in layers:
@@ -124,10 +124,15 @@ class HybridDecoder(Decoder):
     layers keep their keys and values.
     """
 
-    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layer: int) -> dict[str, Any]:
+    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layers: range) -> dict[str, Any]:
         # Linear attention masks only padding, and one unpadded sequence has none (the model's own
-        # `create_recurrent_attention_mask` gives None for it too).
-        return {**super()._masks(hidden, cache, layer), "linear_attention": None}
+        # `create_recurrent_attention_mask` gives None for it too). The softmax layers' mask is sized by
+        # what the first of them in the walk holds: a linear layer holds no sequence length.
+        masks: dict[str, Any] = {"linear_attention": None}
+        attention = [i for i in layers if self.layer_types[i] != "linear_attention"]
+        if attention:
+            masks.update(super()._masks(hidden, cache, range(attention[0], layers.stop)))
+        return masks
 
     def _linear(self, layers: range) -> list[int]:
         return [i for i in layers if self.layer_types[i] == "linear_attention"]
