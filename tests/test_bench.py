@@ -24,7 +24,8 @@ RESULT_KEYS = {
 @pytest.mark.parametrize(
     "name, hidden, layers, kv_heads",
     [("llava-ov-0.5b", 896, 24, 2), ("llava-ov-7b", 3584, 28, 4), ("qwen2.5-vl-3b", 2048, 36, 2), ("qwen2.5-vl-7b", 3584, 28, 4),
-     ("qwen3-vl-2b", 2048, 28, 8), ("qwen3-vl-4b", 2560, 36, 8), ("qwen3-vl-8b", 4096, 36, 8)],
+     ("qwen3-vl-2b", 2048, 28, 8), ("qwen3-vl-4b", 2560, 36, 8), ("qwen3-vl-8b", 4096, 36, 8),
+     ("qwen3.5-0.8b", 1024, 24, 2), ("qwen3.5-2b", 2048, 24, 2), ("qwen3.5-4b", 2560, 32, 4)],
 )
 def test_presets_hold_the_public_shapes(name, hidden, layers, kv_heads):
     description = json.loads(presets()[name].read_text())
@@ -32,6 +33,26 @@ def test_presets_hold_the_public_shapes(name, hidden, layers, kv_heads):
     config = AutoConfig.for_model(description.pop("model_type"), **description)
     text = config.get_text_config()
     assert (text.hidden_size, text.num_hidden_layers, text.num_key_value_heads) == (hidden, layers, kv_heads)
+
+
+@pytest.mark.parametrize("name", ["qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b"])
+def test_qwen3_5_presets_have_full_attention_every_fourth_layer(name):
+    description = json.loads(presets()[name].read_text())
+    description.pop("source")
+    text = AutoConfig.for_model(description.pop("model_type"), **description).get_text_config()
+    assert [i for i, kind in enumerate(text.layer_types) if kind == "full_attention"] == list(range(3, text.num_hidden_layers, 4))
+
+
+def test_bench_on_a_random_weight_hybrid_counts_the_kv_of_attention_layers_only(build_family, clip):
+    """A hybrid's linear-attention layers hold a fixed-size state, not keys and values per position."""
+    directory = build_family("qwen3_5")
+    model = load_random_model(str(directory), device=Device.cpu, dtype=DType.float32)
+    settings = Settings(model=str(directory), frames=4, device=Device.cpu, dtype=DType.float32, max_new_tokens=3,
+                        decode_timeout=None)
+    results = bench.run([settings], clip, [1.0, 0.25], model=model, question="q", repeat=1, warmup=0)
+    assert [r["method"] for r in results] == ["none", "dytok-fastv"]
+    dropped = results[0]["visual_tokens"] - results[1]["visual_tokens"]
+    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 16 * 4  # 2 full-attention layers
 
 
 def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -263,3 +264,31 @@ def test_single_pass_json_records_for_two_questions(tiny_llava_dir, clip):
         budgets = [frame["budget"] for frame in record["frames"]]
         assert sum(budgets) == record["visual_tokens"]["kept"] == total_budget(0.25, 6, 16)
         assert record["timings"]["prior_s"] == 0 and record["timings"]["prefill_s"] > 0
+
+
+# --- a hybrid decoder (Qwen3.5: full attention at layers 3 and 7 of the tiny model's 8) -------------
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--prune-layer", "2"], ["--prune-layer 2 is not a full-attention layer", "choose among 3, 7"]),
+    (["--prune-layer", "8"], ["--prune-layer 8 is outside the model's layers 0-7"]),
+    (["--prune-layer", "7", "--prior-layers", "4-6"], ["--prior-layers '4-6' holds no full-attention layer", "choose among 3, 7"]),
+    (["--prune-layer", "3", "--prior-layers", "4-7"], ["--prior-layers '4-7' must lie within 0-3 (--prune-layer)"]),
+    (["--method", "dytok", "--prior-layers", "0-2"], ["--prior-layers '0-2' holds no full-attention layer", "choose among 3, 7"]),
+    (["--method", "dytok", "--prior-layers", "2-9"], ["--prior-layers '2-9' is outside the prior model's layers 0-7"]),
+])
+def test_a_hybrids_bad_layer_choices_are_one_line_usage_errors(build_family, clip, args, fragments):
+    result = run("ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", *args)
+    assert_one_line_error(result, 2, *fragments)
+
+
+def test_linear_attention_fallback_warnings_only_with_verbose(build_family, clip):
+    """Without flash-linear-attention and causal-conv1d the PyTorch kernels run, and transformers says so."""
+    if all(importlib.util.find_spec(package) for package in ("fla", "causal_conv1d")):
+        pytest.skip("the fast kernels are installed: nothing falls back")
+    arguments = ["ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", "--max-new-tokens", "2"]
+    quiet, verbose = run(*arguments), run(*arguments, "--verbose")
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert quiet.stderr == ""
+    assert "falling back to its reference PyTorch implementation" in verbose.stderr
+    assert quiet.stdout == verbose.stdout

@@ -11,6 +11,10 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3_5MoeConfig,
+    Qwen3_5MoeForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -386,6 +390,127 @@ def _interleaved_mrope_section(head_dim: int) -> list[int]:
     return [half - 2 * spatial, spatial, spatial]
 
 
+def _qwen3_5_layer_types(layers: int) -> list[str]:
+    """Qwen3.5's pattern, full attention every fourth layer (3, 7, ...), the others linear attention; the
+    last layer has full attention too when the pattern would give it none (a 3-layer assistant)."""
+    types = ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(layers)]
+    if "full_attention" not in types:
+        types[-1] = "full_attention"
+    return types
+
+
+def _build_qwen3_5(
+    path: Path, *, moe: bool, seed: int, text_layers: int, hidden: int, heads: int, kv_heads: int, patch_size: int,
+    vision_depth: int,
+) -> Path:
+    tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
+    head_dim = hidden // heads
+    rotary = head_dim // 2  # Qwen3.5 rotates a part of each head (a quarter in the checkpoints; half here)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": text_layers,
+        "layer_types": _qwen3_5_layer_types(text_layers),
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        # Gated DeltaNet: 2 query/key heads shared by 4 value heads, as the checkpoints share 16 among 32.
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 8,
+        "linear_value_head_dim": 8,
+        "linear_conv_kernel_dim": 4,
+        "max_position_embeddings": 4096,
+        # Wide initial weights make attention peaked and greedy answers depend on the video.
+        "initializer_range": INIT_RANGE,
+        "rope_parameters": {
+            "rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True, "partial_rotary_factor": rotary / head_dim,
+            "mrope_section": _interleaved_mrope_section(rotary),
+        },
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, shared_expert_intermediate_size=hidden)
+    vision = {
+        "depth": vision_depth,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 4,
+        "patch_size": patch_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": hidden,
+        "num_position_embeddings": 64,  # an 8x8 learned grid, resampled to each video's grid
+        "initializer_range": INIT_RANGE,
+    }
+    config_class, model_class = (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (
+        Qwen3_5Config, Qwen3_5ForConditionalGeneration)
+    config = config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+
+    # Qwen3-VL's processors, as Qwen3.5 ships them: a 6x8 patch grid, 12 tokens per temporal patch.
+    size = {"shortest_edge": 16 * 16, "longest_edge": 64 * 48 * 64}
+    shared = dict(size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=2)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**shared),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+def build_qwen3_5(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 8,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 8,
+    vision_depth: int = 2,
+) -> Path:
+    """Save a tiny Qwen3.5 (hybrid decoder: full attention at layers 3 and 7, Gated DeltaNet linear
+    attention in the others) with Qwen3-VL's processors to `path` and return it."""
+    return _build_qwen3_5(
+        path, moe=False, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        patch_size=patch_size, vision_depth=vision_depth,
+    )
+
+
+def build_qwen3_5_moe(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 8,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 8,
+    vision_depth: int = 2,
+) -> Path:
+    """Save a tiny Qwen3.5-MoE (the same hybrid decoder; 4 experts, 2 per token, and a shared expert)."""
+    return _build_qwen3_5(
+        path, moe=True, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        patch_size=patch_size, vision_depth=vision_depth,
+    )
+
+
 # Every supported family's tiny-model builder, by `config.model_type`: the contract suite
 # (test_contract.py) runs every oracle over each. Adding a family adds one entry here.
 FAMILIES = {
@@ -393,4 +518,6 @@ FAMILIES = {
     "qwen2_5_vl": build_qwen2_5_vl,
     "qwen3_vl": build_qwen3_vl,
     "qwen3_vl_moe": build_qwen3_vl_moe,
+    "qwen3_5": build_qwen3_5,
+    "qwen3_5_moe": build_qwen3_5_moe,
 }

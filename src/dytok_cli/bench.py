@@ -56,11 +56,12 @@ def peak_rss() -> Iterator[Callable[[], int]]:
 
 
 def kv_cache_bytes(model: VideoModel, sequence_length: int) -> int:
-    """Bytes of the key/value cache holding `sequence_length` positions in every decoder layer."""
+    """Bytes of the key/value cache holding `sequence_length` positions in every attention layer (a hybrid's
+    linear-attention layers hold a state of fixed size instead, whatever the length)."""
     text = model.model.config.get_text_config()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     element = torch.finfo(model.model.dtype).bits // 8
-    return 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * sequence_length * element
+    return 2 * len(model.attention_layers()) * text.num_key_value_heads * head_dim * sequence_length * element
 
 
 def dtype_name(settings: Settings) -> str:

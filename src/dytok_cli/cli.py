@@ -63,11 +63,12 @@ _PIPELINE_OPTIONS = [
      _DEFAULTS.backend),
     ("prior_layers", Annotated[Optional[str], typer.Option(
         "--prior-layers", metavar="LAYERS", help="Layers whose attention gives the keyframe prior: all, A-B or L. Default: "
-        "the deepest third of the prior model's (dytok); every layer up to --prune-layer (dytok-fastv).")],
+        "the deepest third of the prior model's (dytok); every layer up to --prune-layer (dytok-fastv). On a hybrid "
+        "model (Qwen3.5) its full-attention layers among these.")],
      None),
     ("prune_layer", Annotated[Optional[int], typer.Option(
         "--prune-layer", metavar="K", help="dytok-fastv: the decoder layer after which visual tokens are pruned "
-        "(default: the last of the first quarter).")],
+        "(default: the last of the first quarter; on a hybrid model, its last full-attention layer there).")],
      None),
     ("device", Annotated[Device, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
     ("dtype", Annotated[DType, typer.Option(
@@ -81,6 +82,9 @@ _PIPELINE_OPTIONS = [
      _DEFAULTS.decode_timeout),
     ("cache_dir", Annotated[Optional[Path], typer.Option(
         "--cache-dir", metavar="DIR", help="Keep decoded frames and vision features here, reused across runs.")], None),
+    ("verbose", Annotated[bool, typer.Option(
+        "--verbose", help="Show the libraries' warnings on stderr (such as the slow PyTorch fallback of Qwen3.5's "
+        "linear-attention kernels without flash-linear-attention).")], False),
 ]
 
 
@@ -122,6 +126,8 @@ def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] 
 
         def with_options(**arguments: Any) -> Any:
             options = {parameter.name: arguments.pop(parameter.name) for parameter in shared}
+            if options.get("verbose"):
+                _show_library_messages()
             return command(options=options, **arguments)
 
         with_options.__name__, with_options.__doc__ = command.__name__, command.__doc__
@@ -547,6 +553,14 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def _show_library_messages() -> None:
+    """--verbose: the libraries' warnings reach stderr again (weight-loading bars stay off)."""
+    warnings.simplefilter("default")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .layers import parse_prior_layers
+from .layers import parse_prior_layers, with_attention
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +61,11 @@ class Strategy:
     def reads_prior(self) -> bool:
         return self.separate_prior_pass or self.prunes_in_prefill
 
-    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...] | None:
-        """The prior model's layers the prior reads (ValueError for a spec that does not fit); None if none."""
+    def prior_layers(
+        self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
+    ) -> tuple[int, ...] | None:
+        """The prior model's layers the prior reads, among its softmax-attention layers `attention` (None:
+        all); a ValueError for a spec that does not fit; None if the method reads no prior."""
         return None
 
     def prior_model(self, model: str, prior_model: str | None) -> str | None:
@@ -177,8 +180,10 @@ class DyToK(VisionZip):
     method = Method.dytok
     separate_prior_pass = True
 
-    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...]:
-        return parse_prior_layers(spec, prior_depth)
+    def prior_layers(
+        self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
+    ) -> tuple[int, ...]:
+        return parse_prior_layers(spec, prior_depth, attention)
 
     def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
         from .prefill.prior_pass import keyframe_prior
@@ -194,15 +199,20 @@ class DyToKFastV(Strategy):
     method = Method.dytok_fastv
     prunes_in_prefill = True
 
-    def prior_layers(self, spec: str | None, prior_depth: int, prune_layer: int | None) -> tuple[int, ...]:
-        # The layers that run on every token anyway; by default all of them.
+    def prior_layers(
+        self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
+    ) -> tuple[int, ...]:
+        # The layers that run on every token anyway; by default all of them (that have softmax attention).
         spec = spec or "all"
         try:
-            return parse_prior_layers(spec, prune_layer + 1)
+            layers = parse_prior_layers(spec, prune_layer + 1)
         except ValueError:
             raise ValueError(
                 f"--prior-layers {spec!r} must lie within 0-{prune_layer} (--prune-layer) for --method dytok-fastv"
             ) from None
+        if attention is not None:
+            attention = tuple(layer for layer in attention if layer <= prune_layer)
+        return with_attention(layers, attention, spec)
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
         from .budget import allocate_budgets, total_budget

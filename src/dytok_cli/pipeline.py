@@ -99,7 +99,7 @@ class Pipeline:
         if not self.strategy.prunes_in_prefill:
             return None
         try:
-            return resolve_prune_layer(self.settings.prune_layer, self.model.num_layers)
+            return resolve_prune_layer(self.settings.prune_layer, self.model.num_layers, self.model.attention_layers())
         except ValueError as error:
             raise InputError(str(error)) from None
 
@@ -108,9 +108,11 @@ class Pipeline:
         """The prior model's layers the method's prior reads; None for a method without a prior."""
         if not self.strategy.reads_prior:
             return None
-        prior_depth = self.prior.num_layers if self.strategy.separate_prior_pass else self.model.num_layers
+        reader = self.prior if self.strategy.separate_prior_pass else self.model
         try:
-            return self.strategy.prior_layers(self.settings.prior_layers, prior_depth, self.prune_layer)
+            return self.strategy.prior_layers(
+                self.settings.prior_layers, reader.num_layers, self.prune_layer, reader.attention_layers()
+            )
         except ValueError as error:
             raise InputError(str(error)) from None
 

@@ -107,6 +107,23 @@ class PromptTensors:
     # layer (Qwen3-VL's DeepStack); empty for families without.
     deepstack: tuple[torch.Tensor, ...] = ()
 
+    @property
+    def length(self) -> int:
+        return self.input_ids.shape[1]
+
+    def rows(self, start: int, stop: int) -> PromptTensors:
+        """Tokens `start`..`stop - 1` alone, as a walk that continues from a cache of the earlier ones takes them."""
+        inside = (self.visual_positions >= start) & (self.visual_positions < stop)
+        frames = self.frame_positions
+        return PromptTensors(
+            input_ids=self.input_ids[:, start:stop],
+            embeddings=self.embeddings[:, start:stop],
+            position_ids=self.position_ids[..., start:stop],
+            visual_positions=self.visual_positions[inside] - start,
+            frame_positions=frames[(frames >= start) & (frames < stop)] - start,
+            deepstack=tuple(rows[inside] for rows in self.deepstack),
+        )
+
 
 @dataclass
 class PrunedPrefill:
@@ -117,7 +134,7 @@ class PrunedPrefill:
     keep: torch.Tensor  # (S_kept,) sequence positions kept, ascending
     prompt: PromptTensors  # the kept tokens: ids, original positions, visual rows and their layer inputs
     hidden: torch.Tensor  # (1, S_kept, D) layer K's output at the kept positions
-    past: Any  # the decoder's cache state of layers 0..K at the kept positions (see `models.decoder`)
+    past: Any  # the decoder's cache of layers 0..K for the kept tokens but the last (see `models.decoder`)
 
 
 @dataclass

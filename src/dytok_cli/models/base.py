@@ -52,7 +52,12 @@ class VideoModel:
 
     @property
     def num_layers(self) -> int:
-        return len(self.text_attention_modules())
+        return len(self.language_model().layers)
+
+    def attention_layers(self) -> tuple[int, ...]:
+        """The decoder layers with softmax attention, the only ones whose query/key states the prior and
+        the single pass can read; every layer unless the family's decoder is a hybrid."""
+        return tuple(range(self.num_layers))
 
     # --- family specifics -------------------------------------------------------------------
     def encode(self, frames: Frames) -> EncodedVideo:
@@ -60,8 +65,9 @@ class VideoModel:
         encode time reads it from the frames' timing here."""
         raise NotImplementedError
 
-    def text_attention_modules(self) -> list[nn.Module]:
-        """The language model's self-attention module of every decoder layer, in order."""
+    def text_attention_modules(self) -> list[nn.Module | None]:
+        """The language model's self-attention module of every decoder layer, in order (None for a layer
+        without one: see `attention_layers`)."""
         raise NotImplementedError
 
     def language_model(self) -> nn.Module:

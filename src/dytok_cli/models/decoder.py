@@ -2,8 +2,14 @@
 
 `Decoder` is the Qwen2-style stack every supported family shares (`layers`, `rotary_emb`, `norm`, a
 `layer_types` list in its config, one key/value cache entry per layer); a family whose decoder differs
-returns its own subclass from `VideoModel.decoder()`. Layers are called one by one with the model's own
-rotary embedding and mask functions, so nothing of `transformers` is patched.
+returns its own subclass from `VideoModel.decoder()` (`HybridDecoder`: linear-attention layers among the
+softmax ones). Layers are called one by one with the model's own rotary embedding and mask functions, so
+nothing of `transformers` is patched.
+
+Handing over to `generate`. The cache a pruned prefill hands over holds the prompt but its last token,
+and `generate` runs that token itself, producing the first answer token through its own sampling and
+stopping machinery. So the layers after the prune layer run every kept token but the last, and
+`kept_cache` keeps, of the layers up to it, what they hold for the tokens before the last.
 
 DeepStack. Some families add vision features to the hidden states of the first decoder layers at the
 visual positions (Qwen3-VL); `PromptTensors.deepstack` carries them, row for row with
@@ -54,11 +60,11 @@ class Decoder:
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.text.config)
 
-    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layer: int) -> dict[str, Any]:
-        """The mask of each attention type for `hidden` as new tokens after what `cache` holds at `layer`
-        (the first layer they run through)."""
+    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layers: range) -> dict[str, Any]:
+        """The mask of each attention type for `hidden` as new tokens after what `cache` holds at the
+        first of `layers`, the layers they run through."""
         config = self.text.config
-        arguments = dict(config=config, inputs_embeds=hidden, attention_mask=None, layer_idx=layer)
+        arguments = dict(config=config, inputs_embeds=hidden, attention_mask=None, layer_idx=layers.start)
         masks = {"full_attention": create_causal_mask(**arguments, **cache_argument(create_causal_mask, cache))}
         if "sliding_attention" in self.layer_types:
             sliding = create_sliding_window_causal_mask
@@ -70,7 +76,7 @@ class Decoder:
         if not layers:
             return hidden
         rotary = self.text.rotary_emb(hidden, prompt.position_ids)
-        masks = self._masks(hidden, cache, layers.start)
+        masks = self._masks(hidden, cache, layers)
         layer_types = self.layer_types
         deepstack = prompt.deepstack
         for index in layers:
@@ -87,9 +93,16 @@ class Decoder:
                 hidden[:, visual] = hidden[:, visual] + deepstack[index].to(hidden)
         return hidden
 
-    def kept_cache(self, cache: DynamicCache, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The keys and values of `layers` at sequence positions `keep` (S_kept,): (1, KVH, S_kept, d) each."""
-        return [(cache.layers[i].keys[:, :, keep], cache.layers[i].values[:, :, keep]) for i in layers]
+    def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
+        """Run the whole of `prompt` through `layers` from an empty cache: their output (1, S, D), and
+        the state of those layers that `kept_cache` takes."""
+        cache = self.new_cache()
+        return self.run(prompt.embeddings, prompt, cache, layers), cache
+
+    def kept_cache(self, state: DynamicCache, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values of `layers` at sequence positions `keep` (S_kept,), ascending and without
+        the prompt's last token: (1, KVH, S_kept, d) each."""
+        return [(state.layers[i].keys[:, :, keep], state.layers[i].values[:, :, keep]) for i in layers]
 
     def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
         """A fresh cache holding `past` (from `kept_cache`) as its first layers; `past` is not changed."""
@@ -98,8 +111,59 @@ class Decoder:
             cache.update(keys, values, layer)
         return cache
 
-    def hand_over(self, cache: DynamicCache) -> DynamicCache:
-        """The cache of the whole prompt but its last token, which `generate` runs again over it to
-        produce the first answer token through its own sampling and stopping machinery."""
-        cache.crop(-1)
+
+class HybridDecoder(Decoder):
+    """A stack whose `linear_attention` layers (Qwen3.5's Gated DeltaNet) carry a recurrent state and a
+    short convolution's state instead of keys and values, between softmax-attention layers.
+
+    Those states summarise every token a layer has seen and cannot drop one, nor be rolled back by one.
+    So `prefill` runs the prompt but its last token first and keeps a copy of the linear layers' states
+    there, then runs the last token (whose query the prior reads at the attention layers); `kept_cache`
+    hands over those copies whole, beside the attention layers' keys and values of the kept tokens. The
+    linear layers up to the prune layer thus keep what they made of every token, as FastV's early
+    layers keep their keys and values.
+    """
+
+    def _masks(self, hidden: torch.Tensor, cache: DynamicCache, layers: range) -> dict[str, Any]:
+        # Linear attention masks only padding, and one unpadded sequence has none (the model's own
+        # `create_recurrent_attention_mask` gives None for it too). The softmax layers' mask is sized by
+        # what the first of them in the walk holds: a linear layer holds no sequence length.
+        masks: dict[str, Any] = {"linear_attention": None}
+        attention = [i for i in layers if self.layer_types[i] != "linear_attention"]
+        if attention:
+            masks.update(super()._masks(hidden, cache, range(attention[0], layers.stop)))
+        return masks
+
+    def _linear(self, layers: range) -> list[int]:
+        return [i for i in layers if self.layer_types[i] == "linear_attention"]
+
+    def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
+        cache = self.new_cache()
+        last = prompt.length - 1
+        head = self.run(prompt.embeddings[:, :last], prompt.rows(0, last), cache, layers)
+        before_last = {
+            i: (cache.layers[i].conv_states[0].clone(), cache.layers[i].recurrent_states[0].clone())
+            for i in self._linear(layers)
+        }
+        tail = self.run(prompt.embeddings[:, last:], prompt.rows(last, last + 1), cache, layers)
+        return torch.cat([head, tail], dim=1), (cache, before_last)
+
+    def kept_cache(self, state: Any, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer of `layers`: the keys and values at `keep` of an attention layer, or the (convolution,
+        recurrent) states of a linear one after every token but the last."""
+        cache, before_last = state
+        return [
+            before_last[i] if i in before_last else (cache.layers[i].keys[:, :, keep], cache.layers[i].values[:, :, keep])
+            for i in layers
+        ]
+
+    def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+        cache = self.new_cache()
+        for layer, (first, second) in enumerate(past):
+            if self.layer_types[layer] == "linear_attention":
+                # Both copy into the cache's own buffers, so `past` is not changed by later steps.
+                cache.update_conv_state(first, layer)
+                cache.update_recurrent_state(second, layer)
+            else:
+                cache.update(first, second, layer)
         return cache

@@ -137,7 +137,8 @@ class Qwen3VL(VideoModel):
             timestamps=tuple(
                 float(np.mean(timestamps[start : start + per_group])) for start in range(0, len(timestamps), per_group)
             ),
-            deepstack=tuple(per_frame(layer[0]) for layer in output.deepstack_features),
+            # A tower without DeepStack (Qwen3.5's) returns no such features.
+            deepstack=tuple(per_frame(layer[0]) for layer in getattr(output, "deepstack_features", None) or ()),
         )
 
     # --- prompt -------------------------------------------------------------------------------

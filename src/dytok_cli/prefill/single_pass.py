@@ -12,10 +12,14 @@ M-RoPE (t, h, w) for Qwen): its keys at layers <= K were rotated with it, and th
 must see the same geometry. Decoding continues from the last prompt position + 1, as `generate`
 does from the position ids it is given.
 
-KV cache. Every layer, 0..K included, keeps only the kept tokens: one cache length for all layers,
-so `generate` and its masks work unchanged, and the cache is `ratio` of the full one. Answer tokens
-therefore never attend to dropped tokens, not even at layers <= K (where FastV's answer tokens still
-would); at ratio 1 nothing differs from the model's own run.
+KV cache. Every attention layer, 0..K included, keeps only the kept tokens: one cache length for all
+layers, so `generate` and its masks work unchanged, and the cache is `ratio` of the full one. Answer
+tokens therefore never attend to dropped tokens, not even at layers <= K (where FastV's answer tokens
+still would); at ratio 1 nothing differs from the model's own run. A linear-attention layer <= K
+(a hybrid decoder's) cannot drop a token from its state: it keeps what it made of all of them.
+
+Generation starts from a cache of the kept prompt but its last token, which `generate` runs itself
+(see `models.decoder`): the layers after K run the kept tokens before it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Probe:
     prune_layer: int
     prompt: PromptTensors
     hidden: torch.Tensor  # (1, S, D) layer K's output
-    cache: Any  # the decoder's cache of layers 0..K over the whole prompt
+    cache: Any  # the decoder's state of layers 0..K over the whole prompt (what `Decoder.kept_cache` takes)
     scores: dict[int, torch.Tensor]  # prior layer -> (F,) frame scores
     attention: torch.Tensor  # (F, T) the attention the last token pays each frame token at layer K
 
@@ -56,7 +60,8 @@ def run_to_prune_layer(
 
     def watch(layer: int):
         def callback(query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-            # query (1, H, S, d), key (1, KVH, S, d): the cache is empty, so keys are the whole prompt.
+            # query (1, H, Q, d), key (1, KVH, S', d): keys of the prompt so far, cache included. A decoder
+            # may run the prompt in pieces (a hybrid's last token alone); the last call sees its last token.
             last = query[0, :, -1, :]
             if layer in prior_layers:
                 scores[layer] = frame_weights_from_qk(last, key[0][:, frame_positions, :], video.num_frames, scaling)
@@ -68,10 +73,9 @@ def run_to_prune_layer(
 
     decoder = model.decoder()
     modules = model.text_attention_modules()
-    cache = decoder.new_cache()
     callbacks = {modules[layer]: watch(layer) for layer in {*prior_layers, prune_layer}}
     with torch.inference_mode(), watch_attention(model.model, model.text_sub_config, callbacks):
-        hidden = decoder.run(prompt.embeddings, prompt, cache, range(prune_layer + 1))
+        hidden, cache = decoder.prefill(prompt, range(prune_layer + 1))
     attention = captured["attention"].view(video.num_frames, video.tokens_per_frame)
     return Probe(prune_layer, prompt, hidden, cache, scores, attention)
 
@@ -103,15 +107,18 @@ def prune(model: VideoModel, probe: Probe, kept_index: torch.Tensor) -> PrunedPr
         keep=keep,
         prompt=kept_prompt,
         hidden=probe.hidden[:, keep],
-        past=decoder.kept_cache(probe.cache, keep, range(probe.prune_layer + 1)),
+        past=decoder.kept_cache(probe.cache, keep[:-1], range(probe.prune_layer + 1)),
     )
 
 
 def finish(model: VideoModel, state: PrunedPrefill) -> Any:
-    """Run the kept tokens through the layers after K; returns the cache `generate` starts from.
-    `state` is not changed, so a plan can be answered more than once."""
+    """Run the kept tokens but the last through the layers after K; returns the cache `generate` starts
+    from, to which it adds the last prompt token. `state` is not changed, so a plan can be answered more
+    than once."""
     decoder = model.decoder()
     cache = decoder.resume(state.past)
+    before_last = state.prompt.length - 1
     with torch.inference_mode():
-        decoder.run(state.hidden, state.prompt, cache, range(state.prune_layer + 1, decoder.num_layers))
-    return decoder.hand_over(cache)
+        decoder.run(state.hidden[:, :before_last], state.prompt.rows(0, before_last), cache,
+                    range(state.prune_layer + 1, decoder.num_layers))
+    return cache
