@@ -101,6 +101,28 @@ def test_one_model_load_and_one_vision_pass_per_video(tiny_llava_dir, folder, ca
     assert all(r["error"] is None and isinstance(r["answer"], str) for r in records)
     second = records[1]["timings"]
     assert second["decode_s"] == 0 and second["vision_s"] == 0  # reused from the first question
+    # and so is the LLM's work on the prompt up to the video's end (the default method's, to its prune layer)
+    reused = [r["reused_prefix_tokens"] for r in records]
+    assert reused[0::2] == [0, 0, 0] and all(count > 0 for count in reused[1::2])
+
+
+def test_no_prefix_cache_recomputes_the_prefix_with_the_same_answers(tiny_llava_dir, folder, capsys, monkeypatch):
+    released = []
+    monkeypatch.setattr(Pipeline, "release", lambda self, real=Pipeline.release: released.append(1) or real(self))
+    answers = {}
+    for flag in ("--prefix-cache", "--no-prefix-cache"):
+        argv = cli_args(tiny_llava_dir, "ask", str(folder / "a.mp4"), str(folder / "b.MOV"), "-q", "what happens?",
+                        "-q", "is there a dog?", "--method", "none", "--jsonl", flag)
+        status, records, err = run_cli(argv, capsys, monkeypatch)
+        assert status == 0, err
+        answers[flag] = [r["answer"] for r in records]
+        reused = [r["reused_prefix_tokens"] for r in records]
+        if flag == "--prefix-cache":
+            assert reused[0::2] == [0, 0] and reused[1] == reused[3] > 0
+        else:
+            assert reused == [0, 0, 0, 0]
+    assert answers["--prefix-cache"] == answers["--no-prefix-cache"]
+    assert len(released) == 4  # after each video's questions, in both runs
 
 
 def test_broken_files_do_not_stop_the_batch(tiny_llava_dir, folder, broken, capsys, monkeypatch):

@@ -17,7 +17,7 @@ from dytok_cli.models import load_random_model, presets
 RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
     "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
-    "speedup_next_question",
+    "speedup_next_question", "next_question_recomputed_s", "speedup_prefix_reuse",
 }
 
 
@@ -72,6 +72,7 @@ def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
     assert per_position == (results[1]["kv_cache_bytes"] - results[2]["kv_cache_bytes"]) / (32 - 16)
     assert per_position == 2 * 4 * 2 * 16 * 4  # K and V, 4 layers, 2 KV heads, head_dim 16, float32
     assert all(r["peak_rss_bytes"] > 0 and r["decode_tok_s"] > 0 for r in results)
+    assert all(r["next_question_recomputed_s"] > 0 and r["speedup_prefix_reuse"] > 0 for r in results)
 
 
 def test_bench_command_json(tiny_llava_dir, clip):
@@ -127,8 +128,9 @@ def test_bench_compares_methods_against_one_baseline(tiny_llava_dir, clip):
 
 
 def test_next_question_reuses_the_video(tiny_llava_dir, tiny_llava_assistant_dir, clip, monkeypatch):
-    """Each run asks twice on one decoded, encoded video: the second pays no decoding or vision
-    pass, the assistant's included, and is what `next_question_s` reports."""
+    """Each run asks three times on one decoded, encoded video: the later ones pay no decoding or vision
+    pass, the assistant's included; the second is what `next_question_s` reports, the third (its prompt
+    prefix recomputed) `next_question_recomputed_s`."""
     model = load_random_model(str(tiny_llava_dir), device=Device.cpu, dtype=DType.float32)
     assistant = load_random_model(str(tiny_llava_assistant_dir), device=Device.cpu, dtype=DType.float32)
     settings = Settings(model=str(tiny_llava_dir), prior_model=str(tiny_llava_assistant_dir), frames=4,
@@ -142,11 +144,16 @@ def test_next_question_reuses_the_video(tiny_llava_dir, tiny_llava_assistant_dir
 
     monkeypatch.setattr(bench.Pipeline, "ask", recording)
     [result] = bench.run([settings], clip, [0.5], model=model, prior=assistant, question="q", repeat=1, warmup=0)
-    first, later = (answer.timings for answer in answers)
-    assert min(first["decode_s"], first["vision_s"]) > 0
-    assert later["decode_s"] == later["vision_s"] == 0
-    assert later["prior_s"] > 0  # the assistant's LLM pass runs again for the question
-    assert (result["total_s"], result["next_question_s"]) == (first["total_s"], later["total_s"])
+    first, later, recomputed = answers
+    assert min(first.timings["decode_s"], first.timings["vision_s"]) > 0
+    for again in (later, recomputed):
+        assert again.timings["decode_s"] == again.timings["vision_s"] == 0
+        assert again.timings["prior_s"] > 0  # the assistant's LLM pass runs again for the question
+    # the later question took the prior model's prompt prefix from the first; the last one ran it again
+    assert [answer.plan.reused_prefix_tokens for answer in answers] == [0, later.plan.reused_prefix_tokens, 0]
+    assert later.plan.reused_prefix_tokens > 0
+    assert (result["total_s"], result["next_question_s"], result["next_question_recomputed_s"]) == (
+        first.timings["total_s"], later.timings["total_s"], recomputed.timings["total_s"])
     assert result["speedup_next_question"] is None  # no ratio 1 in this run
 
 

@@ -14,13 +14,15 @@ from dytok_cli import render
 # The longest cells a real run gives: seconds in the thousands, the longest method name.
 RESULT = {
     "visual_tokens": 12544, "vision_s": 1137.21, "prior_s": 112.34, "prefill_s": 1234.56, "ttft_s": 2523.45,
-    "decode_tok_s": 18.5, "total_s": 2800.12, "next_question_s": 1234.56, "kv_cache_bytes": 37.7 * 2**20,
+    "decode_tok_s": 18.5, "total_s": 2800.12, "next_question_s": 1234.56,
+    "next_question_recomputed_s": 2468.02, "speedup_prefix_reuse": 2.87, "kv_cache_bytes": 37.7 * 2**20,
     "peak_rss_bytes": 18.9 * 2**30, "speedup_prefill": 12.34, "speedup_total": 1.17, "speedup_next_question": 1.72,
     "prior_share": 0.16,
 }
 REPORT = {
     "machine": "x86_64, 2 cores, torch 2.14.1, cpu", "model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-    "prior_model": None, "method": "dytok-fastv,dytok", "dtype": "bfloat16", "frames": 32, "random_weights": True,
+    "prior_model": None, "method": "dytok-fastv,dytok", "dtype": "bfloat16", "frames": 32, "prefix_cache": True,
+    "random_weights": True,
     "results": [
         {**RESULT, "ratio": 1.0, "method": "none", "speedup_prefill": 1.0},
         {**RESULT, "ratio": 0.125, "method": "dytok-fastv"},
@@ -28,7 +30,7 @@ REPORT = {
     ],
 }
 DEFAULT_CELLS = ["0.125", "dytok-fastv", "12544", "1234.56", "2800.12", "12.34", "1.17", "1.72", "-"]
-WIDE_ONLY_CELLS = ["1137.21", "112.34", "2523.45", "18.5", "37.7 MiB", "18.9 GiB", "16%"]
+WIDE_ONLY_CELLS = ["1137.21", "112.34", "2523.45", "18.5", "2468.02", "2.87", "37.7 MiB", "18.9 GiB", "16%"]
 
 
 def table(monkeypatch, capsys, columns: int, wide: bool = False) -> list[str]:
@@ -70,9 +72,14 @@ def test_wide_with_json_is_refused(clip):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--wide" in result.stderr
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_bench_report_says_the_dtype(tiny_llava_dir, clip, dtype):
+@pytest.mark.parametrize("dtype, prefix_cache", [("float32", "--prefix-cache"), ("bfloat16", "--no-prefix-cache")])
+def test_bench_report_says_the_dtype_and_whether_the_prefix_was_reused(tiny_llava_dir, clip, dtype, prefix_cache):
     result = dytok("bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.5",
-                   "--frames", "2", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "2", "--dtype", dtype, "--json")
+                   "--frames", "2", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "2", "--dtype", dtype,
+                   prefix_cache, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["dtype"] == dtype
+    report = json.loads(result.stdout)
+    assert report["dtype"] == dtype and report["prefix_cache"] is (prefix_cache == "--prefix-cache")
+    for row in report["results"]:  # the gain of reuse is measured only when it is on
+        measured = row["next_question_recomputed_s"] is not None and row["speedup_prefix_reuse"] > 0
+        assert measured is report["prefix_cache"]

@@ -292,8 +292,10 @@ def test_kept_tokens_keep_their_uncompressed_positions(family, clip, method, rat
     kept = kept_sequence(inputs["input_ids"][0], adapter.video_token_id(), plan)
     if not (single or adapter.keeps_uncompressed_positions):
         kept = torch.arange(kept.numel())
-    # The single pass's layers after K run the kept tokens but the last; generate's first step runs it.
-    received = [torch.cat(parts, dim=-2) for parts in zip(ours[0], ours[1])] if single else ours[0]
+    # The prompt may reach the layer in pieces: the single pass's layers after K run the kept tokens but
+    # the last, generate's first (and, with one new token, only) step runs it; prefix reuse runs the
+    # video's prefix first, then the question's tokens.
+    received = [torch.cat(parts, dim=-2) for parts in zip(*ours)]
     for own_part, our_part in zip(own[0], received):  # cos, sin
         assert our_part.shape[-2] == kept.numel()
         torch.testing.assert_close(our_part, own_part[..., kept, :], atol=1e-6, rtol=0)
@@ -302,11 +304,12 @@ def test_kept_tokens_keep_their_uncompressed_positions(family, clip, method, rat
 # --- the single pass ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["whole", "prefix-reuse"])
 @pytest.mark.parametrize("ratio", [1.0, 0.25])
-def test_single_pass_leaves_layers_up_to_k_untouched(family, clip, ratio):
+def test_single_pass_leaves_layers_up_to_k_untouched(family, clip, ratio, reuse):
     adapter, prune_layer = family.adapter, early_layer(family)
-    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=ratio, prune_layer=prune_layer, max_new_tokens=1),
-                        model=adapter)
+    pipeline = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=ratio, prune_layer=prune_layer, max_new_tokens=1,
+                                 prefix_cache=reuse), model=adapter)
     plan = pipeline.plan(clip, QUESTION)
     encoded, prefill = plan.encoded, plan.prefill
     full = adapter.build_inputs(QUESTION, encoded.all_tokens(), video=encoded)
@@ -318,7 +321,13 @@ def test_single_pass_leaves_layers_up_to_k_untouched(family, clip, ratio):
     pruned = after_k[0]  # the prefill's pass: the kept tokens but the last, which generate's first step runs
     frame_tokens = encoded.num_frames * encoded.tokens_per_frame
     assert pruned.shape[1] == full["input_ids"].shape[1] - frame_tokens + plan.kept_tokens - 1
-    assert torch.equal(pruned, own[0][:, prefill.keep[:-1]])
+    if reuse:
+        # The prompt ran in two pieces (the video's prefix, then the question): the same sums in another
+        # order, and a linear-attention layer's chunked scan split elsewhere; an MoE's router may then
+        # send a token near a tie to another expert.
+        torch.testing.assert_close(pruned, own[0][:, prefill.keep[:-1]], atol=1e-2, rtol=1e-3)
+    else:
+        assert torch.equal(pruned, own[0][:, prefill.keep[:-1]])
 
 
 def test_single_pass_prior_is_the_dytok_prior_over_the_same_layers(family, clip):
@@ -388,7 +397,8 @@ def test_a_hybrid_reads_and_prunes_at_full_attention_layers_only(family, clip):
 def test_a_hybrids_linear_layers_up_to_k_keep_their_state_after_every_token(family, clip, ratio):
     """The cache the single pass hands `generate` holds, at each linear-attention layer <= K, the model's
     own states after the whole prompt but its last token (which generate runs next), dropped tokens
-    included; the layers after K have seen only the kept tokens."""
+    included; the layers after K have seen only the kept tokens. The prompt runs in two pieces (prefix
+    reuse: the video's prefix, then the question), so a state is the model's own up to the order of sums."""
     if not is_hybrid(family):
         pytest.skip("every decoder layer has softmax attention")
     adapter = family.adapter
@@ -408,11 +418,71 @@ def test_a_hybrids_linear_layers_up_to_k_keep_their_state_after_every_token(fami
     for layer in linear:
         ours, theirs = handed.layers[layer], own.layers[layer]
         if layer < prune_layer or ratio == 1:
-            torch.testing.assert_close(ours.conv_states[0], theirs.conv_states[0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(ours.conv_states[0], theirs.conv_states[0], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-4, rtol=1e-4)
         else:  # decay makes a state forget early tokens, so a layer may not show the dropped ones: some layer does
             changed.append(not torch.allclose(ours.recurrent_states[0], theirs.recurrent_states[0], atol=1e-3))
     assert ratio == 1 or any(changed)
+
+
+# --- prefix reuse (DESIGN §2.6) -----------------------------------------------------------------
+
+# The third asks the first again, after a question that left the same prefix.
+LATER_QUESTIONS = [QUESTION, "how many people walks left?", QUESTION]
+
+
+def method_fields(family, method: Method) -> dict:
+    return dict(method=method, ratio=None if method is Method.none else 0.25,
+                prune_layer=early_layer(family) if method is Method.dytok_fastv else None)
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_answers_are_the_same_with_and_without_prefix_reuse(family, clip, method):
+    reusing = Pipeline(settings(family.dir, **method_fields(family, method)), model=family.adapter)
+    fresh = Pipeline(settings(family.dir, prefix_cache=False, **method_fields(family, method)), model=family.adapter)
+    visual = reusing.prepare(clip)
+    answers = [reusing.ask(visual, question) for question in LATER_QUESTIONS]
+    expected = [fresh.ask(visual, question) for question in LATER_QUESTIONS[:2]]
+    assert [answer.token_ids for answer in answers] == [answer.token_ids for answer in [*expected, expected[0]]]
+    if method is Method.none:  # and the model's own, for the question that went on from the first's prefix
+        assert answers[1].token_ids == own_generate(family.adapter, reusing.read(clip), LATER_QUESTIONS[1])
+    # The video's prefix ran for the first question only: everything up to its last visual token.
+    reused = [answer.plan.reused_prefix_tokens for answer in answers]
+    assert reused[0] == 0 and reused[1] == reused[2] > answers[1].plan.encoded.num_frames
+    assert all(answer.plan.reused_prefix_tokens == 0 for answer in expected)
+
+
+@pytest.mark.parametrize("method", [Method.none, Method.dytok_fastv])
+def test_a_template_with_the_question_before_the_video_falls_back(family, clip, method, monkeypatch):
+    adapter = family.adapter
+    for owner in (adapter.processor, adapter.tokenizer):
+        if getattr(owner, "chat_template", None):
+            template = owner.chat_template.replace("in message['content'] %}", "in message['content'] | reverse %}")
+            monkeypatch.setattr(owner, "chat_template", template)
+    ids = adapter.prompt_ids(QUESTION)[0].tolist()
+    assert ids.index(adapter.tokenizer.convert_tokens_to_ids("?")) < ids.index(adapter.video_token_id())
+    fields = dict(method_fields(family, method), max_new_tokens=4)
+    reusing = Pipeline(settings(family.dir, **fields), model=adapter)
+    fresh = Pipeline(settings(family.dir, prefix_cache=False, **fields), model=adapter)
+    visual = reusing.prepare(clip)
+    answers = [reusing.ask(visual, question) for question in LATER_QUESTIONS[:2]]
+    assert [answer.token_ids for answer in answers] == [fresh.ask(visual, question).token_ids for question in LATER_QUESTIONS[:2]]
+    assert [answer.plan.reused_prefix_tokens for answer in answers] == [0, 0]
+
+
+@pytest.mark.parametrize("method", [Method.none, Method.dytok_fastv, Method.dytok])
+def test_a_prefix_is_kept_for_one_video_until_released(tiny_llava_dir, tiny_llava, clip, method):
+    pipeline = Pipeline(settings(tiny_llava_dir, method=method, max_new_tokens=1,
+                                 ratio=None if method is Method.none else 0.25), model=tiny_llava)
+    first, second = pipeline.prepare(clip), pipeline.prepare(clip)  # the same file, encoded again: another video
+
+    def reused(visual) -> int:
+        return pipeline.ask(visual, QUESTION).plan.reused_prefix_tokens
+
+    counts = [reused(first), reused(first), reused(second), reused(second)]
+    assert counts[0] == 0 and counts[1] > 0 and counts[2:] == [0, counts[1]]
+    pipeline.release()
+    assert reused(second) == 0
 
 
 # --- one process, many models -------------------------------------------------------------------

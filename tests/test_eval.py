@@ -258,7 +258,7 @@ def test_dytok_pairs_take_the_prior_models_encoding(tiny_llava, tiny_llava_dir, 
     monkeypatch.setattr(assistant, "encode", lambda *a, **k: encodings.append(original(*a, **k)) or encodings[-1])
     priors = []
     keyframe_prior = prior_pass.keyframe_prior
-    monkeypatch.setattr(prior_pass, "keyframe_prior", lambda model, encoded, *rest: priors.append((model, encoded)) or keyframe_prior(model, encoded, *rest))
+    monkeypatch.setattr(prior_pass, "keyframe_prior", lambda model, encoded, *rest, **options: priors.append((model, encoded)) or keyframe_prior(model, encoded, *rest, **options))
     run_settings = settings(tiny_llava_dir, method=Method.dytok, prior_model=str(tiny_llava_assistant_dir), prior_layers="1-2")
     cases = evaluation.grid([Method.none, Method.dytok, Method.visionzip], [0.5])
     failed, run_dir = evaluate([item("q1", videos / "a.mp4")], cases, run_settings, tmp_path / "run", tiny_llava, assistant)

@@ -27,10 +27,6 @@ _CALLBACK_ATTRIBUTE = "_dytok_attention_callback"
 _PROBE_PREFIX = "dytok_probe:"
 
 
-class StopForward(Exception):
-    """Raised by a callback to end a forward pass early (the prior needs no layer after its last)."""
-
-
 def _delegate_for(implementation: str | None) -> str:
     # Eager has no registered function; SDPA computes the same attention and keeps masks compatible.
     if implementation in ALL_ATTENTION_FUNCTIONS and implementation in ALL_MASK_ATTENTION_FUNCTIONS:

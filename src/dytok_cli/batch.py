@@ -131,6 +131,7 @@ def run(
             emit(Outcome(error_record(video, question, settings, prior_name, message), None))
             failed += 1
         del visual
+        pipeline.release()
     return failed
 
 

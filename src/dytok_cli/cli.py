@@ -80,6 +80,10 @@ _PIPELINE_OPTIONS = [
     ("decode_timeout", Annotated[Optional[float], typer.Option(
         "--decode-timeout", metavar="SECONDS", help="Give up decoding one video after this long (0: no limit).")],
      _DEFAULTS.decode_timeout),
+    ("prefix_cache", Annotated[bool, typer.Option(
+        "--prefix-cache/--no-prefix-cache", help="Compute the LLM's work on the part of the prompt up to the end of "
+        "the video once per video, and reuse it for the video's later questions.")],
+     _DEFAULTS.prefix_cache),
     ("cache_dir", Annotated[Optional[Path], typer.Option(
         "--cache-dir", metavar="DIR", help="Keep decoded frames and vision features here, reused across runs.")], None),
     ("verbose", Annotated[bool, typer.Option(
@@ -462,7 +466,8 @@ def bench(
         )
     report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
-              "frames": settings.frames, "random_weights": random_weights, "results": results}
+              "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": random_weights,
+              "results": results}
     if json_output:
         render.write_json(report)
     else:

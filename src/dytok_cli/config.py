@@ -71,6 +71,8 @@ class Settings:
     seed: int | None = None
     trust_remote_code: bool = False
     decode_timeout: float | None = 120.0  # seconds per video; None or 0 decodes in-process, unbounded
+    # Keep the LLM's work on a video's prompt prefix for its later questions (DESIGN §2.6).
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.decode_timeout == 0:  # "no limit", as `--decode-timeout 0` says

@@ -589,6 +589,8 @@ def run(
                     failed += 1
                 else:
                     output.append(_answered(item, case, answer))
+            for pipeline in pipelines.values():
+                pipeline.release()
             progress.advance()
     finally:
         output.close()

@@ -141,4 +141,6 @@ class Answerer:
                 else:
                     replies[index] = cut_at(answer.text, request.until)
                 done()
+            for pipeline in self._pipelines.values():
+                pipeline.release()
         return replies

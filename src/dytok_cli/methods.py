@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     import torch
 
     from .models.base import VideoModel
+    from .prefill.prefix import PrefixReuse
     from .selectors.base import FrameSelection
-    from .types import EncodedVideo, Plan, Visual
+    from .types import EncodedVideo, Plan, PromptTensors, Visual
 
 
 class Method(str, Enum):
@@ -49,6 +50,7 @@ class PlanContext:
     prior_layers: tuple[int, ...] | None  # None: the method reads no prior
     prune_layer: int | None  # None: the method does not prune inside the prefill
     stage: Callable[[str], None]  # told what is happening now, for progress displays
+    reuse: PrefixReuse | None = None  # the video's prompt prefix kept for its later questions; None: no reuse
 
 
 class Strategy:
@@ -56,6 +58,9 @@ class Strategy:
     compresses: ClassVar[bool] = True  # --ratio applies
     separate_prior_pass: ClassVar[bool] = False  # a prior model runs its own prefill (--prior-model)
     prunes_in_prefill: ClassVar[bool] = False  # pruned inside the answer's prefill (--prune-layer)
+    # The answer sees the same visual tokens whatever the question, so its whole prompt prefix is the same
+    # for every question about a video and is reused (DESIGN §2.6).
+    same_tokens_for_every_question: ClassVar[bool] = False
 
     @property
     def reads_prior(self) -> bool:
@@ -75,10 +80,32 @@ class Strategy:
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
         raise NotImplementedError
 
-    def generation_inputs(self, model: VideoModel, plan: Plan) -> dict[str, Any]:
-        """Keyword arguments for `generate` that carry the plan's visual tokens."""
+    def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
+        """Keyword arguments for `generate` that carry the plan's visual tokens; with `reuse`, a cache
+        that holds the prompt but its last token, the video's prefix taken from an earlier question."""
+        if reuse is not None and self.same_tokens_for_every_question:
+            from .prefill.prefix import cache_before_last
+
+            prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack)
+            cache = cache_before_last(model, prompt, reuse)
+            if cache is not None:
+                return _handover(model, prompt, cache)
         return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
                                   deepstack=plan.deepstack)
+
+
+def _handover(model: VideoModel, prompt: PromptTensors, cache: Any) -> dict[str, Any]:
+    """Keyword arguments for `generate` to go on from `cache`, which holds `prompt` but its last token."""
+    import torch
+
+    from .models.decoder import cache_argument
+
+    return {
+        "input_ids": prompt.input_ids,
+        "attention_mask": torch.ones_like(prompt.input_ids),
+        "position_ids": prompt.position_ids,
+        **cache_argument(type(model.model).forward, cache),
+    }
 
 
 def stacked_features(encoded: EncodedVideo) -> torch.Tensor:
@@ -137,6 +164,7 @@ def _plan(
 class NoCompression(Strategy):
     method = Method.none
     compresses = False
+    same_tokens_for_every_question = True
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
         import torch
@@ -153,6 +181,7 @@ class VisionZip(Strategy):
     """Frame budgets from `weights` (uniform here), VisionZip within each frame."""
 
     method = Method.visionzip
+    same_tokens_for_every_question = True
 
     def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
         from .budget import uniform_weights
@@ -179,6 +208,7 @@ class DyToK(VisionZip):
 
     method = Method.dytok
     separate_prior_pass = True
+    same_tokens_for_every_question = False  # which tokens a frame keeps depends on the question
 
     def prior_layers(
         self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
@@ -189,7 +219,7 @@ class DyToK(VisionZip):
         from .prefill.prior_pass import keyframe_prior
 
         context.stage("Computing the keyframe prior")
-        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers)
+        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers, reuse=context.reuse)
 
 
 class DyToKFastV(Strategy):
@@ -223,7 +253,9 @@ class DyToKFastV(Strategy):
         encoded = visual.encoded
         context.stage(f"Prefilling to layer {context.prune_layer}")
         started = time.perf_counter()
-        probe = single_pass.run_to_prune_layer(context.model, encoded, question, context.prune_layer, context.prior_layers)
+        probe = single_pass.run_to_prune_layer(
+            context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse
+        )
         weights = combine_layers([probe.scores[layer] for layer in context.prior_layers]).cpu()
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
@@ -234,20 +266,11 @@ class DyToKFastV(Strategy):
         timings["prefill_s"] = time.perf_counter() - started
         return _plan(visual, question, weights, budgets, selections, timings, prefill=prefill)
 
-    def generation_inputs(self, model: VideoModel, plan: Plan) -> dict[str, Any]:
-        import torch
-
-        from .models.decoder import cache_argument
+    def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
+        # Its prefix was reused, if at all, up to the prune layer in `plan`.
         from .prefill import single_pass
 
-        cache = single_pass.finish(model, plan.prefill)
-        prompt = plan.prefill.prompt
-        return {
-            "input_ids": prompt.input_ids,
-            "attention_mask": torch.ones_like(prompt.input_ids),
-            "position_ids": prompt.position_ids,
-            **cache_argument(type(model.model).forward, cache),
-        }
+        return _handover(model, plan.prefill.prompt, single_pass.finish(model, plan.prefill))
 
 
 _STRATEGIES: dict[Method, Strategy] = {

@@ -22,7 +22,8 @@ from .errors import InputError, ModelError
 from .layers import resolve_prune_layer
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model
-from .types import Answer, Frames, Plan, Visual
+from .prefill.prefix import PrefixReuse
+from .types import Answer, EncodedVideo, Frames, Plan, Visual
 from .video import read_video_bounded
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
@@ -70,6 +71,8 @@ class Pipeline:
     ):
         self.settings = settings
         self.cache = cache
+        # The prompt prefix of the video whose questions are being asked, with that video's encoding.
+        self._prefix: tuple[EncodedVideo, PrefixReuse] | None = None
         if model is not None:
             self.model = model
         if prior is not None:
@@ -177,9 +180,26 @@ class Pipeline:
             identity["prior_dtype"] = str(self.prior.model.dtype)
         return identity
 
+    def _prefix_reuse(self, encoded: EncodedVideo) -> PrefixReuse | None:
+        """What is kept of the prompt prefix of the video `encoded` came from, for its questions; a video
+        asked about for the first time (or again after another) starts with nothing kept."""
+        if not self.settings.prefix_cache:
+            return None
+        if self._prefix is None or self._prefix[0] is not encoded:
+            self._prefix = None  # the last video's, freed before this one's is computed
+            self._prefix = (encoded, PrefixReuse())
+        return self._prefix[1]
+
+    def release(self) -> None:
+        """Free the prompt prefix kept for the current video's later questions (its questions are done)."""
+        self._prefix = None
+
     def plan(self, video: str | Path | Visual, question: str, on_stage: StageCallback | None = None) -> Plan:
         """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
+        reuse = self._prefix_reuse(visual.encoded)
+        if reuse is not None:
+            reuse.reused = 0
         context = PlanContext(
             model=self.model,
             prior=self.prior,
@@ -187,8 +207,11 @@ class Pipeline:
             prior_layers=self.prior_layers,
             prune_layer=self.prune_layer,
             stage=on_stage or (lambda message: None),
+            reuse=reuse,
         )
-        return self.strategy.plan(context, visual, question, visual.take_timings())
+        plan = self.strategy.plan(context, visual, question, visual.take_timings())
+        plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
+        return plan
 
     def answer(
         self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
@@ -208,7 +231,13 @@ class Pipeline:
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
         started = time.perf_counter()
-        inputs = self.strategy.generation_inputs(self.model, plan)
+        reuse = self._prefix_reuse(plan.encoded)
+        if reuse is not None:
+            reuse.reused = 0
+        inputs = self.strategy.generation_inputs(self.model, plan, reuse)
+        if reuse is not None:
+            # A method reuses its prefix in the plan or here, never in both.
+            plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
         with torch.inference_mode():
             token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
         finished = time.perf_counter()

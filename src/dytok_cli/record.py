@@ -25,6 +25,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "frames": [],
         "visual_tokens": None,
         "tokens_per_frame": None,
+        "reused_prefix_tokens": None,  # prompt tokens an earlier question about the video ran (prefix reuse)
         "timings": None,
         "error": None,
     }
@@ -56,6 +57,7 @@ def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict
         frames=frames,
         visual_tokens={"full": plan.encoded.num_frames * per_frame, "kept": plan.kept_tokens},
         tokens_per_frame=per_frame,
+        reused_prefix_tokens=plan.reused_prefix_tokens,
         timings={key: round(plan.timings.get(key, 0.0), 4) for key in TIMING_KEYS},
     )
     return record

@@ -251,11 +251,13 @@ _BENCH_COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "decode_tok_s": ("decode\ntok/s", lambda r: f"{r['decode_tok_s']:.1f}"),
     "total_s": ("total\ns", lambda r: f"{r['total_s']:.2f}"),
     "next_question_s": ("next q\ns", lambda r: f"{r['next_question_s']:.2f}"),
+    "next_question_recomputed_s": ("next q\nno reuse s", lambda r: _seconds(r["next_question_recomputed_s"])),
     "kv_cache_bytes": ("KV\ncache", lambda r: _size(r["kv_cache_bytes"])),
     "peak_rss_bytes": ("peak\nRSS", lambda r: _size(r["peak_rss_bytes"])),
     "speedup_prefill": ("prefill\n×", lambda r: _speedup(r["speedup_prefill"])),
     "speedup_total": ("total\n×", lambda r: _speedup(r["speedup_total"])),
     "speedup_next_question": ("next q\n×", lambda r: _speedup(r["speedup_next_question"])),
+    "speedup_prefix_reuse": ("reuse\n×", lambda r: _speedup(r["speedup_prefix_reuse"])),
     "prior_share": ("prior\nshare", lambda r: f"{r['prior_share']:.0%}"),
 }
 # What a first and a later question cost, and the speed-ups: nine columns fit in 80.
@@ -266,6 +268,10 @@ BENCH_DEFAULT_COLUMNS = (
 
 
 def _speedup(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _seconds(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
@@ -282,7 +288,10 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
     table = Table(
         title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
         caption=f"{report['machine']}; medians; speed-ups (×) against ratio 1 in this run; next q: a later "
-        "question on the same video, decoding and vision reused" + ("" if wide else "; --wide or --json for all measures"),
+        "question on the same video, decoding and vision reused"
+        + (", and the prompt prefix's LLM work (--no-prefix-cache to recompute it)" if report["prefix_cache"]
+           else "; the prompt prefix recomputed (--no-prefix-cache)")
+        + ("" if wide else "; --wide or --json for all measures"),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,

@@ -126,6 +126,21 @@ class PromptTensors:
 
 
 @dataclass
+class Prefix:
+    """The head of a prompt that is the same for every question about one video (DESIGN §2.6), run once
+    through decoder layers 0.. and kept for the video's later questions (`prefill/prefix.py`)."""
+
+    layers: range  # the layers it ran through, from 0
+    prompt: PromptTensors  # its tokens: a later prompt reuses it only if it begins with exactly these
+    past: Any  # what `layers` hold after it, as `Decoder.resume` takes it
+    hidden: torch.Tensor | None  # (1, P, D) the last of `layers`' output, when a caller goes on from it
+
+    @property
+    def length(self) -> int:
+        return self.prompt.length
+
+
+@dataclass
 class PrunedPrefill:
     """A single-pass prefill stopped after layer K and pruned there: what the later layers and
     decoding need (dytok-fastv)."""
@@ -171,6 +186,9 @@ class Plan:
     prefill: PrunedPrefill | None = None
     # (N, D) each: the DeepStack features of the `visual_tokens` rows, for families that have them.
     deepstack: tuple[torch.Tensor, ...] = ()
+    # Prompt tokens whose work through the layers the method reuses an earlier question about the same
+    # video did (prefix reuse, DESIGN §2.6); set by the pipeline.
+    reused_prefix_tokens: int = 0
 
     @property
     def kept_tokens(self) -> int:

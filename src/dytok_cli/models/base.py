@@ -152,31 +152,40 @@ class VideoModel:
         length = inputs["input_ids"].shape[1]
         return torch.arange(length, device=self.device)[None]
 
-    def prompt_tensors(self, question: str, video: EncodedVideo) -> PromptTensors:
-        """The uncompressed prompt for a forward pass of our own through the decoder layers."""
-        tokens = video.all_tokens()
-        inputs = self.build_inputs(question, tokens, video=video)
+    def prompt_tensors(
+        self,
+        question: str,
+        video: EncodedVideo,
+        visual_tokens: torch.Tensor | None = None,
+        kept_index: torch.Tensor | None = None,
+        deepstack: tuple[torch.Tensor, ...] = (),
+    ) -> PromptTensors:
+        """The prompt for a walk of our own through the decoder layers: with every visual token of
+        `video`, or with the `visual_tokens` (N, D) that `kept_index` (N,) picks from it, frames' first
+        and extra tokens last, and those frame tokens' DeepStack rows `deepstack` (as `Plan` holds them)."""
+        frame_tokens = video.num_frames * video.tokens_per_frame
+        if visual_tokens is None:
+            visual_tokens, kept_index = video.all_tokens(), None
+            deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
+        else:
+            frame_tokens = int((kept_index < frame_tokens).sum())
+        inputs = self.build_inputs(question, visual_tokens, kept_index, video=video, deepstack=deepstack or None)
         visual = self.video_positions(inputs)
         embeddings = self.model.get_input_embeddings()(inputs["input_ids"])
-        embeddings[0, visual] = tokens.to(embeddings)
-        extra = video.extra.shape[0]  # the tokens after the frames carry no DeepStack features: add nothing
+        embeddings[0, visual] = visual_tokens.to(embeddings)
+        extra = visual_tokens.shape[0] - frame_tokens  # the tokens after the frames carry no DeepStack features: add nothing
         return PromptTensors(
             input_ids=inputs["input_ids"],
             embeddings=embeddings,
             position_ids=self.sequence_positions(inputs),
             visual_positions=visual,
-            frame_positions=visual[: video.num_frames * video.tokens_per_frame],
-            deepstack=tuple(torch.cat([layer.flatten(0, 1), layer.new_zeros(extra, layer.shape[-1])])
-                            for layer in video.deepstack),
+            frame_positions=visual[:frame_tokens],
+            deepstack=tuple(torch.cat([layer, layer.new_zeros(extra, layer.shape[-1])]) for layer in deepstack),
         )
 
     def video_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Sequence positions (N,) of the video placeholders in `inputs`."""
         return (inputs["input_ids"][0] == self.video_token_id()).nonzero()[:, 0]
-
-    def prefill(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """One forward pass over the prompt; returns the logits at its last position (1, V)."""
-        return self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
 
     def generate(
         self,

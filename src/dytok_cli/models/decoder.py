@@ -29,7 +29,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from ..types import PromptTensors
+from ..types import Prefix, PromptTensors
 
 
 @memoise
@@ -93,11 +93,26 @@ class Decoder:
                 hidden[:, visual] = hidden[:, visual] + deepstack[index].to(hidden)
         return hidden
 
-    def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
-        """Run the whole of `prompt` through `layers` from an empty cache: their output (1, S, D), and
-        the state of those layers that `kept_cache` takes."""
-        cache = self.new_cache()
-        return self.run(prompt.embeddings, prompt, cache, layers), cache
+    def prefill(self, prompt: PromptTensors, layers: range, head: Prefix | None = None) -> tuple[torch.Tensor, Any]:
+        """Run `prompt` through `layers`, from an empty cache or after `head` (its first tokens, run
+        through the same layers for an earlier question: prefix reuse). Returns their output (1, S, D)
+        and the state of those layers that `kept_cache` takes."""
+        cache, start = self.start(head)
+        hidden = self.run(prompt.embeddings[:, start:], prompt.rows(start, prompt.length), cache, layers)
+        return self._joined(head, hidden), cache
+
+    def start(self, head: Prefix | None) -> tuple[DynamicCache, int]:
+        """A cache to run a prompt in, holding `head`'s tokens if given, and where the prompt goes on."""
+        return (self.resume(head.past), head.length) if head is not None else (self.new_cache(), 0)
+
+    @staticmethod
+    def _joined(head: Prefix | None, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head.hidden, hidden], dim=1) if head is not None else hidden
+
+    def snapshot(self, cache: DynamicCache, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """What `cache` holds at `layers`, as `resume` takes it; `cache` may go on without changing it."""
+        # A key/value layer grows by concatenation, never in place, so its tensors can be shared.
+        return [(cache.layers[i].keys, cache.layers[i].values) for i in layers]
 
     def kept_cache(self, state: DynamicCache, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of `layers` at sequence positions `keep` (S_kept,), ascending and without
@@ -137,16 +152,25 @@ class HybridDecoder(Decoder):
     def _linear(self, layers: range) -> list[int]:
         return [i for i in layers if self.layer_types[i] == "linear_attention"]
 
-    def prefill(self, prompt: PromptTensors, layers: range) -> tuple[torch.Tensor, Any]:
-        cache = self.new_cache()
+    def prefill(self, prompt: PromptTensors, layers: range, head: Prefix | None = None) -> tuple[torch.Tensor, Any]:
+        cache, start = self.start(head)
         last = prompt.length - 1
-        head = self.run(prompt.embeddings[:, :last], prompt.rows(0, last), cache, layers)
+        body = self.run(prompt.embeddings[:, start:last], prompt.rows(start, last), cache, layers)
         before_last = {
             i: (cache.layers[i].conv_states[0].clone(), cache.layers[i].recurrent_states[0].clone())
             for i in self._linear(layers)
         }
         tail = self.run(prompt.embeddings[:, last:], prompt.rows(last, last + 1), cache, layers)
-        return torch.cat([head, tail], dim=1), (cache, before_last)
+        return self._joined(head, torch.cat([body, tail], dim=1)), (cache, before_last)
+
+    def snapshot(self, cache: DynamicCache, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # A linear layer's states are updated in place: copies, so the cache may go on.
+        linear = set(self._linear(layers))
+        return [
+            (cache.layers[i].conv_states[0].clone(), cache.layers[i].recurrent_states[0].clone())
+            if i in linear else (cache.layers[i].keys, cache.layers[i].values)
+            for i in layers
+        ]
 
     def kept_cache(self, state: Any, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer of `layers`: the keys and values at `keep` of an attention layer, or the (convolution,

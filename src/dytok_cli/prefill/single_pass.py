@@ -33,6 +33,7 @@ from ..attention import watch_attention
 from ..models.base import VideoModel
 from ..prior import frame_weights_from_qk, last_query_attention
 from ..types import EncodedVideo, PromptTensors, PrunedPrefill
+from .prefix import PrefixReuse
 
 
 @dataclass
@@ -48,9 +49,15 @@ class Probe:
 
 
 def run_to_prune_layer(
-    model: VideoModel, video: EncodedVideo, question: str, prune_layer: int, prior_layers: tuple[int, ...]
+    model: VideoModel,
+    video: EncodedVideo,
+    question: str,
+    prune_layer: int,
+    prior_layers: tuple[int, ...],
+    reuse: PrefixReuse | None = None,
 ) -> Probe:
-    """Run the prompt with every visual token of `video` through layers 0..`prune_layer`."""
+    """Run the prompt with every visual token of `video` through layers 0..`prune_layer`; with `reuse`,
+    only the question's own tokens, after the video's prefix (run once, for its first question)."""
     if not prior_layers or max(prior_layers) > prune_layer:
         raise ValueError(f"prior layers must lie within 0-{prune_layer} (the prune layer)")
     prompt = model.prompt_tensors(question, video)
@@ -72,10 +79,12 @@ def run_to_prune_layer(
         return callback
 
     decoder = model.decoder()
+    layers = range(prune_layer + 1)
+    head = reuse.head(decoder, prompt, layers, keep_hidden=True) if reuse is not None else None
     modules = model.text_attention_modules()
     callbacks = {modules[layer]: watch(layer) for layer in {*prior_layers, prune_layer}}
     with torch.inference_mode(), watch_attention(model.model, model.text_sub_config, callbacks):
-        hidden, cache = decoder.prefill(prompt, range(prune_layer + 1))
+        hidden, cache = decoder.prefill(prompt, layers, head)
     attention = captured["attention"].view(video.num_frames, video.tokens_per_frame)
     return Probe(prune_layer, prompt, hidden, cache, scores, attention)
 
