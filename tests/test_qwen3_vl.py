@@ -9,9 +9,6 @@ visual positions after its layers 0 and 1.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from contextlib import contextmanager
 
 import numpy as np
@@ -239,19 +236,10 @@ def test_random_weight_prompt_has_a_timestamp_before_each_patch(family, clip):
     assert all(t == timestamps[0] and config.video_token_id not in t for t in timestamps)
 
 
-DYTOK = shutil.which("dytok")
-
-
-@pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
-def test_cli_json_record_has_one_frame_per_temporal_patch_timed_by_the_decoder(build_family, clip):
+def test_cli_json_record_has_one_frame_per_temporal_patch_timed_by_the_decoder(dytok_here, build_family, clip):
     tiny_qwen3_vl_dir = build_family("qwen3_vl")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    environment.pop("DYTOK_MODEL", None)
-    result = subprocess.run(
-        [DYTOK, "ask", str(clip), "is there a dog?", "--model", str(tiny_qwen3_vl_dir), "--frames", "6",
-         "--ratio", "0.5", "--max-new-tokens", "4", "--method", "visionzip", "--json"],
-        capture_output=True, text=True, env=environment, timeout=120, stdin=subprocess.DEVNULL,
-    )
+    result = dytok_here("ask", str(clip), "is there a dog?", "--model", str(tiny_qwen3_vl_dir), "--frames", "6",
+                        "--ratio", "0.5", "--max-new-tokens", "4", "--method", "visionzip", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     sampled = Pipeline(settings(tiny_qwen3_vl_dir)).read(clip)
