@@ -1,5 +1,5 @@
 """The `dytok` command end to end, as a user or a shell pipeline runs it: the installed script in a
-fresh process where the process itself is checked (a silent stderr, a terminal, signals, help),
+fresh process where the process itself is checked (a silent stderr, a terminal, signals, exit status),
 `cli.main` in this process (`dytok_here`) for what a command prints and exits with."""
 
 from __future__ import annotations
@@ -202,18 +202,18 @@ def test_help_and_no_arguments():
     assert result.returncode == 2 and "Usage" in result.stderr
 
 
-def test_help_reads_plainly():
-    overview = run("-h")
-    assert overview.returncode == 0 and overview.stdout == run("--help").stdout
+def test_help_reads_plainly(dytok_here):
+    overview = dytok_here("-h")
+    assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
     assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
     for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA")]:
-        text = run(command, "-h").stdout
+        text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
             assert internal not in text, (command, internal)
-    words = " ".join(run("ask", "-h").stdout.split())
+    words = " ".join(dytok_here("ask", "-h").stdout.split())
     assert "the deepest third of the prior model's (dytok); every layer up to" in words  # --prior-layers per method
 
 
