@@ -12,24 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from clips import write_clip  # noqa: E402
-from tiny_models import build_llava_onevision  # noqa: E402
-
-
-def timed(command: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    return time.perf_counter() - started, result.stdout
+from workload import dytok_script, timed, workload
 
 
 def main() -> None:
@@ -37,14 +21,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8)
     args = parser.parse_args()
-    dytok = shutil.which("dytok")
-    if dytok is None:
-        sys.exit("install the package first: python -m pip install -e .")
+    dytok = dytok_script()
 
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        model = build_llava_onevision(root / "model", image_size=384, patch_size=14, text_layers=8, hidden=256, heads=4)
-        clips = [str(write_clip(root / f"clip{i}.mp4", n_frames=60, size=(320, 240), fps=15.0)) for i in range(args.videos)]
+    with workload(args.videos) as (_, model, paths):
+        clips = [str(path) for path in paths]
         common = ["--model", str(model), "--frames", str(args.frames), "--max-new-tokens", "16", "--jsonl"]
 
         separate = sum(timed([dytok, "ask", clip, "-q", "what happens?", *common])[0] for clip in clips)

@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from clips import write_clip  # noqa: E402
-from tiny_models import build_llava_onevision  # noqa: E402
+from workload import dytok_script, timed, workload
 
 METHODS = ("none", "visionzip", "dytok", "dytok-fastv")
 
@@ -34,27 +24,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--ratios", default="0.5,0.25")
     args = parser.parse_args()
-    dytok = shutil.which("dytok")
-    if dytok is None:
-        sys.exit("install the package first: python -m pip install -e .")
+    dytok = dytok_script()
 
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        model = build_llava_onevision(root / "model", image_size=384, patch_size=14, text_layers=8, hidden=256, heads=4)
-        items = []
-        for video in range(args.videos):
-            write_clip(root / f"clip{video}.mp4", n_frames=60, size=(320, 240), fps=15.0)
-            for question in range(args.questions):
-                items.append({"id": f"{video}-{question}", "video": f"clip{video}.mp4", "question": f"what happens {question}?",
-                              "options": ["a dog runs", "a cat sits", "the sky is blue", "a man opens the door"], "answer": "A"})
+    with workload(args.videos) as (root, model, clips):
+        items = [
+            {"id": f"{video}-{question}", "video": clip.name, "question": f"what happens {question}?",
+             "options": ["a dog runs", "a cat sits", "the sky is blue", "a man opens the door"], "answer": "A"}
+            for video, clip in enumerate(clips) for question in range(args.questions)
+        ]
         data = root / "items.jsonl"
         data.write_text("".join(json.dumps(item) + "\n" for item in items))
         command = [dytok, "eval", str(data), "--output", str(root / "run"), "--model", str(model), "--frames", str(args.frames),
                    "--ratios", args.ratios, *(part for method in METHODS for part in ("--method", method)), "--json"]
-        started = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        wall = time.perf_counter() - started
-        summary = json.loads(result.stdout)
+        wall, output = timed(command)
+        summary = json.loads(output)
         records = [json.loads(line) for line in (root / "run" / "predictions.jsonl").read_text().splitlines()]
 
     per_item = {}

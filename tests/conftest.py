@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,3 +91,24 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clips import write_clip
 
     return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", n_frames=24, size=(64, 48), fps=8.0)
+
+
+@pytest.fixture
+def dytok_here(capfd, monkeypatch):
+    """dytok_here(*args, env=None) -> the `CompletedProcess` of `dytok args` run by `cli.main` in this
+    process, as the script is run (no stdin, NO_COLOR, no DYTOK_MODEL): for what a command says and
+    exits with; the installed script in a fresh process is for what only a process shows (a silent
+    stderr, a terminal, signals), as it costs the imports every time."""
+    from dytok_cli import cli
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        monkeypatch.delenv("DYTOK_MODEL", raising=False)
+        for name, value in {"NO_COLOR": "1", **(env or {})}.items():
+            monkeypatch.setenv(name, value)
+        capfd.readouterr()
+        status = cli.main(list(args))
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["dytok", *args], status, out, err)
+
+    return run

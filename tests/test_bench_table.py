@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import pytest
 
@@ -59,24 +56,16 @@ def test_wide_table_shows_every_measure_uncut(monkeypatch, capsys, columns):
         assert cell in text
 
 
-def dytok(*args: str) -> subprocess.CompletedProcess:
-    executable = shutil.which("dytok")
-    if executable is None:
-        pytest.skip("the dytok script is not installed")
-    return subprocess.run([executable, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"})
-
-
-def test_wide_with_json_is_refused(clip):
-    result = dytok("bench", str(clip), "--wide", "--json")
+def test_wide_with_json_is_refused(dytok_here, clip):
+    result = dytok_here("bench", str(clip), "--wide", "--json")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--wide" in result.stderr
 
 
 @pytest.mark.parametrize("dtype, prefix_cache", [("float32", "--prefix-cache"), ("bfloat16", "--no-prefix-cache")])
-def test_bench_report_says_the_dtype_and_whether_the_prefix_was_reused(tiny_llava_dir, clip, dtype, prefix_cache):
-    result = dytok("bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.5",
-                   "--frames", "2", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "2", "--dtype", dtype,
-                   prefix_cache, "--json")
+def test_bench_report_says_the_dtype_and_whether_the_prefix_was_reused(dytok_here, tiny_llava_dir, clip, dtype, prefix_cache):
+    result = dytok_here("bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.5",
+                        "--frames", "2", "--repeat", "1", "--warmup", "0", "--max-new-tokens", "2", "--dtype", dtype,
+                        prefix_cache, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["dtype"] == dtype and report["prefix_cache"] is (prefix_cache == "--prefix-cache")

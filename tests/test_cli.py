@@ -1,4 +1,6 @@
-"""The installed `dytok` script end to end, as a user or a shell pipeline runs it."""
+"""The `dytok` command end to end, as a user or a shell pipeline runs it: the installed script in a
+fresh process where the process itself is checked (a silent stderr, a terminal, signals, exit status),
+`cli.main` in this process (`dytok_here`) for what a command prints and exits with."""
 
 from __future__ import annotations
 
@@ -46,9 +48,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
     assert result.stdout == ""
 
 
-def test_answer_on_stdout_and_nothing_else(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "what happens in the video?", "--model", str(tiny_llava_dir), "--frames", "6",
-                 "--max-new-tokens", "8")
+def answer_args(model_dir: Path, clip: Path) -> list[str]:
+    return ["ask", str(clip), "what happens in the video?", "--model", str(model_dir), "--frames", "6", "--max-new-tokens", "8"]
+
+
+@pytest.fixture(scope="module")
+def piped_answer(tiny_llava_dir, clip) -> subprocess.CompletedProcess:
+    """`dytok ask` with its answer read through a pipe, as a shell script reads it."""
+    return run(*answer_args(tiny_llava_dir, clip))
+
+
+def test_answer_on_stdout_and_nothing_else(piped_answer):
+    result = piped_answer
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no progress animation or library noise when stderr is not a terminal
     assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1
@@ -79,9 +90,9 @@ def test_json_record(tiny_llava_dir, clip):
     assert timestamps == sorted(timestamps) and timestamps[0] == 0.0
 
 
-def test_method_none_record_has_full_budgets(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "4", "--method", "none",
-                 "--max-new-tokens", "4", "--json")
+def test_method_none_record_has_full_budgets(dytok_here, tiny_llava_dir, clip):
+    result = dytok_here("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "4", "--method", "none",
+                        "--max-new-tokens", "4", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["question"] == "Describe this video." and record["prior_model"] is None
@@ -110,15 +121,15 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "not a video", "empty", "truncated", "audio-only"])
-def test_bad_video_is_one_line_exit_2(bad_inputs, tiny_llava_dir, kind):
+def test_bad_video_is_one_line_exit_2(dytok_here, bad_inputs, tiny_llava_dir, kind):
     path = bad_inputs[kind]
-    result = run("ask", str(path), "what?", "--model", str(tiny_llava_dir))
+    result = dytok_here("ask", str(path), "what?", "--model", str(tiny_llava_dir))
     assert_one_line_error(result, 2, str(path))
 
 
-def test_bad_video_with_json_still_yields_a_record(bad_inputs, tiny_llava_dir):
+def test_bad_video_with_json_still_yields_a_record(dytok_here, bad_inputs, tiny_llava_dir):
     path = bad_inputs["not a video"]
-    result = run("ask", str(path), "what?", "--model", str(tiny_llava_dir), "--json")
+    result = dytok_here("ask", str(path), "what?", "--model", str(tiny_llava_dir), "--json")
     assert result.returncode == 2
     record = json.loads(result.stdout)
     assert set(record) == RECORD_KEYS and record["answer"] is None and record["dtype"] is None
@@ -147,12 +158,12 @@ def test_bad_video_with_json_still_yields_a_record(bad_inputs, tiny_llava_dir):
         (["-0"], "-0/--null only applies to paths read from stdin (-)"),
     ],
 )
-def test_bad_flags_are_usage_errors(clip, args, fragment):
-    assert_one_line_error(run("ask", str(clip), "what?", *args), 2, fragment)
+def test_bad_flags_are_usage_errors(dytok_here, clip, args, fragment):
+    assert_one_line_error(dytok_here("ask", str(clip), "what?", *args), 2, fragment)
 
 
-def test_a_bad_method_names_the_valid_ones_plainly(clip):
-    assert_one_line_error(run("ask", str(clip), "--method", "magic"), 2,
+def test_a_bad_method_names_the_valid_ones_plainly(dytok_here, clip):
+    assert_one_line_error(dytok_here("ask", str(clip), "--method", "magic"), 2,
                           "'magic' is not one of 'dytok', 'visionzip', 'dytok-fastv', 'none'")
 
 
@@ -160,27 +171,27 @@ def test_a_bad_method_names_the_valid_ones_plainly(clip):
     (["-q", "a", "what happens?"], "'what happens?' is not a video file, a directory or -; with -q"),
     (["what", "happens"], "'what' is not a video file, a directory or -; quote the question"),
 ])
-def test_a_misplaced_question_is_a_usage_error_before_any_model_loads(clip, arguments, fragment):
+def test_a_misplaced_question_is_a_usage_error_before_any_model_loads(dytok_here, clip, arguments, fragment):
     # The model named does not exist: reaching it would fail differently, and much later.
-    assert_one_line_error(run("ask", str(clip), *arguments, "--model", "./no/such/model"), 2, fragment)
+    assert_one_line_error(dytok_here("ask", str(clip), *arguments, "--model", "./no/such/model"), 2, fragment)
 
 
-def test_prior_layers_beyond_the_model(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--method", "dytok", "--prior-layers", "2-9")
+def test_prior_layers_beyond_the_model(dytok_here, tiny_llava_dir, clip):
+    result = dytok_here("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--method", "dytok", "--prior-layers", "2-9")
     assert_one_line_error(result, 2, "--prior-layers", "0-3")
 
 
 @pytest.mark.parametrize("model", ["./no/such/model/dir", "nobody-here/no-such-model"])
-def test_unknown_model(clip, model):
-    result = run("ask", str(clip), "--model", model, "--frames", "2")
+def test_unknown_model(dytok_here, clip, model):
+    result = dytok_here("ask", str(clip), "--model", model, "--frames", "2")
     assert_one_line_error(result, 2, model, "--model PATH", "HF_HUB_OFFLINE")
 
 
-def test_model_of_an_unsupported_family(tmp_path, clip):
+def test_model_of_an_unsupported_family(dytok_here, tmp_path, clip):
     from transformers import Qwen2Config
 
     Qwen2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1).save_pretrained(tmp_path)
-    result = run("ask", str(clip), "--model", str(tmp_path), "--frames", "2")
+    result = dytok_here("ask", str(clip), "--model", str(tmp_path), "--frames", "2")
     assert_one_line_error(result, 2, "qwen2", "llava_onevision")
 
 
@@ -191,18 +202,18 @@ def test_help_and_no_arguments():
     assert result.returncode == 2 and "Usage" in result.stderr
 
 
-def test_help_reads_plainly():
-    overview = run("-h")
-    assert overview.returncode == 0 and overview.stdout == run("--help").stdout
+def test_help_reads_plainly(dytok_here):
+    overview = dytok_here("-h")
+    assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
     assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
     for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA")]:
-        text = run(command, "-h").stdout
+        text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
             assert internal not in text, (command, internal)
-    words = " ".join(run("ask", "-h").stdout.split())
+    words = " ".join(dytok_here("ask", "-h").stdout.split())
     assert "the deepest third of the prior model's (dytok); every layer up to" in words  # --prior-layers per method
 
 
@@ -226,12 +237,11 @@ def test_interrupt_exits_130_without_traceback(tiny_llava_dir, clip):
     assert "Traceback" not in stderr and stderr.strip().splitlines() == ["dytok: error: interrupted"]
 
 
-def test_answer_streams_to_a_terminal(tiny_llava_dir, clip):
+def test_answer_streams_to_a_terminal(piped_answer, tiny_llava_dir, clip):
     import pty
 
-    args = ["ask", str(clip), "what happens in the video?", "--model", str(tiny_llava_dir), "--frames", "6",
-            "--max-new-tokens", "8"]
-    expected = run(*args).stdout.strip()
+    args = answer_args(tiny_llava_dir, clip)
+    expected = piped_answer.stdout.strip()
     controller, terminal = pty.openpty()
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     process = subprocess.Popen([DYTOK, *args], stdout=terminal, stderr=subprocess.PIPE, env=environment,
@@ -251,10 +261,10 @@ def test_answer_streams_to_a_terminal(tiny_llava_dir, clip):
     assert received.decode().replace("\r\n", "\n").strip() == expected
 
 
-def test_single_pass_json_records_for_two_questions(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "-q", "what happens in the video?", "-q", "is there a dog?", "--model", str(tiny_llava_dir),
-                 "--method", "dytok-fastv", "--prune-layer", "1", "--ratio", "0.25", "--frames", "6",
-                 "--max-new-tokens", "4", "--json", timeout=300)
+def test_single_pass_json_records_for_two_questions(dytok_here, tiny_llava_dir, clip):
+    result = dytok_here("ask", str(clip), "-q", "what happens in the video?", "-q", "is there a dog?",
+                        "--model", str(tiny_llava_dir), "--method", "dytok-fastv", "--prune-layer", "1", "--ratio", "0.25",
+                        "--frames", "6", "--max-new-tokens", "4", "--json")
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     assert [r["question"] for r in records] == ["what happens in the video?", "is there a dog?"]
@@ -277,8 +287,8 @@ def test_single_pass_json_records_for_two_questions(tiny_llava_dir, clip):
     (["--method", "dytok", "--prior-layers", "0-2"], ["--prior-layers '0-2' holds no full-attention layer", "choose among 3, 7"]),
     (["--method", "dytok", "--prior-layers", "2-9"], ["--prior-layers '2-9' is outside the prior model's layers 0-7"]),
 ])
-def test_a_hybrids_bad_layer_choices_are_one_line_usage_errors(build_family, clip, args, fragments):
-    result = run("ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", *args)
+def test_a_hybrids_bad_layer_choices_are_one_line_usage_errors(dytok_here, build_family, clip, args, fragments):
+    result = dytok_here("ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", *args)
     assert_one_line_error(result, 2, *fragments)
 
 

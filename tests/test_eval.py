@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +18,6 @@ from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.errors import InputError
 from dytok_cli.eval import Item
 
-DYTOK = shutil.which("dytok")
 OPTIONS = ["a dog runs", "a cat sits", "the sky is blue", "a man opens the door"]
 PREDICTION_KEYS = {"id", "method", "ratio", "prediction", "answer", "correct", "error", "visual_tokens", "timings", "response"}
 
@@ -172,9 +168,7 @@ def test_json_array_items_are_reported_by_the_line_they_start_on(tmp_path):
     assert [loaded.answer for loaded in evaluation.load_items(data)] == ["B", "D"]
 
 
-def test_bad_items_are_reported_each_on_its_line_before_any_model_loads(tmp_path):
-    if DYTOK is None:
-        pytest.skip("the dytok script is not installed")
+def test_bad_items_are_reported_each_on_its_line_before_any_model_loads(dytok_here, tmp_path):
     good = ours("q1", "a.mp4")
     lines = [
         json.dumps(good),
@@ -189,10 +183,7 @@ def test_bad_items_are_reported_each_on_its_line_before_any_model_loads(tmp_path
     data = tmp_path / "items.jsonl"
     data.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out"
-    result = subprocess.run(
-        [DYTOK, "eval", str(data), "--output", str(output), "--model", str(tmp_path / "no-such-model")],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}, timeout=120,
-    )
+    result = dytok_here("eval", str(data), "--output", str(output), "--model", str(tmp_path / "no-such-model"))
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [

@@ -237,7 +237,7 @@ def test_failed_forced_export_keeps_the_old_one(inspected, tmp_path, monkeypatch
     assert os.listdir(tmp_path) == ["keyframes"]
 
 
-# --- the installed script -----------------------------------------------------------------------
+# --- the command: one run of the installed script, the others in this process ------------------
 
 DYTOK = shutil.which("dytok")
 needs_script = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
@@ -277,8 +277,8 @@ def cli_export(tiny_llava_dir, clip, tmp_path_factory) -> SimpleNamespace:
 
 
 @needs_script
-def test_cli_json_budgets_are_the_ones_ask_uses(cli_export, tiny_llava_dir, clip):
-    asked = run("ask", str(clip), *common_flags(tiny_llava_dir), "--max-new-tokens", "2", "--json")
+def test_cli_json_budgets_are_the_ones_ask_uses(dytok_here, cli_export, tiny_llava_dir, clip):
+    asked = dytok_here("ask", str(clip), *common_flags(tiny_llava_dir), "--max-new-tokens", "2", "--json")
     assert asked.returncode == 0, asked.stderr
     asked = json.loads(asked.stdout)
     record = cli_export.record
@@ -308,8 +308,8 @@ def test_cli_export_with_force_replaces_the_directory(cli_export):
 
 
 @needs_script
-def test_cli_table_matches_the_json_record(cli_export, tiny_llava_dir, clip):
-    result = run("inspect", str(clip), *common_flags(tiny_llava_dir), env={"COLUMNS": "80"})
+def test_cli_table_matches_the_json_record(dytok_here, cli_export, tiny_llava_dir, clip):
+    result = dytok_here("inspect", str(clip), *common_flags(tiny_llava_dir), env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     rows = table_rows(result.stdout)
     frames = cli_export.record["frames"]
@@ -319,18 +319,16 @@ def test_cli_table_matches_the_json_record(cli_export, tiny_llava_dir, clip):
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
 
-@needs_script
-def test_cli_refuses_a_non_empty_directory_before_any_work(tmp_path, clip):
+def test_cli_refuses_a_non_empty_directory_before_any_work(dytok_here, tmp_path, clip):
     target = tmp_path / "keyframes"
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
     before = snapshot(target)
-    result = run("inspect", str(clip), "--model", "./no/such/model", "--export-keyframes", str(target))
+    result = dytok_here("inspect", str(clip), "--model", "./no/such/model", "--export-keyframes", str(target))
     assert_one_line_error(result, str(target), "--force")
     assert snapshot(target) == before and os.listdir(tmp_path) == ["keyframes"]
 
 
-@needs_script
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -342,25 +340,23 @@ def test_cli_refuses_a_non_empty_directory_before_any_work(tmp_path, clip):
         (["when?", "-q", "what?"], "give the question once"),
     ],
 )
-def test_cli_bad_flag_combinations(clip, args, fragment):
-    assert_one_line_error(run("inspect", str(clip), *args), fragment)
+def test_cli_bad_flag_combinations(dytok_here, clip, args, fragment):
+    assert_one_line_error(dytok_here("inspect", str(clip), *args), fragment)
 
 
-@needs_script
-def test_cli_question_as_an_argument_is_the_question(tiny_llava_dir, clip):
+def test_cli_question_as_an_argument_is_the_question(dytok_here, tiny_llava_dir, clip):
     question = "is there a dog?"
-    positional, flagged = (run("inspect", str(clip), *where, *common_flags(tiny_llava_dir), "--json")
+    positional, flagged = (dytok_here("inspect", str(clip), *where, *common_flags(tiny_llava_dir), "--json")
                            for where in ([question], ["-q", question]))
     assert positional.returncode == 0, positional.stderr
     assert json.loads(positional.stdout)["question"] == question
     assert json.loads(positional.stdout)["frames"] == json.loads(flagged.stdout)["frames"]
 
 
-@needs_script
-def test_cli_unreadable_video(tmp_path, tiny_llava_dir):
+def test_cli_unreadable_video(dytok_here, tmp_path, tiny_llava_dir):
     path = tmp_path / "notes.mp4"
     path.write_text("this is not a video\n")
-    assert_one_line_error(run("inspect", str(path), "-q", "what?", "--model", str(tiny_llava_dir)), str(path))
+    assert_one_line_error(dytok_here("inspect", str(path), "-q", "what?", "--model", str(tiny_llava_dir)), str(path))
 
 
 def test_keyframe_names_sort_by_rank_and_show_time():

@@ -6,6 +6,7 @@ user's hub model takes, so every test exercises the real loading, processing and
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,6 +80,15 @@ def build_tokenizer(
     return tokenizer
 
 
+def _save_model(path: Path, model_class: type, config, tokenizer: PreTrainedTokenizerFast, seed: int) -> None:
+    """Initialise `model_class(config)` from `seed` and save it, generating up to the tokenizer's end token."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+
+
 def build_llava_onevision(
     path: Path,
     *,
@@ -125,11 +135,7 @@ def build_llava_onevision(
         vision_aspect_ratio="anyres_max_9",
         image_grid_pinpoints=[[image_size, image_size]],
     )
-    torch.manual_seed(seed)
-    model = LlavaOnevisionForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
+    _save_model(path, LlavaOnevisionForConditionalGeneration, config, tokenizer, seed)
 
     size = {"height": image_size, "width": image_size}
     processor = LlavaOnevisionProcessor(
@@ -222,11 +228,7 @@ def build_qwen2_5_vl(
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
+    _save_model(path, Qwen2_5_VLForConditionalGeneration, config, tokenizer, seed)
 
     size = {"shortest_edge": (patch_size * 2) ** 2, "longest_edge": max_pixels}
     shared = dict(size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=2)
@@ -263,21 +265,32 @@ QWEN3_VL_CHAT_TEMPLATE = (
 TIMESTAMP_WORDS = ("seconds", "<", ">", *"0123456789")
 
 
-def _build_qwen3_vl(
+def _build_qwen3_style(
     path: Path,
+    config_class: type,
+    model_class: type,
     *,
-    moe: bool,
     seed: int,
     text_layers: int,
     hidden: int,
     heads: int,
     kv_heads: int,
+    rotary: int,
     patch_size: int,
     vision_depth: int,
-    deepstack_layers: tuple[int, ...],
+    text_extra: dict,
+    vision_extra: dict,
 ) -> Path:
+    """Save a tiny model of Qwen3-VL's shape (its processors, prompts and vision tower, interleaved M-RoPE
+    over the first `rotary` dimensions of each head) with a family's own `text_extra` / `vision_extra`
+    config entries, and return `path`."""
     tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
     head_dim = hidden // heads
+    # Interleaved M-RoPE over the rotary // 2 frequencies, in Qwen3-VL's 24:20:20 proportion.
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
+            "mrope_section": _interleaved_mrope_section(rotary)}
+    if rotary != head_dim:
+        rope["partial_rotary_factor"] = rotary / head_dim
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden,
@@ -289,15 +302,10 @@ def _build_qwen3_vl(
         "max_position_embeddings": 4096,
         # Wide initial weights make attention peaked and greedy answers depend on the video.
         "initializer_range": INIT_RANGE,
-        # Interleaved M-RoPE over the head_dim // 2 frequencies, in Qwen3-VL's 24:20:20 proportion.
-        "rope_parameters": {
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
-            "mrope_section": _interleaved_mrope_section(head_dim),
-        },
+        "rope_parameters": rope,
         "pad_token_id": tokenizer.pad_token_id,
+        **text_extra,
     }
-    if moe:
-        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, decoder_sparse_step=1)
     vision = {
         "depth": vision_depth,
         "hidden_size": 32,
@@ -308,11 +316,9 @@ def _build_qwen3_vl(
         "temporal_patch_size": 2,
         "out_hidden_size": hidden,
         "num_position_embeddings": 64,  # an 8x8 learned grid, resampled to each video's grid
-        "deepstack_visual_indexes": list(deepstack_layers),
         "initializer_range": INIT_RANGE,
+        **vision_extra,
     }
-    config_class, model_class = (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe else (
-        Qwen3VLConfig, Qwen3VLForConditionalGeneration)
     config = config_class(
         text_config=text,
         vision_config=vision,
@@ -322,11 +328,7 @@ def _build_qwen3_vl(
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
+    _save_model(path, model_class, config, tokenizer, seed)
 
     # The clips' 64x48 frames keep their size (a multiple of patch * merge = 16): a 6x8 patch grid,
     # merged 2x2 into 3x4 = 12 tokens per temporal patch, whatever the frame count.
@@ -345,6 +347,7 @@ def _build_qwen3_vl(
 def build_qwen3_vl(
     path: Path,
     *,
+    moe: bool = False,
     seed: int = 0,
     text_layers: int = 4,
     hidden: int = 64,
@@ -354,32 +357,18 @@ def build_qwen3_vl(
     vision_depth: int = 3,
     deepstack_layers: tuple[int, ...] = (0, 1),
 ) -> Path:
-    """Save a tiny dense Qwen3-VL with its processor to `path` and return it.
+    """Save a tiny Qwen3-VL, dense or MoE (4 experts, 2 per token, in every decoder layer), with its
+    processor to `path` and return it.
 
     Its vision tower hands DeepStack features from blocks `deepstack_layers` to the decoder, which adds
     them to the visual positions after its first len(deepstack_layers) layers."""
-    return _build_qwen3_vl(
-        path, moe=False, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        patch_size=patch_size, vision_depth=vision_depth, deepstack_layers=deepstack_layers,
-    )
-
-
-def build_qwen3_vl_moe(
-    path: Path,
-    *,
-    seed: int = 0,
-    text_layers: int = 4,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    patch_size: int = 8,
-    vision_depth: int = 3,
-    deepstack_layers: tuple[int, ...] = (0, 1),
-) -> Path:
-    """Save a tiny Qwen3-VL-MoE (4 experts, 2 per token, in every decoder layer) with its processor."""
-    return _build_qwen3_vl(
-        path, moe=True, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        patch_size=patch_size, vision_depth=vision_depth, deepstack_layers=deepstack_layers,
+    experts = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, decoder_sparse_step=1)
+    classes = (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe else (
+        Qwen3VLConfig, Qwen3VLForConditionalGeneration)
+    return _build_qwen3_style(
+        path, *classes, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        rotary=hidden // heads, patch_size=patch_size, vision_depth=vision_depth, text_extra=experts if moe else {},
+        vision_extra={"deepstack_visual_indexes": list(deepstack_layers)},
     )
 
 
@@ -399,115 +388,38 @@ def _qwen3_5_layer_types(layers: int) -> list[str]:
     return types
 
 
-def _build_qwen3_5(
-    path: Path, *, moe: bool, seed: int, text_layers: int, hidden: int, heads: int, kv_heads: int, patch_size: int,
-    vision_depth: int,
+def build_qwen3_5(
+    path: Path,
+    *,
+    moe: bool = False,
+    seed: int = 0,
+    text_layers: int = 8,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    patch_size: int = 8,
+    vision_depth: int = 2,
 ) -> Path:
-    tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
-    head_dim = hidden // heads
-    rotary = head_dim // 2  # Qwen3.5 rotates a part of each head (a quarter in the checkpoints; half here)
+    """Save a tiny Qwen3.5, dense or MoE (4 experts, 2 per token, and a shared expert), with Qwen3-VL's
+    processors to `path` and return it. Its hybrid decoder has full attention at layers 3 and 7 and
+    Gated DeltaNet linear attention in the others; its vision tower has no DeepStack."""
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": hidden * 2,
-        "num_hidden_layers": text_layers,
         "layer_types": _qwen3_5_layer_types(text_layers),
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
         # Gated DeltaNet: 2 query/key heads shared by 4 value heads, as the checkpoints share 16 among 32.
         "linear_num_key_heads": 2,
         "linear_num_value_heads": 4,
         "linear_key_head_dim": 8,
         "linear_value_head_dim": 8,
         "linear_conv_kernel_dim": 4,
-        "max_position_embeddings": 4096,
-        # Wide initial weights make attention peaked and greedy answers depend on the video.
-        "initializer_range": INIT_RANGE,
-        "rope_parameters": {
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True, "partial_rotary_factor": rotary / head_dim,
-            "mrope_section": _interleaved_mrope_section(rotary),
-        },
-        "pad_token_id": tokenizer.pad_token_id,
     }
     if moe:
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, shared_expert_intermediate_size=hidden)
-    vision = {
-        "depth": vision_depth,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 4,
-        "patch_size": patch_size,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "out_hidden_size": hidden,
-        "num_position_embeddings": 64,  # an 8x8 learned grid, resampled to each video's grid
-        "initializer_range": INIT_RANGE,
-    }
-    config_class, model_class = (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (
+    classes = (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (
         Qwen3_5Config, Qwen3_5ForConditionalGeneration)
-    config = config_class(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
-
-    # Qwen3-VL's processors, as Qwen3.5 ships them: a 6x8 patch grid, 12 tokens per temporal patch.
-    size = {"shortest_edge": 16 * 16, "longest_edge": 64 * 48 * 64}
-    shared = dict(size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=2)
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**shared),
-        tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=False),
-        chat_template=QWEN3_VL_CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(path)
-    return path
-
-
-def build_qwen3_5(
-    path: Path,
-    *,
-    seed: int = 0,
-    text_layers: int = 8,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    patch_size: int = 8,
-    vision_depth: int = 2,
-) -> Path:
-    """Save a tiny Qwen3.5 (hybrid decoder: full attention at layers 3 and 7, Gated DeltaNet linear
-    attention in the others) with Qwen3-VL's processors to `path` and return it."""
-    return _build_qwen3_5(
-        path, moe=False, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        patch_size=patch_size, vision_depth=vision_depth,
-    )
-
-
-def build_qwen3_5_moe(
-    path: Path,
-    *,
-    seed: int = 0,
-    text_layers: int = 8,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    patch_size: int = 8,
-    vision_depth: int = 2,
-) -> Path:
-    """Save a tiny Qwen3.5-MoE (the same hybrid decoder; 4 experts, 2 per token, and a shared expert)."""
-    return _build_qwen3_5(
-        path, moe=True, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
-        patch_size=patch_size, vision_depth=vision_depth,
+    # Qwen3.5 rotates a part of each head (a quarter in the checkpoints; half here).
+    return _build_qwen3_style(
+        path, *classes, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        rotary=hidden // heads // 2, patch_size=patch_size, vision_depth=vision_depth, text_extra=text, vision_extra={},
     )
 
 
@@ -517,7 +429,7 @@ FAMILIES = {
     "llava_onevision": build_llava_onevision,
     "qwen2_5_vl": build_qwen2_5_vl,
     "qwen3_vl": build_qwen3_vl,
-    "qwen3_vl_moe": build_qwen3_vl_moe,
+    "qwen3_vl_moe": partial(build_qwen3_vl, moe=True),
     "qwen3_5": build_qwen3_5,
-    "qwen3_5_moe": build_qwen3_5_moe,
+    "qwen3_5_moe": partial(build_qwen3_5, moe=True),
 }

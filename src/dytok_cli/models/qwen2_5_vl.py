@@ -35,27 +35,13 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.vision_utils import get_vision_window_index
 
-from ..attention import watch_attention
 from ..types import EncodedVideo, Frames
 from . import register
 from .base import VideoModel
+from .vision_attention import video_features_with_scores
 
-# Query rows per step when turning vision attention into "attention received": bounds the
-# (heads, rows, patches) float32 block to a few hundred MB for the largest frames Qwen accepts.
-_QUERY_CHUNK = 1024
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
 _VIDEO_TOKEN_TYPE = 2
-
-
-def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
-    """(H, P, d) x2 for one attention segment -> (P,): attention each patch receives, averaged over
-    heads and queries."""
-    keys = key.float().transpose(-1, -2)  # (H, d, P)
-    received = torch.zeros(key.shape[1], dtype=torch.float32, device=key.device)
-    for start in range(0, query.shape[1], _QUERY_CHUNK):
-        rows = query[:, start : start + _QUERY_CHUNK].float()  # (H, q, d)
-        received += (rows @ keys * scaling).softmax(dim=-1).sum(dim=(0, 1))
-    return received / (query.shape[0] * query.shape[1])
 
 
 @register
@@ -107,37 +93,17 @@ class Qwen2_5_VL(VideoModel):
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         vision = self.model.config.vision_config
-        captured: dict[str, Any] = {"query": [], "key": []}
-
-        def capture(query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-            # (1, H, P', d): SDPA and eager see one segment per call, FlashAttention the packed sequence.
-            captured["query"].append(query[0])
-            captured["key"].append(key[0])
-            captured["scaling"] = scaling
-
         block = self.model.model.visual.blocks[vision.fullatt_block_indexes[-1]].attn
-        with torch.inference_mode(), watch_attention(self.model, "vision_config", {block: capture}):
-            features = self.model.model.get_video_features(pixel_values_videos=pixels, video_grid_thw=grid_thw)
-        features = features.pooler_output[0]  # (F*T, D), the LLM's order
+        output, attention, keys = video_features_with_scores(
+            self.model, block, pixels, grid_thw, order=self._token_order(grid_thw)
+        )
+        features = output.pooler_output[0]  # (F*T, D), the LLM's order
         groups, height, width = grid_thw[0].tolist()
-        query = torch.cat(captured["query"], dim=1)  # (H, F*h*w, d), window order
-        key = torch.cat(captured["key"], dim=1)
-        # Each temporal patch is one full-attention segment of h*w patches.
-        segments = zip(query.split(height * width, dim=1), key.split(height * width, dim=1))
-        attention = torch.cat([attention_received(q, k, captured["scaling"]) for q, k in segments])  # (F*h*w,)
-        order = self._token_order(grid_thw)
-        run = vision.spatial_merge_size**2
-
-        def per_token(values: torch.Tensor) -> torch.Tensor:
-            """(F*h*w, C) per patch in window order -> (F, T, C) per merged token in the LLM's order."""
-            merged = values.view(-1, run, values.shape[-1]).mean(dim=1)  # (F*T, C), window order
-            return merged[order].view(groups, -1, values.shape[-1])
-
         return EncodedVideo(
             features=features.view(groups, -1, features.shape[-1]),
             extra=features[:0],
-            attention=per_token(attention[:, None])[..., 0],
-            keys=per_token(key.float().mean(dim=0)),
+            attention=attention,
+            keys=keys,
             frames_per_group=vision.temporal_patch_size,
             grid=(groups, height, width),
             # What Qwen's processor computes: seconds one temporal patch spans (24 fps when unknown).

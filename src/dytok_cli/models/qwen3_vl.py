@@ -44,12 +44,11 @@ from torch import nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 from transformers.video_utils import VideoMetadata
 
-from ..attention import watch_attention
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames
 from . import register
 from .base import VideoModel
-from .qwen2_5_vl import attention_received
+from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
 _VIDEO_TOKEN_TYPE = 2
@@ -102,27 +101,9 @@ class Qwen3VL(VideoModel):
         processed = self.processor.video_processor(videos=[images], do_sample_frames=False, return_tensors="pt")
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
-        captured: dict[str, Any] = {"query": [], "key": []}
-
-        def capture(query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-            # (1, H, P', d): SDPA and eager see one temporal patch per call, FlashAttention the packed sequence.
-            captured["query"].append(query[0])
-            captured["key"].append(key[0])
-            captured["scaling"] = scaling
-
-        block = self.model.model.visual.blocks[-1].attn
-        with torch.inference_mode(), watch_attention(self.model, "vision_config", {block: capture}):
-            output = self.model.model.get_video_features(pixel_values_videos=pixels, video_grid_thw=grid_thw)
+        block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
+        output, attention, keys = video_features_with_scores(self.model, block, pixels, grid_thw)
         groups, height, width = grid_thw[0].tolist()
-        query = torch.cat(captured["query"], dim=1)  # (H, F*h*w, d)
-        key = torch.cat(captured["key"], dim=1)
-        segments = zip(query.split(height * width, dim=1), key.split(height * width, dim=1))
-        attention = torch.cat([attention_received(q, k, captured["scaling"]) for q, k in segments])  # (F*h*w,)
-        run = vision.spatial_merge_size**2
-
-        def per_token(values: torch.Tensor) -> torch.Tensor:
-            """(F*h*w, C) per patch -> (F, T, C) per merged token: each run of patches is one token."""
-            return values.view(-1, run, values.shape[-1]).mean(dim=1).view(groups, -1, values.shape[-1])
 
         def per_frame(features: torch.Tensor) -> torch.Tensor:
             return features.view(groups, -1, features.shape[-1])  # (F*T, D) -> (F, T, D)
@@ -130,8 +111,8 @@ class Qwen3VL(VideoModel):
         return EncodedVideo(
             features=per_frame(output.pooler_output[0]),
             extra=output.pooler_output[0][:0],
-            attention=per_token(attention[:, None])[..., 0],
-            keys=per_token(key.float().mean(dim=0)),
+            attention=attention,
+            keys=keys,
             frames_per_group=per_group,
             grid=(groups, height, width),
             timestamps=tuple(
