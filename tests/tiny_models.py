@@ -6,11 +6,12 @@ user's hub model takes, so every test exercises the real loading, processing and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     Qwen3_5Config,
     Qwen3_5ForConditionalGeneration,
@@ -75,6 +76,34 @@ def build_tokenizer(
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
         additional_special_tokens=special_tokens,
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def build_byte_level_tokenizer(
+    special_tokens: list[str], chat_template: str, extra_words: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer whose merges spell every word of the vocabulary, with or without the
+    space before it, as one token. For families whose loader rebuilds the tokenizer from its vocabulary
+    and merges as a byte-level BPE (Qwen3.5's), which turns a word-level vocabulary into single letters."""
+    letters = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: index for index, token in enumerate([*special_tokens, *letters])}
+    merges = []
+    for word in dict.fromkeys(word for word in (*WORDS, *extra_words) if len(word) > 1):
+        spelled = word[0]
+        for letter in word[1:]:
+            if spelled + letter not in vocab:
+                merges.append((spelled, letter))
+                vocab[spelled + letter] = len(vocab)
+            spelled += letter
+        merges.append(("Ġ", word))  # "Ġ" is the byte-level space
+        vocab["Ġ" + word] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<|endoftext|>", eos_token="<|im_end|>", additional_special_tokens=special_tokens
     )
     tokenizer.chat_template = chat_template
     return tokenizer
@@ -280,11 +309,12 @@ def _build_qwen3_style(
     vision_depth: int,
     text_extra: dict,
     vision_extra: dict,
+    tokenizer_builder: Callable[..., PreTrainedTokenizerFast] = build_tokenizer,
 ) -> Path:
     """Save a tiny model of Qwen3-VL's shape (its processors, prompts and vision tower, interleaved M-RoPE
     over the first `rotary` dimensions of each head) with a family's own `text_extra` / `vision_extra`
     config entries, and return `path`."""
-    tokenizer = build_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
+    tokenizer = tokenizer_builder(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
     head_dim = hidden // heads
     # Interleaved M-RoPE over the rotary // 2 frequencies, in Qwen3-VL's 24:20:20 proportion.
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
@@ -420,6 +450,7 @@ def build_qwen3_5(
     return _build_qwen3_style(
         path, *classes, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
         rotary=hidden // heads // 2, patch_size=patch_size, vision_depth=vision_depth, text_extra=text, vision_extra={},
+        tokenizer_builder=build_byte_level_tokenizer,  # `transformers` loads Qwen3.5's as a byte-level BPE
     )
 
 
