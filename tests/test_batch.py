@@ -7,12 +7,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from clips import write_audio_only, write_clip, write_text_file, write_truncated
 
-from dytok_cli import batch, cli, pipeline as pipeline_module
+from dytok_cli import batch, cli, inputs, pipeline as pipeline_module
 from dytok_cli.cache import VisualCache
 from dytok_cli.config import Device, DType, Settings
 from dytok_cli.errors import InputError
@@ -61,27 +62,36 @@ def run_cli(argv: list[str], capsys, monkeypatch, stdin: str = "") -> tuple[int,
 
 
 def test_split_arguments():
-    assert batch.split_arguments(["a.mp4", "what?"], []) == (["a.mp4"], ["what?"])
-    assert batch.split_arguments(["a.mp4"], []) == (["a.mp4"], ["Describe this video."])
-    assert batch.split_arguments(["a.mp4", "b.webm"], []) == (["a.mp4", "b.webm"], ["Describe this video."])
-    assert batch.split_arguments(["a.mp4", "-"], []) == (["a.mp4", "-"], ["Describe this video."])
-    assert batch.split_arguments(["a.mp4", "-"], ["q1", "q2"]) == (["a.mp4", "-"], ["q1", "q2"])
+    assert inputs.split_arguments(["a.mp4", "what?"], []) == (["a.mp4"], ["what?"])
+    assert inputs.split_arguments(["a.mp4"], []) == (["a.mp4"], ["Describe this video."])
+    assert inputs.split_arguments(["a.mp4", "b.webm"], []) == (["a.mp4", "b.webm"], ["Describe this video."])
+    assert inputs.split_arguments(["a.mp4", "-"], []) == (["a.mp4", "-"], ["Describe this video."])
+    assert inputs.split_arguments(["a.mp4", "-"], ["q1", "q2"]) == (["a.mp4", "-"], ["q1", "q2"])
     # A question among the videos is refused before any work: with -q it is a misplaced question...
     with pytest.raises(InputError, match="'what happens\\?' is not a video file, a directory or -; with -q"):
-        batch.split_arguments(["a.mp4", "what happens?"], ["a"])
+        inputs.split_arguments(["a.mp4", "what happens?"], ["a"])
     # ... and without -q an unquoted one (only the last argument can be the question).
     with pytest.raises(InputError, match="'what' is not a video file, a directory or -; quote the question"):
-        batch.split_arguments(["a.mp4", "what", "happens"], [])
+        inputs.split_arguments(["a.mp4", "what", "happens"], [])
+
+
+def test_a_misplaced_question_is_refused_before_torch_loads(tmp_path):
+    """The arguments are checked by torch-free code first, so a typo is answered at once."""
+    script = ("import sys\nfrom dytok_cli import cli\ncode = cli.main(['ask', 'a.mp4', 'what', 'happens'])\n"
+              "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "is not a video file" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_expand_inputs(folder):
-    flat = list(batch.expand_inputs([str(folder)], recursive=False, stdin=io.StringIO(), nul=False))
+    flat = list(inputs.expand_inputs([str(folder)], recursive=False, stdin=io.StringIO(), nul=False))
     assert flat == [str(folder / "a.mp4"), str(folder / "b.MOV")]
-    deep = list(batch.expand_inputs([str(folder)], recursive=True, stdin=io.StringIO(), nul=False))
+    deep = list(inputs.expand_inputs([str(folder)], recursive=True, stdin=io.StringIO(), nul=False))
     assert deep == [str(folder / "a.mp4"), str(folder / "b.MOV"), str(folder / "sub" / "c.mkv")]
-    lines = list(batch.expand_inputs(["x.mp4", "-"], recursive=False, stdin=io.StringIO("p 1.mp4\n\nq.mp4\n"), nul=False))
+    lines = list(inputs.expand_inputs(["x.mp4", "-"], recursive=False, stdin=io.StringIO("p 1.mp4\n\nq.mp4\n"), nul=False))
     assert lines == ["x.mp4", "p 1.mp4", "q.mp4"]
-    nul = list(batch.expand_inputs(["-"], recursive=False, stdin=io.StringIO("odd\nname.mp4\0q.mp4\0"), nul=True))
+    nul = list(inputs.expand_inputs(["-"], recursive=False, stdin=io.StringIO("odd\nname.mp4\0q.mp4\0"), nul=True))
     assert nul == ["odd\nname.mp4", "q.mp4"]
 
 

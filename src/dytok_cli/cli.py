@@ -228,30 +228,34 @@ def ask(
         ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    from . import inputs as given_inputs  # torch-free: a wrong command line fails before anything loads
+
+    given = [*(question or []), *(given_inputs.read_questions(questions_file) if questions_file is not None else [])]
+    inputs, questions = given_inputs.split_arguments(arguments, given)
+    stdin = given_inputs.STDIN
+    if inputs.count(stdin) > 1:
+        raise typer.BadParameter("- (stdin) can be given only once")
+    if null_separated and stdin not in inputs:
+        raise typer.BadParameter("-0/--null only applies to paths read from stdin (-)")
+    # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
+    # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
+    single = len(inputs) == 1 and inputs[0] != stdin and not Path(inputs[0]).is_dir()
+    if stdin in inputs and sys.stdin.isatty():
+        separator = "NUL-separated" if null_separated else "one per line"
+        render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
+    videos = list(given_inputs.expand_inputs(inputs, recursive=recursive, stdin=sys.stdin, nul=null_separated))
+    if inputs == [stdin] and not videos:
+        raise DytokError("no video paths on stdin")
+    if not videos:
+        extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
+        raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {extensions})")
+
     # Imported here so `--help` and usage errors answer without loading torch.
     with render.status("Loading…"):
         from . import batch
         from .cache import VisualCache
         from .pipeline import Pipeline
         from .video import thinning_note
-
-    given = [*(question or []), *(batch.read_questions(questions_file) if questions_file is not None else [])]
-    inputs, questions = batch.split_arguments(arguments, given)
-    if inputs.count(batch.STDIN) > 1:
-        raise typer.BadParameter("- (stdin) can be given only once")
-    if null_separated and batch.STDIN not in inputs:
-        raise typer.BadParameter("-0/--null only applies to paths read from stdin (-)")
-    # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
-    # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
-    single = len(inputs) == 1 and inputs[0] != batch.STDIN and not Path(inputs[0]).is_dir()
-    if batch.STDIN in inputs and sys.stdin.isatty():
-        separator = "NUL-separated" if null_separated else "one per line"
-        render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
-    videos = list(batch.expand_inputs(inputs, recursive=recursive, stdin=sys.stdin, nul=null_separated))
-    if inputs == [batch.STDIN] and not videos:
-        raise DytokError("no video paths on stdin")
-    if not videos:
-        raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {', '.join(sorted(batch.VIDEO_EXTENSIONS))})")
 
     if output_dir is not None:
         failed = ray_engine.write(settings, videos, questions, output_dir, options=ray_options,
