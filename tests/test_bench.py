@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transformers import AutoConfig
 
 from dytok_cli import bench
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.models import load_random_model, presets
+from dytok_cli.pipeline import Pipeline
 
 RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
@@ -49,7 +51,15 @@ def test_bench_on_a_random_weight_hybrid_counts_the_kv_of_attention_layers_only(
     results = bench.run([settings], clip, [1.0, 0.25], model=model, question="q", repeat=1, warmup=0)
     assert [r["method"] for r in results] == ["none", "dytok-fastv"]
     dropped = results[0]["visual_tokens"] - results[1]["visual_tokens"]
-    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 16 * 4  # 2 full-attention layers
+    per_position = 2 * 2 * 2 * 16 * 4  # K and V, 2 full-attention layers, 2 KV heads, head_dim 16, float32
+    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == per_position
+    # What the model's own cache holds for the uncompressed prompt: every position, the per-frame
+    # timestamps and markers of its text included.
+    encoded = model.encode(Pipeline(settings, model=model).read(clip))
+    with torch.no_grad():
+        cache = model.model(**model.build_inputs("q", encoded.all_tokens(), video=encoded), use_cache=True).cache
+    keyed = [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]
+    assert len(keyed) == 2 and results[0]["kv_cache_bytes"] == sum(layer.keys.nbytes + layer.values.nbytes for layer in keyed)
 
 
 def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):

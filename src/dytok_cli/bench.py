@@ -93,8 +93,11 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
     new_tokens = len(answer.token_ids)
     decode_time = timings["generate_s"] - timings["prefill_s"]
     plan = answer.plan
-    # The prompt's own placeholder becomes the visual tokens.
-    prompt = pipeline.model.prompt_ids(question).shape[1] - 1 + plan.visual_tokens.shape[0]
+    # The prompt as the model ran it: the kept visual tokens and, for families that write time into the
+    # text (Qwen3-VL, Qwen3.5), every frame's timestamp and markers.
+    inputs = pipeline.model.build_inputs(question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
+                                         deepstack=plan.deepstack)
+    prompt = inputs["input_ids"].shape[1]
     return {
         "visual_tokens": plan.kept_tokens,
         "vision_s": timings["vision_s"],
