@@ -483,6 +483,10 @@ def test_a_prefix_is_kept_for_one_video_until_released(tiny_llava_dir, tiny_llav
 
     counts = [reused(first), reused(first), reused(second), reused(second)]
     assert counts[0] == 0 and counts[1] > 0 and counts[2:] == [0, counts[1]]
+    # Another pipeline (another method) on the same model and video keeps its own.
+    other = Pipeline(settings(tiny_llava_dir, method=Method.none if method is not Method.none else Method.visionzip,
+                              max_new_tokens=1), model=tiny_llava)
+    assert other.ask(second, QUESTION).plan.reused_prefix_tokens == 0
     pipeline.release()
     assert reused(second) == 0
 
