@@ -186,8 +186,7 @@ class Pipeline:
         if not self.settings.prefix_cache:
             return None
         if self._prefix is None or self._prefix[0] is not encoded:
-            self._prefix = None  # the last video's, freed before this one's is computed
-            self._prefix = (encoded, PrefixReuse())
+            self._prefix = (encoded, PrefixReuse())  # the last video's is freed
         return self._prefix[1]
 
     def release(self) -> None:

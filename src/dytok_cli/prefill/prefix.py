@@ -33,13 +33,16 @@ def shared_length(prompt: PromptTensors) -> int:
     return int(prompt.visual_positions.max()) + 1
 
 
+def _tensors(prompt: PromptTensors) -> list[torch.Tensor]:
+    """Every tensor of `prompt`, the per-layer DeepStack rows one by one."""
+    values = [getattr(prompt, field.name) for field in dataclasses.fields(prompt)]
+    return [tensor for value in values for tensor in (value if isinstance(value, tuple) else (value,))]
+
+
 def _same(first: PromptTensors, second: PromptTensors) -> bool:
-    fields = dataclasses.fields(PromptTensors)
-    pairs = [(getattr(first, field.name), getattr(second, field.name)) for field in fields]
-    pairs = [pair for a, b in pairs for pair in (zip(a, b) if isinstance(a, tuple) else [(a, b)])]
-    return len(first.deepstack) == len(second.deepstack) and all(
-        a.shape == b.shape and torch.equal(a, b) for a, b in pairs
-    )
+    ours, theirs = _tensors(first), _tensors(second)
+    # `torch.equal` is False for tensors of different sizes.
+    return len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
 
 class PrefixReuse:
