@@ -31,13 +31,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.vision_utils import get_vision_window_index
 
 from ..types import EncodedVideo, Frames
 from . import register
-from .base import VideoModel
+from .qwen import QwenVideoModel
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -45,9 +44,8 @@ _VIDEO_TOKEN_TYPE = 2
 
 
 @register
-class Qwen2_5_VL(VideoModel):
+class Qwen2_5_VL(QwenVideoModel):
     model_type = "qwen2_5_vl"
-    keeps_uncompressed_positions = True
 
     @classmethod
     def processor_for(cls, config: Any) -> Any:
@@ -58,22 +56,6 @@ class Qwen2_5_VL(VideoModel):
             patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size, merge_size=vision.spatial_merge_size
         )
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
-
-    def video_span_ids(self) -> list[int]:
-        config = self.model.config
-        return [config.vision_start_token_id, config.video_token_id, config.vision_end_token_id]
-
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    def text_attention_modules(self) -> list[nn.Module]:
-        return [layer.self_attn for layer in self.language_model().layers]
-
-    def sequence_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return inputs["position_ids"]  # (3, 1, S) M-RoPE, from `video_inputs`
-
-    def video_token_id(self) -> int:
-        return self.model.config.video_token_id
 
     @staticmethod
     def sampled_fps(frames: Frames) -> float | None:

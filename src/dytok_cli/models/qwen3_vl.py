@@ -40,14 +40,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 from transformers.video_utils import VideoMetadata
 
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames
 from . import register
-from .base import VideoModel
+from .qwen import QwenVideoModel
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -57,9 +56,8 @@ _SYNTHETIC_TIMESTAMP_TOKENS = 6
 
 
 @register
-class Qwen3VL(VideoModel):
+class Qwen3VL(QwenVideoModel):
     model_type = "qwen3_vl"
-    keeps_uncompressed_positions = True
 
     @classmethod
     def processor_for(cls, config: Any) -> Any:
@@ -73,22 +71,6 @@ class Qwen3VL(VideoModel):
             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], cap_pixels_per_frame=False,
         )
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
-
-    def video_span_ids(self) -> list[int]:
-        config = self.model.config
-        return [config.vision_start_token_id, config.video_token_id, config.vision_end_token_id]
-
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    def text_attention_modules(self) -> list[nn.Module]:
-        return [layer.self_attn for layer in self.language_model().layers]
-
-    def sequence_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return inputs["position_ids"]  # (3, 1, S) M-RoPE, from `build_inputs`
-
-    def video_token_id(self) -> int:
-        return self.model.config.video_token_id
 
     # --- vision -------------------------------------------------------------------------------
     def encode(self, frames: Frames) -> EncodedVideo:
