@@ -112,3 +112,27 @@ def dytok_here(capfd, monkeypatch):
         return subprocess.CompletedProcess(["dytok", *args], status, out, err)
 
     return run
+
+
+def run_on_a_terminal(argv: list[str], stream: str) -> tuple[int, str]:
+    """Run `argv` offline with its `stream` ("stdout" or "stderr") on a pseudo-terminal and the other
+    piped: its exit status and what the terminal showed."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: terminal}
+    process = subprocess.Popen(argv, **streams, stdin=subprocess.DEVNULL,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"})
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is done writing
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    process.communicate(timeout=120)
+    return process.returncode, shown.decode(errors="replace")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from clips import write_audio_only, write_clip_pyav, write_text_file, write_truncated
+from conftest import run_on_a_terminal
 
 from dytok_cli.budget import total_budget
 
@@ -238,27 +239,9 @@ def test_interrupt_exits_130_without_traceback(tiny_llava_dir, clip):
 
 
 def test_answer_streams_to_a_terminal(piped_answer, tiny_llava_dir, clip):
-    import pty
-
-    args = answer_args(tiny_llava_dir, clip)
-    expected = piped_answer.stdout.strip()
-    controller, terminal = pty.openpty()
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    process = subprocess.Popen([DYTOK, *args], stdout=terminal, stderr=subprocess.PIPE, env=environment,
-                               stdin=subprocess.DEVNULL)
-    os.close(terminal)
-    received = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # the terminal closed: the process is done writing
-            break
-        if not chunk:
-            break
-        received += chunk
-    os.close(controller)
-    assert process.wait(timeout=120) == 0
-    assert received.decode().replace("\r\n", "\n").strip() == expected
+    status, received = run_on_a_terminal([DYTOK, *answer_args(tiny_llava_dir, clip)], "stdout")
+    assert status == 0
+    assert received.replace("\r\n", "\n").strip() == piped_answer.stdout.strip()
 
 
 def test_single_pass_json_records_for_two_questions(dytok_here, tiny_llava_dir, clip):

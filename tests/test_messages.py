@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 
 import pytest
+from conftest import run_on_a_terminal
 from rich.console import Console
 
 from dytok_cli import cli, render
@@ -93,26 +92,9 @@ def test_fps_within_max_frames_says_nothing(tiny_llava_dir, clip, capsys, monkey
 
 @pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed")
 def test_loading_shows_on_a_terminal(tiny_llava_dir, clip):
-    import pty
-
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        [DYTOK, "ask", str(clip), "what?", *model_args(tiny_llava_dir)], stdout=subprocess.PIPE, stderr=terminal,
-        stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"},
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # the terminal closed: the process is done writing
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
-    assert process.wait(timeout=120) == 0
-    assert "Loading…" in shown.decode(errors="replace")
+    status, shown = run_on_a_terminal([DYTOK, "ask", str(clip), "what?", *model_args(tiny_llava_dir)], "stderr")
+    assert status == 0
+    assert "Loading…" in shown
 
 
 def test_progress_line_keeps_count_and_eta_at_80_columns(monkeypatch):
