@@ -77,7 +77,9 @@ def test_prompt_times_are_the_decoder_times_given(family, clip):
     text = spelled(adapter, inputs["input_ids"])
     expected = "".join(f"<{t:.1f}seconds><|vision_start|>" + "<|video_pad|>" * TOKENS + "<|vision_end|>"
                        for t in (0.25, 3.125, 11.125))
-    assert f"<|vision_start|>{expected}<|vision_end|>" in text
+    # Whatever wraps the patches is the installed processor's (5.25 drops the template's outer markers);
+    # the uncompressed-answer oracle of the contract suite holds the whole prompt to it.
+    assert expected in text
 
 
 def per_patch_placeholders(adapter, ids: torch.Tensor) -> list[int]:

@@ -103,7 +103,7 @@ class Decoder:
 
     def start(self, head: Prefix | None) -> tuple[DynamicCache, int]:
         """A cache to run a prompt in, holding `head`'s tokens if given, and where the prompt goes on."""
-        return (self.resume(head.past), head.length) if head is not None else (self.new_cache(), 0)
+        return (self.resume(head.past, head.length), head.length) if head is not None else (self.new_cache(), 0)
 
     @staticmethod
     def _joined(head: Prefix | None, hidden: torch.Tensor) -> torch.Tensor:
@@ -119,8 +119,9 @@ class Decoder:
         the prompt's last token: (1, KVH, S_kept, d) each."""
         return [(state.layers[i].keys[:, :, keep], state.layers[i].values[:, :, keep]) for i in layers]
 
-    def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-        """A fresh cache holding `past` (from `kept_cache`) as its first layers; `past` is not changed."""
+    def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> DynamicCache:
+        """A fresh cache holding `past` (from `kept_cache` or `snapshot`) as its first layers, `length`
+        tokens of a prompt; `past` is not changed."""
         cache = self.new_cache()
         for layer, (keys, values) in enumerate(past):
             cache.update(keys, values, layer)
@@ -181,13 +182,30 @@ class HybridDecoder(Decoder):
             for i in layers
         ]
 
-    def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    def resume(self, past: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> DynamicCache:
         cache = self.new_cache()
         for layer, (first, second) in enumerate(past):
             if self.layer_types[layer] == "linear_attention":
                 # Both copy into the cache's own buffers, so `past` is not changed by later steps.
-                cache.update_conv_state(first, layer)
+                _restore_convolution(cache, layer, first, length)
                 cache.update_recurrent_state(second, layer)
             else:
                 cache.update(first, second, layer)
         return cache
+
+
+def _restore_convolution(cache: DynamicCache, layer: int, state: torch.Tensor, length: int) -> None:
+    """Give linear-attention `layer` of the empty `cache` the convolution `state` (..., width) it had after
+    `length` tokens.
+
+    The cache counts a linear layer's tokens by the width of the inputs it is given (from `transformers`
+    5.25; `get_seq_length`, and so where `generate` goes on, may read that count) and keeps the last
+    `width` of them. So the state goes in as the last columns of `length` columns: the ones before it
+    leave nothing in the state, and zeros viewed with stride 0 stand for them without taking memory.
+    """
+    width = state.shape[-1]
+    if length > width:
+        unseen = state.new_zeros(()).expand(*state.shape[:-1], length - width)
+        cache.update_conv_state(unseen, layer, conv_kernel_size=width)
+    # A state after fewer tokens than its width is zeros before them, as the cache pads it again.
+    cache.update_conv_state(state[..., -min(length, width):], layer, conv_kernel_size=width)

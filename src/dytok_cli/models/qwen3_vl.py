@@ -178,7 +178,10 @@ class Qwen3VL(QwenVideoModel):
             frames_indices=[seconds for seconds in video.timestamps for _ in range(per_group)],
         )
         grid = {"video_grid_thw": torch.tensor([list(video.grid)]), "video_metadata": [metadata]}
-        expanded = text.replace(self.processor.video_token, self.processor.replace_video_token(grid, 0), 1)
+        # The processor's own expansion of the template's video span, which changes between releases
+        # (5.25 drops the template's outer vision markers, since every patch carries its own).
+        replacement = self.processor.replace_video_token(grid, 0)
+        expanded = self.processor.get_text_with_replacements([text], videos_replacements=[replacement])[0][0]
         ids = self.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         if int((ids == self.video_token_id()).sum()) != video.num_frames * video.tokens_per_frame:
             raise ModelError(f"the processor of {self.name!r} does not write one placeholder per visual token")

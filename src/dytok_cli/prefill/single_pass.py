@@ -125,8 +125,8 @@ def finish(model: VideoModel, state: PrunedPrefill) -> Any:
     from, to which it adds the last prompt token. `state` is not changed, so a plan can be answered more
     than once."""
     decoder = model.decoder()
-    cache = decoder.resume(state.past)
     before_last = state.prompt.length - 1
+    cache = decoder.resume(state.past, before_last)
     with torch.inference_mode():
         decoder.run(state.hidden[:, :before_last], state.prompt.rows(0, before_last), cache,
                     range(state.prune_layer + 1, decoder.num_layers))
