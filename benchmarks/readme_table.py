@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from clips import write_clip  # noqa: E402
 
-from dytok_cli import bench  # noqa: E402
+from dytok_cli.apps import bench  # noqa: E402
 from dytok_cli.config import Device, DType, Method, Settings  # noqa: E402
 
 

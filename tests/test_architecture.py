@@ -1,6 +1,7 @@
-"""The shape of the package (DESIGN §3), read from its source: imports point one way, the math knows no
-model, and the CLI reaches models only through the library. Every import counts, including those inside
-functions and under TYPE_CHECKING."""
+"""The shape of the package, read from its source: imports point one way. The math (`math/`) knows nothing
+of the package; settings and shared types know no stage; the library knows no application; an application
+(`apps/`) knows the library and no other application, nor the presentation layer; the CLI reaches models
+only through the library. Every import counts, including those inside functions and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "dytok_cli"
-MATH = {"budget", "prior", "layers", "selectors", "selectors.base", "selectors.visionzip", "selectors.fastv"}
 
 
 def module_name(path: Path) -> str:
@@ -46,6 +46,15 @@ MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
 GRAPH = {module_name(path): package_imports(path) for path in PACKAGE.rglob("*.py")}
 
 
+def wing(name: str) -> set[str]:
+    return {module for module in MODULES if module == name or module.startswith(f"{name}.")}
+
+
+MATH, APPS = wing("math"), wing("apps") - {"apps"}
+PRESENTATION = {"cli", "render"}
+LIBRARY = MODULES - APPS - PRESENTATION - {"apps"}
+
+
 def test_the_import_graph_has_no_cycle():
     done: set[str] = set()
 
@@ -67,8 +76,22 @@ def test_the_math_imports_only_the_math(module):
     assert GRAPH[module] <= MATH, f"{module} imports {sorted(GRAPH[module] - MATH)}"
 
 
-def test_shared_types_import_no_stage():
-    assert GRAPH["types"] <= MATH
+@pytest.mark.parametrize("module", ["types", "config", "errors", "timecode"])
+def test_settings_and_shared_types_import_no_stage(module):
+    assert GRAPH[module] <= MATH | {"errors"}, f"{module} imports {sorted(GRAPH[module] - MATH - {'errors'})}"
+
+
+@pytest.mark.parametrize("module", sorted(LIBRARY))
+def test_the_library_imports_no_application_nor_the_presentation(module):
+    assert not GRAPH[module] & (APPS | PRESENTATION), f"{module} imports {sorted(GRAPH[module] & (APPS | PRESENTATION))}"
+
+
+@pytest.mark.parametrize("module", sorted(APPS))
+def test_an_application_imports_the_library_only(module):
+    """An app is a module of `apps/` or a package there (the lmms-eval plugin): it reaches its own modules
+    and the library, not another app, not the CLI's presentation."""
+    own = wing(".".join(module.split(".")[:2]))
+    assert GRAPH[module] <= LIBRARY | own, f"{module} imports {sorted(GRAPH[module] - LIBRARY - own)}"
 
 
 def test_the_cli_reaches_models_only_through_the_library():
@@ -77,5 +100,7 @@ def test_the_cli_reaches_models_only_through_the_library():
 
 def test_the_graph_is_read():
     """Guards the tests above: the parser does see the package's imports."""
-    assert {"methods", "models", "video", "cache", "types"} <= GRAPH["pipeline"]
-    assert "selectors.base" in GRAPH["selectors.visionzip"]
+    assert {"methods", "models", "media.video", "media.cache", "types"} <= GRAPH["pipeline"]
+    assert "math.selectors.base" in GRAPH["math.selectors.visionzip"]
+    assert "apps.lmms_eval.plugin" in GRAPH["apps.lmms_eval.model"] and "apps.ray_engine" in GRAPH["cli"]
+    assert {"math.budget", "math.prior", "math.layers"} <= MATH and {"apps.bench", "apps.eval"} <= APPS

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from clips import write_audio_only, write_clip, write_text_file, write_truncated
 
-from dytok_cli import cli, inputs, pipeline as pipeline_module
-from dytok_cli.cache import VisualCache
+from dytok_cli import cli, pipeline as pipeline_module
+from dytok_cli.media import inputs
+from dytok_cli.media.cache import VisualCache
 from dytok_cli.config import Device, DType, Settings
 from dytok_cli.errors import InputError
 from dytok_cli.models.llava_onevision import LlavaOnevision

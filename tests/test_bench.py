@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from dytok_cli import bench
+from dytok_cli.apps import bench
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.models import load_random_model, presets
 from dytok_cli.pipeline import Pipeline

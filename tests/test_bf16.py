@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from dytok_cli.config import Device, DType, Method, Settings
-from dytok_cli.methods import strategy
 from dytok_cli.models import load_model
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.record import answer_record
@@ -33,7 +32,7 @@ def test_bf16_answers_and_keeps_scores_in_float32(family, load_bf16, clip, metho
     model = load_bf16(family.dir)
     assert model.model.dtype == torch.bfloat16
     # Two new tokens: the prompt's pass and a step from the bfloat16 cache.
-    settings = Settings(model=str(family.dir), method=method, frames=4, ratio=0.5 if strategy(method).compresses else None,
+    settings = Settings(model=str(family.dir), method=method, frames=4, ratio=0.5 if method.traits.compresses else None,
                         device=Device.cpu, dtype=DType.bfloat16, max_new_tokens=2, decode_timeout=None)
     pipeline = Pipeline(settings, model=model)
     visual = pipeline.prepare(clip)

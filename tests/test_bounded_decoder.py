@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from dytok_cli import video
+import dytok_cli
+from dytok_cli.media import video
 from dytok_cli.config import Settings
 from dytok_cli.pipeline import Pipeline
-from dytok_cli.video import VideoError, read_video, read_video_bounded
+from dytok_cli.media.video import VideoError, read_video, read_video_bounded
 
 # What a user's first script looks like: top-level code, no `if __name__ == "__main__":`.
 SCRIPT = """
-from dytok_cli.video import read_video_bounded
+from dytok_cli.media.video import read_video_bounded
 frames = read_video_bounded({path!r}, timeout_s=60, num_frames=3)
 print(list(frames.indices), frames.images.shape)
 """
 
 
 def python(arguments: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    source = str(Path(video.__file__).resolve().parents[1])  # this tree's `src`, not an installed copy
+    source = str(Path(dytok_cli.__file__).resolve().parents[1])  # this tree's `src`, not an installed copy
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, *arguments], input=stdin, capture_output=True, text=True,
                           env=environment, timeout=120)

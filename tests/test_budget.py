@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dytok_cli.budget import allocate_budgets, total_budget, uniform_weights
+from dytok_cli.math.budget import allocate_budgets, total_budget, uniform_weights
 
 
 @st.composite

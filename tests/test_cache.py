@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dytok_cli.cache import VisualCache
+from dytok_cli.media.cache import VisualCache
 from dytok_cli.types import EncodedVideo, Frames, Visual
 
 

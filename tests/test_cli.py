@@ -17,7 +17,7 @@ import pytest
 from clips import write_audio_only, write_clip_pyav, write_text_file, write_truncated
 from conftest import run_on_a_terminal
 
-from dytok_cli.budget import total_budget
+from dytok_cli.math.budget import total_budget
 
 DYTOK = shutil.which("dytok")
 pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")

@@ -15,16 +15,15 @@ import torch
 from conftest import ASSISTANT
 from transformers import AutoModelForImageTextToText, LogitsProcessor, LogitsProcessorList
 
-from dytok_cli.budget import total_budget
+from dytok_cli.math.budget import total_budget
 from dytok_cli.config import Device, DType, Method, Settings
-from dytok_cli.methods import strategy
 from dytok_cli.errors import InputError
 from dytok_cli.models.decoder import cache_argument
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import single_pass
 from dytok_cli.prefill.prefix import PrefixReuse, cache_before_last
 from dytok_cli.prefill.prior_pass import keyframe_prior
-from dytok_cli.prior import normalise
+from dytok_cli.math.prior import normalise
 from dytok_cli.types import Frames
 
 QUESTION = "what happens in the video?"
@@ -521,7 +520,7 @@ def pieces(method: Method, reuse: bool, prefix: int, length: int) -> list[int]:
     """Where the path that answers with `method` cuts a prompt of `length` tokens whose video's prefix is
     `prefix` tokens long: generate runs the last token alone after a cache it is handed (the single pass's,
     prefix reuse's), which holds the prefix as run for the video's first question."""
-    handed = method is Method.dytok_fastv or (reuse and strategy(method).same_tokens_for_every_question)
+    handed = method is Method.dytok_fastv or (reuse and method.traits.same_tokens_for_every_question)
     if not handed:
         return [length]
     return [prefix, length - 1, length] if reuse else [length - 1, length]

@@ -12,11 +12,11 @@ import pytest
 from clips import write_clip, write_text_file
 
 from dytok_cli import cli
-from dytok_cli import eval as evaluation
+from dytok_cli.apps import eval as evaluation
 from dytok_cli.prefill import prior_pass
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.errors import InputError
-from dytok_cli.eval import Item
+from dytok_cli.apps.eval import Item
 
 OPTIONS = ["a dog runs", "a cat sits", "the sky is blue", "a man opens the door"]
 PREDICTION_KEYS = {"id", "method", "ratio", "prediction", "answer", "correct", "error", "visual_tokens", "timings", "response"}

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dytok_cli import export, render
+from dytok_cli import render
+from dytok_cli.apps import export
+from dytok_cli.timecode import clock
 from dytok_cli.config import Device, DType, ImageFormat, Method, Settings
 from dytok_cli.errors import InputError
 from dytok_cli.pipeline import Pipeline
@@ -83,7 +85,7 @@ def test_table_has_one_row_per_frame_with_the_record_budgets(inspected, capsys, 
     assert [int(row["budget"]) for row in rows] == [frame["budget"] for frame in frames]
     assert [int(row["rank"]) for row in rows] == [frame["rank"] for frame in frames]
     assert [int(row["frame"]) for row in rows] == [frame["frame"] for frame in frames]
-    assert [row["time"] for row in rows] == [export.clock(frame["timestamp"]) for frame in frames]
+    assert [row["time"] for row in rows] == [clock(frame["timestamp"]) for frame in frames]
     assert [int(row["dominant"]) + int(row["contextual"]) for row in rows] == [frame["budget"] for frame in frames]
     assert "96 → 48" in text and "ratio 0.5" in text and "layers 2-3" in text  # the tiny model has 4 layers
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -119,7 +121,7 @@ def test_export_writes_the_top_k_frames_by_rank(inspected, tmp_path):
         assert (row["frame"], row["timestamp"], row["weight"], row["budget"]) == (
             frame["frame"], frame["timestamp"], frame["weight"], frame["budget"]
         )
-        assert f"_f{frame['frame']:06d}_{export.clock(frame['timestamp'], 'm')}s." in row["file"]
+        assert f"_f{frame['frame']:06d}_{clock(frame['timestamp'], 'm')}s." in row["file"]
         decoded = cv2.cvtColor(cv2.imread(str(target / row["file"])), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(decoded, inspected.images[row["index"]])  # PNG is lossless
 

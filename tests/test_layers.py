@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dytok_cli.layers import default_prune_layer, parse_prior_layers, resolve_prune_layer
-from dytok_cli.methods import Method, strategy
+from dytok_cli.math.layers import default_prune_layer, parse_prior_layers, resolve_prune_layer
+from dytok_cli.config import Method
+from dytok_cli.methods import strategy
 
 # Qwen3.5's layer pattern: linear attention three layers in four, full attention at 3, 7, 11, ...
 QWEN3_5_24 = tuple(range(3, 24, 4))  # 0.8B and 2B: 24 layers

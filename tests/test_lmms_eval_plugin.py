@@ -15,7 +15,7 @@ import pytest
 from clips import write_clip, write_text_file
 
 from dytok_cli.config import Device, DType, Method, Settings
-from dytok_cli.lmms_eval_plugin import Answerer, Request, cut_at, request_from_args, settings_from_args
+from dytok_cli.apps.lmms_eval.plugin import Answerer, Request, cut_at, request_from_args, settings_from_args
 from dytok_cli.pipeline import Pipeline
 
 QUESTION = "what happens in the video?\nA. dog\nB. cat\nAnswer with the option's letter from the given choices directly."

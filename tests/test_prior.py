@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dytok_cli.prior import combine_layers, frame_weights_from_qk, last_query_attention, normalise
+from dytok_cli.math.prior import combine_layers, frame_weights_from_qk, last_query_attention, normalise
 
 
 def by_hand(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_contract import QUESTION, own_generate, own_inputs, settings
 
-from dytok_cli.budget import total_budget
+from dytok_cli.math.budget import total_budget
 from dytok_cli.config import Method
 from dytok_cli.models.qwen2_5_vl import Qwen2_5_VL
 from dytok_cli.pipeline import Pipeline

@@ -16,13 +16,13 @@ import pytest
 import torch
 from test_contract import QUESTION, own_inputs, settings
 
-from dytok_cli.budget import total_budget
-from dytok_cli.cache import VisualCache
+from dytok_cli.math.budget import total_budget
+from dytok_cli.media.cache import VisualCache
 from dytok_cli.config import Method
 from dytok_cli.models.qwen3_vl import Qwen3VL
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import single_pass
-from dytok_cli.selectors.visionzip import select_frame
+from dytok_cli.math.selectors.visionzip import select_frame
 from dytok_cli.types import Frames
 
 GROUPS = 3  # temporal patches of 2 frames

@@ -12,7 +12,7 @@ from clips import read_index, write_vfr_clip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dytok_cli.video import BACKENDS, read_video, read_video_bounded, sample_indices, thinning_note
+from dytok_cli.media.video import BACKENDS, read_video, read_video_bounded, sample_indices, thinning_note
 
 DECODERS = [backend for backend in BACKENDS if backend != "auto"]
 # 3 s at 20 fps, then a slide show: a frame every 0.5 s until 8.5 s. 72 frames in 8.5 s, so an

@@ -24,7 +24,7 @@ from clips import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dytok_cli.video import (
+from dytok_cli.media.video import (
     BACKENDS,
     Frames,
     VideoError,

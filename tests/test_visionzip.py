@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dytok_cli.selectors import FrameSelection, select_frame, select_video, split_budget
+from dytok_cli.math.selectors import FrameSelection, select_frame, select_video, split_budget
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Backend, Device, DType, Settings
+from .config import Backend, Device, DType, Method, Settings
 from .errors import DytokError, InputError, ModelError
-from .methods import Method
 
 if TYPE_CHECKING:
     from pathlib import Path

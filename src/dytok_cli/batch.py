@@ -12,8 +12,8 @@ import torch
 
 from .errors import InputError
 from .pipeline import Pipeline, StageCallback
-from .types import Answer, Visual
 from .record import answer_record, error_record
+from .types import Answer, Visual
 
 # Failures that belong to one video; anything else (a model that cannot load, a bug) stops the run.
 PER_VIDEO_ERRORS = (InputError, torch.OutOfMemoryError)  # InputError includes VideoError

@@ -14,13 +14,24 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from . import ray_engine, render
+from . import render
+from .apps import ray_engine
+from .apps.ray_engine import Engine, OutputFormat, RayOptions
 from .config import (
-    DEFAULT_MODEL, DEFAULT_QUESTION, DEFAULT_RATIO, DEFAULT_TOP, MODEL_ENV_VAR, Backend, Device, DType, ImageFormat, Settings,
+    BASELINE,
+    DEFAULT_MODEL,
+    DEFAULT_QUESTION,
+    DEFAULT_RATIO,
+    DEFAULT_TOP,
+    MODEL_ENV_VAR,
+    Backend,
+    Device,
+    DType,
+    ImageFormat,
+    Method,
+    Settings,
 )
 from .errors import DytokError, Interrupted
-from .methods import BASELINE, Method, strategy
-from .ray_engine import Engine, OutputFormat, RayOptions
 
 app = typer.Typer(
     name="dytok",
@@ -228,7 +239,9 @@ def ask(
         ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    from . import inputs as given_inputs  # torch-free: a wrong command line fails before anything loads
+    from .media import (
+        inputs as given_inputs,  # torch-free: a wrong command line fails before anything loads
+    )
 
     given = [*(question or []), *(given_inputs.read_questions(questions_file) if questions_file is not None else [])]
     inputs, questions = given_inputs.split_arguments(arguments, given)
@@ -253,13 +266,14 @@ def ask(
     # Imported here so `--help` and usage errors answer without loading torch.
     with render.status("Loading…"):
         from . import batch
-        from .cache import VisualCache
+        from .media.cache import VisualCache
+        from .media.video import thinning_note
         from .pipeline import Pipeline
-        from .video import thinning_note
 
     if output_dir is not None:
-        failed = ray_engine.write(settings, videos, questions, output_dir, options=ray_options,
-                                  output_format=output_format or OutputFormat.jsonl, force=force, cache_dir=cache_dir)
+        failed = ray_engine.write(settings, videos, questions, output_dir, options=ray_options, note=render.note,
+                                  error=render.error, output_format=output_format or OutputFormat.jsonl, force=force,
+                                  cache_dir=cache_dir)
         return EXIT_FAILED if failed else EXIT_OK
     pairs = len(videos) * len(questions)
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
@@ -299,7 +313,8 @@ def ask(
     with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
             if engine is Engine.ray:
-                failed = ray_engine.run(settings, videos, questions, emit, options=ray_options, cache_dir=cache_dir)
+                failed = ray_engine.run(settings, videos, questions, emit, options=ray_options, note=progress.note,
+                                        cache_dir=cache_dir)
             else:
                 failed = batch.run(
                     pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
@@ -379,15 +394,15 @@ def inspect_command(
         # A script that only wants files (or JSON) gets a clean stdout; a bare run still shows the table.
         show_budgets = not json_output and (export_dir is None or render.stdout_is_terminal())
     # Imported here so `--help` and usage errors answer without loading torch; a refused target too.
-    from . import export
+    from .apps import export
 
     if export_dir is not None:
         export.check_target(export_dir, force)
     with render.status("Loading…"):
-        from .cache import VisualCache
+        from .media.cache import VisualCache
+        from .media.video import thinning_note
         from .pipeline import Pipeline
         from .record import inspect_record
-        from .video import thinning_note
 
     if question is None:
         question = DEFAULT_QUESTION
@@ -455,12 +470,12 @@ def bench(
     if not video.is_file():  # before minutes of model loading
         raise DytokError(f"{video}: no such file")
     methods = methods or [_DEFAULTS.method]
-    uncompressed = [method.value for method in methods if not strategy(method).compresses]
+    uncompressed = [method.value for method in methods if not method.traits.compresses]
     if uncompressed:
         raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, decode_timeout=None)
     with render.status("Loading…"):
-        from . import bench as benchmark
+        from .apps import bench as benchmark
 
     settings = compared[0]
     with render.status(f"Loading {settings.model}") as spinner:
@@ -512,7 +527,9 @@ def eval_(
     methods = list(dict.fromkeys(methods or [BASELINE, _DEFAULTS.method]))
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens)
     cache_dir = options["cache_dir"]
-    from . import eval as evaluation  # imported here so --help and usage errors answer without torch
+    from .apps import (
+        eval as evaluation,  # imported here so --help and usage errors answer without torch
+    )
 
     try:
         items = evaluation.load_items(data, video_dir)
@@ -532,7 +549,7 @@ def eval_(
     work = evaluation.pending(items, cases, run_dir.records)
     failed = 0
     if work:
-        from .cache import VisualCache
+        from .media.cache import VisualCache
 
         with render.BatchProgress(len(work)) as progress:
             try:

@@ -8,14 +8,52 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, get_type_hints
 
-from .layers import parse_prior_layers
-from .methods import Method, strategy
+from .math.layers import parse_prior_layers
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
+
+
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a method is, as the settings and the reports need to know it; what it does is its strategy
+    (`methods.py`)."""
+
+    compresses: bool = True  # --ratio applies
+    separate_prior_pass: bool = False  # a prior model runs its own prefill (--prior-model)
+    prunes_in_prefill: bool = False  # pruned inside the answer's prefill (--prune-layer)
+    # The answer sees the same visual tokens whatever the question, so its whole prompt prefix is the same
+    # for every question about a video and is reused.
+    same_tokens_for_every_question: bool = False
+
+    @property
+    def reads_prior(self) -> bool:
+        return self.separate_prior_pass or self.prunes_in_prefill
+
+
+class Method(str, Enum):
+    dytok = "dytok"  # question-aware frame budgets from a separate prior pass, VisionZip within frames
+    visionzip = "visionzip"  # the same selector with uniform frame budgets (no prior pass)
+    dytok_fastv = "dytok-fastv"  # one prefill: prior and pruning inside the LLM at layer --prune-layer
+    none = "none"  # every visual token, as the model runs on its own
+
+    @property
+    def traits(self) -> MethodTraits:
+        return _METHOD_TRAITS[self]
+
+
+_METHOD_TRAITS = {
+    Method.dytok: MethodTraits(separate_prior_pass=True),  # which tokens a frame keeps depends on the question
+    Method.visionzip: MethodTraits(same_tokens_for_every_question=True),
+    Method.dytok_fastv: MethodTraits(prunes_in_prefill=True),
+    Method.none: MethodTraits(compresses=False, same_tokens_for_every_question=True),
+}
+
+# What a compressing method is measured against (`bench`, `eval`): the model as it is, every visual token.
+BASELINE = Method.none
 
 
 class Backend(str, Enum):
@@ -81,7 +119,7 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, choice):
                 object.__setattr__(self, name, _coerce(name, choice, value))
-        method = strategy(self.method)
+        method = self.method.traits
         if self.ratio is None:
             object.__setattr__(self, "ratio", DEFAULT_RATIO if method.compresses else 1.0)
         if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
@@ -122,7 +160,7 @@ class Settings:
         """One Settings per method from one set of flags, each without the flags its method does not take,
         so one command line can compare methods (`bench`); a flag that none of them takes is refused."""
         for flag, trait in _METHOD_FLAGS.items():
-            if fields.get(flag) is not None and not any(getattr(strategy(method), trait) for method in methods):
+            if fields.get(flag) is not None and not any(getattr(method.traits, trait) for method in methods):
                 raise ValueError(f"--{flag.replace('_', '-')} only applies to --method {_methods_that(trait)}")
         return [cls(**_taken(fields, method), method=method) for method in methods]
 
@@ -149,12 +187,12 @@ _METHOD_FLAGS = {"prior_model": "separate_prior_pass", "prior_layers": "reads_pr
 
 def _taken(fields: dict[str, Any], method: Method) -> dict[str, Any]:
     """`fields` without the method-specific flags `method` does not take."""
-    dropped = {flag: None for flag, trait in _METHOD_FLAGS.items() if not getattr(strategy(method), trait)}
+    dropped = {flag: None for flag, trait in _METHOD_FLAGS.items() if not getattr(method.traits, trait)}
     return {**{name: value for name, value in fields.items() if name != "method"}, **dropped}
 
 
 def _methods_that(trait: str) -> str:
-    return " or ".join(method.value for method in Method if getattr(strategy(method), trait))
+    return " or ".join(method.value for method in Method if getattr(method.traits, trait))
 
 
 def _coerce(name: str, choice: type[Enum], value: object) -> Enum:

@@ -1,10 +1,9 @@
-"""One strategy per method, found through one registry keyed by `Method` (DESIGN §2).
+"""One strategy per method, found through one registry keyed by `Method`.
 
-A strategy says what its method needs and does: whether it compresses at all (so `--ratio` applies),
-whether it runs a separate prior pass (so it can take `--prior-model`), whether it prunes inside the
-answer's prefill (so `--prune-layer` applies), which layers its prior reads, how it plans one
-(video, question), and what it hands `generate`. The settings, pipeline, bench and CLI ask the strategy
-instead of comparing method names.
+A strategy says what its method does: which layers its prior reads, how it plans one (video, question),
+and what it hands `generate`. What a method is (whether it compresses, runs a separate prior pass, prunes
+inside the prefill) is data, `Method.traits` (`config.py`), which the settings validate with; the
+pipeline, bench and CLI ask the traits and the strategy instead of comparing method names.
 
 The math and the model-driving code are imported when a plan is made, not when this module is, so the
 settings (and the CLI's usage errors) can consult a strategy without loading torch.
@@ -15,29 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .layers import parse_prior_layers, with_attention
+from .config import Method, MethodTraits
+from .math.layers import parse_prior_layers, with_attention
 
 if TYPE_CHECKING:
     import torch
 
+    from .math.selectors.base import FrameSelection
     from .models.base import VideoModel
     from .prefill.prefix import PrefixReuse
-    from .selectors.base import FrameSelection
     from .types import EncodedVideo, Plan, PromptTensors, Visual
-
-
-class Method(str, Enum):
-    dytok = "dytok"  # question-aware frame budgets from a separate prior pass, VisionZip within frames
-    visionzip = "visionzip"  # the same selector with uniform frame budgets (no prior pass)
-    dytok_fastv = "dytok-fastv"  # one prefill: prior and pruning inside the LLM at layer --prune-layer
-    none = "none"  # every visual token, as the model runs on its own
-
-
-# What a compressing method is measured against (`bench`, `eval`): the model as it is, every visual token.
-BASELINE = Method.none
 
 
 @dataclass(frozen=True)
@@ -55,16 +43,10 @@ class PlanContext:
 
 class Strategy:
     method: ClassVar[Method]
-    compresses: ClassVar[bool] = True  # --ratio applies
-    separate_prior_pass: ClassVar[bool] = False  # a prior model runs its own prefill (--prior-model)
-    prunes_in_prefill: ClassVar[bool] = False  # pruned inside the answer's prefill (--prune-layer)
-    # The answer sees the same visual tokens whatever the question, so its whole prompt prefix is the same
-    # for every question about a video and is reused (DESIGN §2.6).
-    same_tokens_for_every_question: ClassVar[bool] = False
 
     @property
-    def reads_prior(self) -> bool:
-        return self.separate_prior_pass or self.prunes_in_prefill
+    def traits(self) -> MethodTraits:
+        return self.method.traits
 
     def prior_layers(
         self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
@@ -75,7 +57,7 @@ class Strategy:
 
     def prior_model(self, model: str, prior_model: str | None) -> str | None:
         """The model whose attention gives the prior, as the record names it."""
-        return (prior_model or model) if self.reads_prior else None
+        return (prior_model or model) if self.traits.reads_prior else None
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
         raise NotImplementedError
@@ -83,7 +65,7 @@ class Strategy:
     def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
         """Keyword arguments for `generate` that carry the plan's visual tokens; with `reuse`, a cache
         that holds the prompt but its last token, the video's prefix taken from an earlier question."""
-        if reuse is not None and self.same_tokens_for_every_question:
+        if reuse is not None and self.traits.same_tokens_for_every_question:
             from .prefill.prefix import cache_before_last
 
             prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack)
@@ -163,13 +145,11 @@ def _plan(
 
 class NoCompression(Strategy):
     method = Method.none
-    compresses = False
-    same_tokens_for_every_question = True
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
         import torch
 
-        from .budget import uniform_weights
+        from .math.budget import uniform_weights
 
         encoded = visual.encoded
         timings["prior_s"] = 0.0
@@ -181,16 +161,15 @@ class VisionZip(Strategy):
     """Frame budgets from `weights` (uniform here), VisionZip within each frame."""
 
     method = Method.visionzip
-    same_tokens_for_every_question = True
 
     def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
-        from .budget import uniform_weights
+        from .math.budget import uniform_weights
 
         return uniform_weights(visual.encoded.num_frames)
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
-        from .budget import allocate_budgets, total_budget
-        from .selectors.visionzip import select_video
+        from .math.budget import allocate_budgets, total_budget
+        from .math.selectors.visionzip import select_video
 
         started = time.perf_counter()
         weights = self.weights(context, visual, question)
@@ -207,8 +186,6 @@ class DyToK(VisionZip):
     """The reference method: frame budgets from a separate prior pass, VisionZip within frames."""
 
     method = Method.dytok
-    separate_prior_pass = True
-    same_tokens_for_every_question = False  # which tokens a frame keeps depends on the question
 
     def prior_layers(
         self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
@@ -227,7 +204,6 @@ class DyToKFastV(Strategy):
     the prior costs nothing extra and all of its time is prefill time."""
 
     method = Method.dytok_fastv
-    prunes_in_prefill = True
 
     def prior_layers(
         self, spec: str | None, prior_depth: int, prune_layer: int | None, attention: tuple[int, ...] | None = None
@@ -245,10 +221,10 @@ class DyToKFastV(Strategy):
         return with_attention(layers, attention, spec)
 
     def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
-        from .budget import allocate_budgets, total_budget
+        from .math.budget import allocate_budgets, total_budget
+        from .math.prior import combine_layers
+        from .math.selectors.fastv import select_video
         from .prefill import single_pass
-        from .prior import combine_layers
-        from .selectors.fastv import select_video
 
         encoded = visual.encoded
         context.stage(f"Prefilling to layer {context.prune_layer}")

@@ -16,15 +16,15 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
 
-from .cache import VisualCache
 from .config import Settings
 from .errors import InputError, ModelError
-from .layers import resolve_prune_layer
+from .math.layers import resolve_prune_layer
+from .media.cache import VisualCache
+from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Visual
-from .video import read_video_bounded
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
 
@@ -99,7 +99,7 @@ class Pipeline:
     @cached_property
     def prune_layer(self) -> int | None:
         """The single pass's K, for a method that prunes inside the prefill; None otherwise."""
-        if not self.strategy.prunes_in_prefill:
+        if not self.strategy.traits.prunes_in_prefill:
             return None
         try:
             return resolve_prune_layer(self.settings.prune_layer, self.model.num_layers, self.model.attention_layers())
@@ -109,9 +109,9 @@ class Pipeline:
     @cached_property
     def prior_layers(self) -> tuple[int, ...] | None:
         """The prior model's layers the method's prior reads; None for a method without a prior."""
-        if not self.strategy.reads_prior:
+        if not self.strategy.traits.reads_prior:
             return None
-        reader = self.prior if self.strategy.separate_prior_pass else self.model
+        reader = self.prior if self.strategy.traits.separate_prior_pass else self.model
         try:
             return self.strategy.prior_layers(
                 self.settings.prior_layers, reader.num_layers, self.prune_layer, reader.attention_layers()
@@ -148,7 +148,7 @@ class Pipeline:
         encoded = model.encode(frames)
         timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
-        if self.strategy.separate_prior_pass and self.prior is not self.model:
+        if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
             encoding_started = time.perf_counter()
             prior_encoded = self.prior.encode(frames)
@@ -175,7 +175,7 @@ class Pipeline:
             "dtype": str(model.model.dtype),
             "device": model.device.type,
         }
-        if self.strategy.separate_prior_pass and settings.prior_model:
+        if self.strategy.traits.separate_prior_pass and settings.prior_model:
             identity["prior_model"] = settings.prior_model
             identity["prior_dtype"] = str(self.prior.model.dtype)
         return identity

@@ -86,7 +86,13 @@ class BatchProgress:
     """
 
     def __init__(self, pairs: int, live: bool = True) -> None:
-        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
         from rich.table import Column
 
         self._video = ""
@@ -191,8 +197,7 @@ def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) ->
     from rich.table import Table
     from rich.text import Text
 
-    # Imported here so the CLI's start-up (and --help) does not load Pillow.
-    from .export import clock
+    from .timecode import clock
 
     per_frame = record["tokens_per_frame"]
     visual = record["visual_tokens"]

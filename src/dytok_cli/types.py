@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .selectors.base import FrameSelection
+    from .math.selectors.base import FrameSelection
 
 
 @dataclass(frozen=True)

@@ -99,9 +99,18 @@ def _hub_files_only_local(name: str) -> bool:
     whenever a file is not cached yet. One short request first tells a working network from none,
     so offline the answer comes at once: the cache if it has the model, else one line.
     """
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, is_offline_mode, try_to_load_from_cache
+    from huggingface_hub import (
+        get_hf_file_metadata,
+        hf_hub_url,
+        is_offline_mode,
+        try_to_load_from_cache,
+    )
     from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, HFValidationError, HfHubHTTPError, RepositoryNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
     )
 
     try:

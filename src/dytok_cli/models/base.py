@@ -6,7 +6,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin
+from transformers import (
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    ProcessorMixin,
+)
 
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames, PromptTensors

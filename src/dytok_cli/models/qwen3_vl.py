@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+    BaseModelOutputWithDeepstackFeatures,
+)
 from transformers.video_utils import VideoMetadata
 
 from ..errors import ModelError

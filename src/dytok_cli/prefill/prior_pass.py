@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..attention import watch_attention
+from ..math.prior import combine_layers, frame_weights_from_qk
 from ..models.base import VideoModel
-from ..prior import combine_layers, frame_weights_from_qk
 from ..types import EncodedVideo
 from .prefix import PrefixReuse
 

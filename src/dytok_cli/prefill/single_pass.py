@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from ..attention import watch_attention
+from ..math.prior import frame_weights_from_qk, last_query_attention
 from ..models.base import VideoModel
-from ..prior import frame_weights_from_qk, last_query_attention
 from ..types import EncodedVideo, PromptTensors, PrunedPrefill
 from .prefix import PrefixReuse
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .config import DEFAULT_TOP, ImageFormat
-from .errors import InputError
+from ..config import DEFAULT_TOP, ImageFormat
+from ..errors import InputError
+from ..timecode import clock
 
 MANIFEST_JSON = "keyframes.json"
 MANIFEST_CSV = "keyframes.csv"
@@ -52,16 +53,6 @@ _PIL_FORMATS = {ImageFormat.jpg: "JPEG", ImageFormat.png: "PNG"}
 class Export:
     keyframes: list[dict[str, Any]]  # the manifest rows, in rank order
     contact_sheet: Path | None
-
-
-def clock(seconds: float, separator: str = ":") -> str:
-    """`mm:ss.ss`, truncated like a timecode, so it never reads later than the frame appears.
-
-    The small epsilon keeps 0.29 s (0.29 * 100 is 28.999999999999996) from reading 00:00.28.
-    """
-    centiseconds = max(0, math.floor(seconds * 100 + 1e-6))
-    minutes, centiseconds = divmod(centiseconds, 6000)
-    return f"{minutes:02d}{separator}{centiseconds // 100:02d}.{centiseconds % 100:02d}"
 
 
 def keyframe_name(rank: int, frame: int, timestamp: float, image_format: ImageFormat, rank_digits: int = 2) -> str:

@@ -27,14 +27,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from .batch import PER_VIDEO_ERRORS, one_line
-from .cache import VisualCache, file_digest
-from .config import Settings
-from .methods import BASELINE, Method, strategy
-from .errors import InputError
-from .models import VideoModel
-from .pipeline import Answer, Pipeline
-from .record import TIMING_KEYS
+from ..batch import PER_VIDEO_ERRORS, one_line
+from ..config import BASELINE, Method, Settings
+from ..errors import InputError
+from ..media.cache import VisualCache, file_digest
+from ..models import VideoModel
+from ..pipeline import Answer, Pipeline
+from ..record import TIMING_KEYS
 
 FORMAT = 1  # of manifest.json and summary.json
 MANIFEST, PREDICTIONS, SUMMARY, PARETO = "manifest.json", "predictions.jsonl", "summary.json", "pareto.png"
@@ -321,7 +320,7 @@ def grid(methods: Iterable[Method], ratios: Iterable[float]) -> list[Case]:
     ratios = list(ratios)
     cases: list[Case] = []
     for method in methods:
-        for ratio in ratios if strategy(method).compresses else [1.0]:
+        for ratio in ratios if method.traits.compresses else [1.0]:
             case = Case(method, float(ratio))
             if case not in cases:
                 cases.append(case)
@@ -509,7 +508,7 @@ def _case_pipeline(settings: Settings, case: Case, shared: Pipeline) -> Pipeline
 def _pair_timings(shared: dict[str, float], case: Case) -> dict[str, float]:
     """The item's decoding and vision time, counted in every pair as though it ran for that pair alone."""
     timings = {"decode_s": shared["decode_s"], "vision_s": shared["vision_s"]}
-    if strategy(case.method).separate_prior_pass and "prior_vision_s" in shared:
+    if case.method.traits.separate_prior_pass and "prior_vision_s" in shared:
         timings["prior_vision_s"] = shared["prior_vision_s"]
     return timings
 

@@ -28,9 +28,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from . import render
-from .config import Settings
-from .errors import DytokError, InputError, Interrupted
+from ..config import Settings
+from ..errors import DytokError, InputError, Interrupted
+
+Say = Callable[[str], None]  # where a run's notes (or failed pairs' one-line errors) go: the CLI's stderr
 
 INSTALL_HINT = "pip install 'dytok-cli[ray]'"
 # A video whose worker dies (killed, out of memory) is run again on the restarted worker this many
@@ -76,11 +77,11 @@ def _import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
+def _connected(ray: Any, options: RayOptions, note: Say) -> Iterator[None]:
     """Ray for the length of a run: the caller's own if it already called `ray.init` (a notebook,
     the tests), else a cluster joined or a local one started, shut down afterwards."""
     if ray.is_initialized():
-        _check_gpus(ray, options, started_here=False)
+        _check_gpus(ray, options, note, started_here=False)
         yield
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
@@ -101,20 +102,20 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise DytokError(f"--ray-address {address}: {_one_line(error)}") from None
     try:
-        _check_gpus(ray, options, started_here=address == "local")
+        _check_gpus(ray, options, note, started_here=address == "local")
         yield
     finally:
         ray.shutdown()
 
 
-def _check_gpus(ray: Any, options: RayOptions, started_here: bool) -> None:
+def _check_gpus(ray: Any, options: RayOptions, note: Say, started_here: bool) -> None:
     """Ray would wait for a GPU that never comes; a cluster's autoscaler may still bring one."""
     available = ray.cluster_resources().get("GPU", 0)
     if options.gpus_per_worker > available:
         message = f"--gpus-per-worker {options.gpus_per_worker:g}: the Ray cluster has {available:g} GPUs"
         if started_here:
             raise DytokError(message)
-        render.note(f"{message} now; the workers wait for more (Ctrl-C stops)")
+        note(f"{message} now; the workers wait for more (Ctrl-C stops)")
 
 
 def _check_reachable(address: str) -> None:
@@ -210,8 +211,8 @@ class _Answerer:
     """The class-based UDF: one per actor, holding one `Pipeline`, whose models load on the first video."""
 
     def __init__(self, settings: Settings, cache_dir: str | None, cwd: str, attempts: Any) -> None:
-        from .cache import VisualCache
-        from .pipeline import Pipeline
+        from ..media.cache import VisualCache
+        from ..pipeline import Pipeline
 
         # Relative video paths mean what they meant to the driver (where that directory exists).
         with contextlib.suppress(OSError):
@@ -223,7 +224,7 @@ class _Answerer:
         import pyarrow as pa
         import ray
 
-        from . import batch
+        from .. import batch
 
         rows: list[dict[str, Any]] = []
         for video in videos.to_pylist():
@@ -284,8 +285,8 @@ def _groups(videos: list[str], questions: list[str], done: set[tuple[str, str]] 
 
 
 def _gave_up(settings: Settings, video: str, question: str) -> dict[str, Any]:
-    from .pipeline import Pipeline
-    from .record import error_record
+    from ..pipeline import Pipeline
+    from ..record import error_record
 
     message = f"{video}: its Ray worker died {TASK_RETRIES + 1} times on it (out of memory or killed); gave up"
     return error_record(video, question, settings, Pipeline(settings).prior_name, message)
@@ -296,9 +297,9 @@ def _raise_fatal(fatal: bytes) -> None:
         raise pickle.loads(fatal)
 
 
-def _note_retried(retried: int, total: int) -> None:
+def _note_retried(retried: int, total: int, note: Say) -> None:
     if retried:
-        render.note(f"{retried} of {total} answers were retried after their Ray worker died")
+        note(f"{retried} of {total} answers were retried after their Ray worker died")
 
 
 def run(
@@ -308,12 +309,13 @@ def run(
     emit: Callable[[Any], None],
     *,
     options: RayOptions,
+    note: Say,
     cache_dir: Path | None = None,
 ) -> int:
     """`batch.run` on Ray: every question on every video, records emitted in input order as soon as
     every earlier one is in; returns the number of failed pairs."""
     ray = _import_ray()
-    from .batch import Outcome
+    from ..batch import Outcome
 
     total = len(videos) * len(questions)
     ready: dict[int, dict[str, Any]] = {}
@@ -327,7 +329,7 @@ def run(
             emit(Outcome(record, None))
             emitted += 1
 
-    with _connected(ray, options), _quiet(ray, progress_bars=False):
+    with _connected(ray, options, note), _quiet(ray, progress_bars=False):
         answers = _answers(ray, settings, _groups(videos, questions), options, cache_dir)
         blocks = answers.iter_batches(batch_size=None, batch_format="pyarrow")
         try:
@@ -342,7 +344,7 @@ def run(
             getattr(blocks, "close", lambda: None)()
     if emitted != total:
         raise RuntimeError(f"Ray returned {emitted} of {total} answers")
-    _note_retried(retried, total)
+    _note_retried(retried, total, note)
     return failed
 
 
@@ -353,7 +355,7 @@ def record_schema() -> Any:
     """The Arrow schema of a record (see record.py) as Parquet shards store it."""
     import pyarrow as pa
 
-    from .record import TIMING_KEYS
+    from ..record import TIMING_KEYS
 
     frame = pa.struct([(name, pa.int64()) for name in ("index", "frame")] + [("timestamp", pa.float64()), ("weight", pa.float64())]
                       + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
@@ -472,6 +474,8 @@ def write(
     *,
     options: RayOptions,
     output_format: OutputFormat = OutputFormat.jsonl,
+    note: Say,
+    error: Say,
     force: bool = False,
     cache_dir: Path | None = None,
 ) -> int:
@@ -487,7 +491,7 @@ def write(
     if groups:
         sink = _shard_sink(directory.resolve(), output_format)
         try:
-            with _connected(ray, options), _quiet(ray, progress_bars=sys.stderr.isatty()):
+            with _connected(ray, options, note), _quiet(ray, progress_bars=sys.stderr.isatty()):
                 _answers(ray, settings, groups, options, cache_dir).write_datasink(sink, ray_remote_args={"num_cpus": 0})
         except KeyboardInterrupt:
             written = len(read_records(directory)) - len(done)
@@ -497,13 +501,13 @@ def write(
         _raise_fatal(result["fatal"])
     failures = [line for result in results for line in result["failed"]]
     for line in failures:
-        render.error(line)
-    _note_retried(sum(result["retried"] for result in results), todo)
+        error(line)
+    _note_retried(sum(result["retried"] for result in results), todo, note)
     written = sum(result["written"] for result in results)
     if written != todo:
         raise RuntimeError(f"Ray wrote {written} of {todo} records")
     already = f", {skipped} already there" if skipped else ""
-    render.note(f"{written} records written to {directory}{already}; {len(failures)} failed")
+    note(f"{written} records written to {directory}{already}; {len(failures)} failed")
     return len(failures)
 
 

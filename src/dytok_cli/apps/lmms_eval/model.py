@@ -1,4 +1,4 @@
-"""The `lmms` class lmms-eval loads for `--model dytok` (see `lmms_eval_plugin`); importing it needs lmms-eval."""
+"""The `lmms` class lmms-eval loads for `--model dytok` (see `plugin`); importing it needs lmms-eval."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from .lmms_eval_plugin import Answerer, request_from_args, settings_from_args
+from .plugin import Answerer, request_from_args, settings_from_args
 
 
 class Dytok(lmms):

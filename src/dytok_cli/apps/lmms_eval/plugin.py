@@ -5,7 +5,7 @@
         --tasks videomme
 
 Everything here works without lmms-eval installed (its tests use stand-ins for lmms-eval's requests);
-`lmms_eval_model.Dytok` is the thin `lmms` subclass lmms-eval loads.
+`model.Dytok` is the thin `lmms` subclass lmms-eval loads.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .batch import PER_VIDEO_ERRORS, one_line
-from .config import Backend, Device, DType, Method, Settings
-from .models import VideoModel
-from .pipeline import Pipeline
+from ...batch import PER_VIDEO_ERRORS, one_line
+from ...config import Backend, Device, DType, Method, Settings
+from ...models import VideoModel
+from ...pipeline import Pipeline
 
 MODEL_ID = "dytok"
 log = logging.getLogger("dytok")
@@ -34,7 +34,7 @@ def manifest() -> Any:
     """The entry point's payload: lmms-eval calls it at start-up to learn which class `--model dytok` is."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return ModelManifest(model_id=MODEL_ID, simple_class_path="dytok_cli.lmms_eval_model.Dytok")
+    return ModelManifest(model_id=MODEL_ID, simple_class_path="dytok_cli.apps.lmms_eval.model.Dytok")
 
 
 def settings_from_args(model_args: Mapping[str, Any]) -> Settings:

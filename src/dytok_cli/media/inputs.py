@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from .config import DEFAULT_QUESTION
-from .errors import InputError
+from ..config import DEFAULT_QUESTION
+from ..errors import InputError
 
 VIDEO_EXTENSIONS = frozenset(
     "mp4 m4v mov mkv webm avi gif mpg mpeg ts wmv flv 3gp".split()

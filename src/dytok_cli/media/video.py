@@ -49,8 +49,8 @@ import av
 import cv2
 import numpy as np
 
-from .errors import InputError
-from .types import Frames
+from ..errors import InputError
+from ..types import Frames
 
 BACKENDS = ("auto", "decord", "pyav", "opencv")
 _AUTO_ORDER = ("decord", "pyav", "opencv")

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .types import EncodedVideo, Frames, Visual
+from ..types import EncodedVideo, Frames, Visual
 
 _FORMAT = 2  # bump when the stored layout or the sampling changes; old entries then simply miss
 _CHUNK = 1 << 20

@@ -23,10 +23,15 @@ from typing import Any
 
 import torch
 
-from .config import Settings
-from .methods import BASELINE
-from .models import VideoModel, load_model, load_random_model, resolve_device, resolve_dtype
-from .pipeline import Pipeline
+from ..config import BASELINE, Settings
+from ..models import (
+    VideoModel,
+    load_model,
+    load_random_model,
+    resolve_device,
+    resolve_dtype,
+)
+from ..pipeline import Pipeline
 
 MEASURES = ("vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s", "next_question_s",
             "next_question_recomputed_s")
