@@ -24,7 +24,7 @@ from dytok_cli.prefill import single_pass
 from dytok_cli.prefill.prefix import PrefixReuse, cache_before_last
 from dytok_cli.prefill.prior_pass import keyframe_prior
 from dytok_cli.math.prior import normalise
-from dytok_cli.types import Frames
+from dytok_cli.types import Frames, Question
 
 QUESTION = "what happens in the video?"
 SHORT_QUESTION = "what?"
@@ -162,6 +162,33 @@ def test_uncompressed_answer_is_the_models_own_generate(family, clip, case, fram
         assert answer.token_ids == expected, f"--prune-layer {prune_layer}"
         assert answer.text == family.adapter.decode(torch.tensor(expected))
         assert answer.plan.kept_tokens == answer.plan.encoded.num_frames * answer.plan.encoded.tokens_per_frame
+
+
+def test_a_conversation_is_the_models_own(family, clip):
+    """Text that goes with the video and earlier turns reach the prompt as the model's own chat template
+    writes them: at ratio 1 the answer is its own `generate` over the same messages, and a later turn goes
+    on from the video's prefix of the first."""
+    first = Question(QUESTION, context="the dog is red")
+    later = Question("how many people walks left?", history=((QUESTION, "a man walks"),), context="the dog is red")
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": f"the dog is red\n{QUESTION}"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a man walks"}]},
+        {"role": "user", "content": [{"type": "text", "text": later.text}]},
+    ]
+    pipeline = Pipeline(settings(family.dir, method=Method.none), model=family.adapter)
+    visual = pipeline.prepare(clip)
+    pipeline.ask(visual, first)
+    answer = pipeline.ask(visual, later)
+    frames = visual.frames
+    prompt = family.adapter.processor.apply_chat_template(messages, add_generation_prompt=True)
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
+    inputs = family.adapter.processor(text=prompt, videos=[frames.images], video_metadata=[metadata],
+                                      do_sample_frames=False, return_tensors="pt")
+    ours = family.adapter.build_inputs(later, visual.encoded.all_tokens(), video=visual.encoded)["input_ids"]
+    assert torch.equal(ours, inputs["input_ids"])
+    own = family.adapter.model.generate(**inputs, max_new_tokens=12, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert answer.token_ids == own.tolist()
+    assert answer.plan.reused_prefix_tokens > 0 and answer.plan.question == later
 
 
 @pytest.mark.parametrize("method", [Method.dytok, Method.dytok_fastv])

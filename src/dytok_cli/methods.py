@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .math.selectors.base import FrameSelection
     from .models.base import VideoModel
     from .prefill.prefix import PrefixReuse
-    from .types import EncodedVideo, Plan, PromptTensors, Visual
+    from .types import EncodedVideo, Plan, PromptTensors, Question, Visual
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Strategy:
         """The model whose attention gives the prior, as the record names it."""
         return (prior_model or model) if self.traits.reads_prior else None
 
-    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+    def plan(self, context: PlanContext, visual: Visual, question: Question, timings: dict[str, float]) -> Plan:
         raise NotImplementedError
 
     def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def stacked_features(encoded: EncodedVideo) -> torch.Tensor:
 
 def _plan(
     visual: Visual,
-    question: str,
+    question: Question,
     weights: torch.Tensor,
     budgets: torch.Tensor,
     selections: list[FrameSelection] | None,
@@ -146,7 +146,7 @@ def _plan(
 class NoCompression(Strategy):
     method = Method.none
 
-    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+    def plan(self, context: PlanContext, visual: Visual, question: Question, timings: dict[str, float]) -> Plan:
         import torch
 
         from .math.budget import uniform_weights
@@ -162,12 +162,12 @@ class VisionZip(Strategy):
 
     method = Method.visionzip
 
-    def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
+    def weights(self, context: PlanContext, visual: Visual, question: Question) -> torch.Tensor:
         from .math.budget import uniform_weights
 
         return uniform_weights(visual.encoded.num_frames)
 
-    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+    def plan(self, context: PlanContext, visual: Visual, question: Question, timings: dict[str, float]) -> Plan:
         from .math.budget import allocate_budgets, total_budget
         from .math.selectors.visionzip import select_video
 
@@ -192,7 +192,7 @@ class DyToK(VisionZip):
     ) -> tuple[int, ...]:
         return parse_prior_layers(spec, prior_depth, attention)
 
-    def weights(self, context: PlanContext, visual: Visual, question: str) -> torch.Tensor:
+    def weights(self, context: PlanContext, visual: Visual, question: Question) -> torch.Tensor:
         from .prefill.prior_pass import keyframe_prior
 
         context.stage("Computing the keyframe prior")
@@ -220,7 +220,7 @@ class DyToKFastV(Strategy):
             attention = tuple(layer for layer in attention if layer <= prune_layer)
         return with_attention(layers, attention, spec)
 
-    def plan(self, context: PlanContext, visual: Visual, question: str, timings: dict[str, float]) -> Plan:
+    def plan(self, context: PlanContext, visual: Visual, question: Question, timings: dict[str, float]) -> Plan:
         from .math.budget import allocate_budgets, total_budget
         from .math.prior import combine_layers
         from .math.selectors.fastv import select_video

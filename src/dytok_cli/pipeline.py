@@ -24,7 +24,7 @@ from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model
 from .prefill.prefix import PrefixReuse
-from .types import Answer, EncodedVideo, Frames, Plan, Visual
+from .types import Answer, EncodedVideo, Frames, Plan, Question, Visual
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
 
@@ -193,8 +193,9 @@ class Pipeline:
         """Free the prompt prefix kept for the current video's later questions (its questions are done)."""
         self._prefix = None
 
-    def plan(self, video: str | Path | Visual, question: str, on_stage: StageCallback | None = None) -> Plan:
+    def plan(self, video: str | Path | Visual, question: str | Question, on_stage: StageCallback | None = None) -> Plan:
         """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
+        question = Question.of(question)
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
         reuse = self._prefix_reuse(visual.encoded)
         if reuse is not None:
@@ -250,7 +251,7 @@ class Pipeline:
     def ask(
         self,
         video: str | Path | Visual,
-        question: str,
+        question: str | Question,
         on_text: Callable[[str], None] | None = None,
         on_stage: StageCallback | None = None,
         force_length: bool = False,

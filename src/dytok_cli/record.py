@@ -32,7 +32,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
 
 
 def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict[str, Any]:
-    record = _base(plan.video, plan.question, settings, prior_model)
+    record = _base(plan.video, plan.question.text, settings, prior_model)
     per_frame = plan.encoded.tokens_per_frame
     frames = []
     for index, (source, timestamp, weight, budget) in enumerate(

@@ -20,6 +20,30 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Question:
+    """What is asked about a video, with what the prompt carries beside it.
+
+    The video opens the conversation, followed by `context` (text that goes with the video, such as the
+    lines said over the sampled frames) and the first question; `history` holds the conversation's
+    earlier (question, answer) turns, oldest first, and `text` is asked after them. Everything here comes
+    after the video, so the prompt up to the video's last token is the same for every question about it.
+    """
+
+    text: str
+    history: tuple[tuple[str, str], ...] = ()
+    context: str = ""
+
+    @classmethod
+    def of(cls, question: str | Question) -> Question:
+        return question if isinstance(question, Question) else cls(question)
+
+    def first_turn_text(self) -> str:
+        """The text that follows the video in the conversation's first user turn."""
+        first = self.history[0][0] if self.history else self.text
+        return f"{self.context}\n{first}" if self.context else first
+
+
+@dataclass(frozen=True)
 class Frames:
     """The sampled frames of one video, as the decoder gave them."""
 
@@ -173,7 +197,7 @@ class Plan:
     """Where the visual-token budget goes for one (video, question): everything but the answer."""
 
     video: str
-    question: str
+    question: Question
     frames: Frames  # one per model frame: the first sampled frame of each (see `Frames.group_starts`)
     encoded: EncodedVideo
     weights: torch.Tensor  # (F,) normalised frame weights (uniform unless the prior ran)

@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from ..errors import ModelError
-from ..types import EncodedVideo, Frames, PromptTensors
+from ..types import EncodedVideo, Frames, PromptTensors, Question
 from .decoder import Decoder
 
 
@@ -116,20 +116,31 @@ class VideoModel:
         before, after = text[: self.SYNTHETIC_TEXT_BEFORE], text[self.SYNTHETIC_TEXT_BEFORE :]
         return torch.tensor([[*before, *self.video_span_ids(), *after]])
 
-    def prompt_ids(self, question: str) -> torch.Tensor:
+    def chat_text(self, question: Question | str) -> str:
+        """The chat template's text for `question` with one video placeholder, ending where the answer
+        begins: the video and the first question in the first user turn, then any earlier turns."""
+        question = Question.of(question)
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question.first_turn_text()}]}]
+        for turn, (asked, answered) in enumerate(question.history):
+            if turn:
+                messages.append({"role": "user", "content": [{"type": "text", "text": asked}]})
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answered}]})
+        if question.history:
+            messages.append({"role": "user", "content": [{"type": "text", "text": question.text}]})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def prompt_ids(self, question: Question | str) -> torch.Tensor:
         """The chat prompt (1, S) with a single video placeholder, ending where the answer begins."""
         if self.tokenizer is None:
             return self.synthetic_prompt_ids()
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = self.tokenizer(self.chat_text(question), add_special_tokens=False, return_tensors="pt")["input_ids"]
         if int((ids == self.video_token_id()).sum()) != 1:
             raise ModelError(f"the chat template of {self.name!r} does not place exactly one video token")
         return ids
 
     def build_inputs(
         self,
-        question: str,
+        question: Question | str,
         visual_tokens: torch.Tensor,
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
@@ -159,7 +170,7 @@ class VideoModel:
 
     def prompt_tensors(
         self,
-        question: str,
+        question: Question | str,
         video: EncodedVideo,
         visual_tokens: torch.Tensor | None = None,
         kept_index: torch.Tensor | None = None,

@@ -46,7 +46,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
 from transformers.video_utils import VideoMetadata
 
 from ..errors import ModelError
-from ..types import EncodedVideo, Frames
+from ..types import EncodedVideo, Frames, Question
 from . import register
 from .qwen import QwenVideoModel
 from .vision_attention import video_features_with_scores
@@ -109,7 +109,7 @@ class Qwen3VL(QwenVideoModel):
     # --- prompt -------------------------------------------------------------------------------
     def build_inputs(
         self,
-        question: str,
+        question: Question | str,
         visual_tokens: torch.Tensor,
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
@@ -159,7 +159,7 @@ class Qwen3VL(QwenVideoModel):
             "position_ids": self._uncompressed_positions(full, video)[:, :, source[keep].to(self.device)],
         }
 
-    def _uncompressed_ids(self, question: str, video: EncodedVideo) -> torch.Tensor:
+    def _uncompressed_ids(self, question: Question | str, video: EncodedVideo) -> torch.Tensor:
         """(S_full,) the prompt the processor builds for `video`: every patch's timestamp, markers and T
         placeholders in place of the chat template's single video placeholder."""
         prompt = self.prompt_ids(question)[0]
@@ -170,8 +170,7 @@ class Qwen3VL(QwenVideoModel):
             patch = [*timestamp.tolist(), config.vision_start_token_id,
                      *[self.video_token_id()] * video.tokens_per_frame, config.vision_end_token_id]
             return torch.cat([prompt[:at], torch.tensor(patch * video.num_frames, dtype=prompt.dtype), prompt[at + 1 :]])
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        text = self.chat_text(question)
         per_group = video.frames_per_group
         # Times in seconds as frame indices at 1 frame per second: the processor's timestamp of each patch,
         # the mean of its frames' index / fps, is then exactly the patch's time.

@@ -11,14 +11,14 @@ import torch
 from ..attention import watch_attention
 from ..math.prior import combine_layers, frame_weights_from_qk
 from ..models.base import VideoModel
-from ..types import EncodedVideo
+from ..types import EncodedVideo, Question
 from .prefix import PrefixReuse
 
 
 def keyframe_prior(
     prior: VideoModel,
     video: EncodedVideo,
-    question: str,
+    question: Question | str,
     layers: tuple[int, ...],
     early_exit: bool = True,
     reuse: PrefixReuse | None = None,

@@ -32,7 +32,7 @@ import torch
 from ..attention import watch_attention
 from ..math.prior import frame_weights_from_qk, last_query_attention
 from ..models.base import VideoModel
-from ..types import EncodedVideo, PromptTensors, PrunedPrefill
+from ..types import EncodedVideo, PromptTensors, PrunedPrefill, Question
 from .prefix import PrefixReuse
 
 
@@ -51,7 +51,7 @@ class Probe:
 def run_to_prune_layer(
     model: VideoModel,
     video: EncodedVideo,
-    question: str,
+    question: Question | str,
     prune_layer: int,
     prior_layers: tuple[int, ...],
     reuse: PrefixReuse | None = None,
