@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Backend, Device, DType, Method, Settings
 from .errors import DytokError, InputError, ModelError
+from .types import Question
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer", "Backend", "DType", "Device", "DytokError", "InputError", "Method", "ModelError", "Pipeline", "Plan",
-    "Settings", "Visual", "ask",
+    "Question", "Settings", "Visual", "ask",
 ]
 
 # What needs torch is imported on first use, so `import dytok_cli` (and the CLI's --help) stays quick.
@@ -44,7 +45,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def ask(video: str | Path, question: str, **settings: Any) -> Answer:
+def ask(video: str | Path, question: str | Question, **settings: Any) -> Answer:
     """Answer one question about one video; `settings` are `Settings` fields (model, method, ratio, ...).
 
     Loads the model for this one call: to ask several questions, keep a `Pipeline`.
