@@ -276,6 +276,8 @@ def test_a_hostile_video_url_is_refused_and_the_server_goes_on(client, media, ur
 @pytest.mark.parametrize("body, status, fragment", [
     (b"{not json", 400, "not valid JSON"),
     (b"[1, 2]", 400, "JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),  # nested past the parser's recursion limit
+    (b"\xff\xfe{}", 400, "not valid JSON"),
     (json.dumps({"model": "gpt-9", "messages": []}).encode(), 400, "messages"),
     (json.dumps(request("file:clip.mp4", model="gpt-9")).encode(), 404, "does not exist"),
     (json.dumps(request("file:clip.mp4", n=2)).encode(), 400, "n is not supported"),

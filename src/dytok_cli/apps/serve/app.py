@@ -137,11 +137,17 @@ def create_app(service: Service, *, model_name: str, policy: MediaPolicy, api_ke
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        try:
+            return await complete(request)
+        except Exception as error:  # an ApiError as it is, anything else a 500; the server goes on
+            return _error_response(as_api_error(error))
+
+    async def complete(request: Request) -> Response:
         authorize(request)
         body = await _read_body(request, max_body_bytes)
         try:
             payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ApiError(400, f"the request body is not valid JSON: {error}") from None
         chat = protocol.parse_chat(payload)
         if chat.model is not None and chat.model != model_name:

@@ -173,7 +173,7 @@ def _conversation(messages: Any) -> tuple[str, Question]:
         what = "no video" if not videos else "more than one video" if len(videos) > 1 else "the video in a later message"
         raise bad_request(f"the first user message must hold exactly one video_url part ({what} given)", "messages")
     texts = [text for _, text in turns]
-    history = tuple(zip(texts[0:-1:2], texts[1:-1:2]))
+    history = tuple(zip(texts[0:-1:2], texts[1:-1:2], strict=True))
     last = texts[-1].strip() or (DEFAULT_QUESTION if not history else "")
     if not last:
         raise bad_request("the last user message needs a question", "messages")
