@@ -174,3 +174,26 @@ def test_the_prompt_on_a_terminal(endless_model, clip, tmp_path):
         terminal.close()
     assert status == 130, terminal.shown
     assert "Traceback" not in terminal.shown and "dytok: error: interrupted" in terminal.shown
+
+
+def test_an_answer_stops_between_two_tokens(tiny_llava, clip):
+    """`Pipeline.answer`'s stop: set while the answer streams, it ends the answer after the token being
+    generated; what came until then is the unstopped answer's beginning."""
+    import threading
+
+    pipeline = Pipeline(Settings(model=tiny_llava.name, method=Method.none, frames=4, max_new_tokens=12,
+                                 device="cpu", dtype="float32", decode_timeout=0), model=tiny_llava)
+    visual = pipeline.prepare(clip)
+    whole = pipeline.ask(visual, "what happens?", force_length=True)
+    stop = threading.Event()
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        if len(pieces) == 2:
+            stop.set()
+
+    stopped = pipeline.ask(visual, "what happens?", on_text=on_text, force_length=True, stop=stop)
+    assert stopped.stopped and not whole.stopped
+    assert 2 <= len(stopped.token_ids) < len(whole.token_ids) == 12
+    assert stopped.token_ids == whole.token_ids[: len(stopped.token_ids)]

@@ -304,3 +304,25 @@ def test_the_api_key_guards_every_route_but_health(server):
                 response = anonymous.request(method, path, headers=headers, json=request("file:clip.mp4"))
                 assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
         assert anonymous.get("/nowhere").status_code == 404
+
+
+def test_serve_refuses_a_bad_command_line_before_loading_anything(dytok_here, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    cases = [
+        (["--port", port], "cannot listen on 127.0.0.1:" + port),
+        (["--media-dir", str(tmp_path / "none")], "not a folder"),
+        (["--allow-private-media"], "only used with --allow-remote-media"),
+        (["--max-media-mb", "0"], "must be positive"),
+        (["--ratio", "2"], "--ratio must be in (0, 1]"),
+    ]
+    try:
+        for args, fragment in cases:
+            result = dytok_here("serve", "--model", str(tmp_path / "no-model"), *args)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("dytok: error: "), result.stderr
+            assert fragment in lines[0]
+    finally:
+        taken.close()

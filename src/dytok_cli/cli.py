@@ -674,6 +674,8 @@ def serve(
     application = server.create_app(service, model_name=name, policy=policy, api_key=api_key,
                                     max_body_bytes=policy.max_bytes * 4 // 3 + 2**20)  # base64 and the JSON around it
     bound_host, bound_port = listening.getsockname()[:2]
+    if api_key is None and bound_host not in ("127.0.0.1", "::1", "localhost"):
+        render.note(f"listening on {bound_host} without --api-key: anyone who can reach this port can use the model")
     render.note(f"serving {name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
     server.run(application, listening)
     return EXIT_OK

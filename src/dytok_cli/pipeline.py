@@ -260,10 +260,9 @@ class Pipeline:
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
         stopper = _StopWhenSet(stop) if stop is not None else None
         with torch.inference_mode():
-            token_ids = self.model.generate(
-                inputs, generation, LogitsProcessorList([clock]), streamer,
-                StoppingCriteriaList([stopper]) if stopper else None,
-            )
+            # Only when asked to, so `generate` is called as before otherwise.
+            stopping = {"stopping_criteria": StoppingCriteriaList([stopper])} if stopper else {}
+            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer, **stopping)
         finished = time.perf_counter()
         timings = dict(plan.timings)
         # A single pass began in `plan`, up to the prune layer.

@@ -210,6 +210,7 @@ class VideoModel:
         generation: GenerationConfig,
         logits_processor: LogitsProcessorList | None = None,
         streamer: Any = None,
+        *,
         stopping_criteria: StoppingCriteriaList | None = None,
     ) -> torch.Tensor:
         """New token ids (n,) for `inputs`."""
