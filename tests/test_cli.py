@@ -207,9 +207,10 @@ def test_help_reads_plainly(dytok_here):
     overview = dytok_here("-h")
     assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval", "chat", "serve"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
-    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA")]:
+    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA"),
+                           ("chat", "VIDEO")]:
         text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):

@@ -571,6 +571,116 @@ def eval_(
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# --- chat and serve: a video kept warm in one process -------------------------------------------
+
+
+@app.command(cls=PlainHelpCommand, short_help="Talk about a video: questions in a row, answers streamed.")
+@pipeline_options(exclude=("cache_dir",))
+def chat(
+    video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file to talk about (/video PATH changes it).", show_default=False)],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
+    jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Read questions line by line and print one JSON record per answer.")] = False,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Talk about a video: on a terminal, a prompt with streamed answers (/help lists the commands);
+    otherwise questions line by line from stdin, one answer per question. Earlier turns stay in the
+    conversation, and the video is decoded, encoded and prefilled once."""
+    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    with render.status("Loading…"):
+        from .apps import chat as talk
+        from .pipeline import Pipeline
+
+    interactive = sys.stdin.isatty() and render.stdout_is_terminal() and not jsonl_output
+    with render.status("Starting") as spinner:
+        conversation = talk.Conversation(Pipeline(settings), video, on_stage=spinner.update if spinner else None)
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        terminal = talk.Terminal(read_line=input, write=render.write, note=render.note, error=render.error,
+                                 working=render.status)
+        talk.converse(conversation, terminal)
+        return EXIT_OK
+
+    def emit(answer: Any) -> None:
+        if jsonl_output:
+            render.write_json(conversation.record(answer), indent=None)
+        else:
+            render.write(answer.text + "\n")
+
+    failed = talk.answer_lines(conversation, sys.stdin, emit, render.error)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@app.command(cls=PlainHelpCommand, short_help="Serve the model over OpenAI's chat-completions API.")
+@pipeline_options()
+def serve(
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free one).")] = 8000,
+    media_dir: Annotated[Optional[Path], typer.Option(
+        "--media-dir", "--allowed-media-dir", metavar="DIR",
+        help="file:// videos are read from this folder only (symlinks and .. cannot leave it); without it, none.")] = None,
+    allow_remote_media: Annotated[bool, typer.Option(
+        "--allow-remote-media", help="Fetch http(s):// videos (public addresses only, each redirect checked).")] = False,
+    allow_private_media: Annotated[bool, typer.Option(
+        "--allow-private-media", help="With --allow-remote-media: also fetch from private, loopback and link-local addresses.")] = False,
+    max_media_mb: Annotated[float, typer.Option("--max-media-mb", metavar="MB", help="Largest video a data: URL or a download may bring.")] = 256,
+    media_timeout: Annotated[float, typer.Option("--media-timeout", metavar="SECONDS", help="Longest a download may take.")] = 30,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", metavar="KEY", envvar="DYTOK_API_KEY", show_envvar=True,
+        help="Require Authorization: Bearer KEY on every route but /health.")] = None,
+    served_model_name: Annotated[Optional[str], typer.Option(
+        "--served-model-name", metavar="NAME", help="The model's name in the API (default: --model).")] = None,
+    queue: Annotated[int, typer.Option("--queue", min=0, metavar="N", help="Requests that may wait for the model; more are answered 429.")] = 16,
+    keep_videos: Annotated[int, typer.Option("--keep-videos", min=1, metavar="N", help="Videos kept decoded, encoded and prefilled for later requests.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, and the most a request's max_tokens gets.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature when a request sets none; 0 decodes greedily.")] = _DEFAULTS.temperature,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Serve the model over OpenAI's chat-completions API (a video as a video_url content part); the
+    pipeline flags are the defaults and the maxima of what a request may ask (--frames is the most frames)."""
+    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature)
+    if allow_private_media and not allow_remote_media:
+        raise typer.BadParameter("--allow-private-media: only used with --allow-remote-media")
+    if media_dir is not None and not media_dir.is_dir():
+        raise typer.BadParameter(f"--media-dir {media_dir}: not a folder")
+    if not (max_media_mb > 0 and media_timeout > 0):
+        raise typer.BadParameter("--max-media-mb and --media-timeout must be positive")
+    import socket
+
+    try:
+        from .apps.serve import app as server
+        from .apps.serve.service import Limits, Service
+    except ImportError as error:
+        raise DytokError(f"dytok serve needs its extra: pip install 'dytok-cli[serve]' ({error})") from None
+    from .media.cache import VisualCache
+    from .media.sources import MediaPolicy
+
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:  # bound before the model loads: a port in use fails at once
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        raise DytokError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    policy = MediaPolicy(media_dir=media_dir, allow_remote=allow_remote_media, allow_private=allow_private_media,
+                         max_bytes=int(max_media_mb * 2**20), timeout_s=media_timeout)
+    cache_dir = options["cache_dir"]
+    with render.status(f"Loading {settings.model}"):
+        service = Service(settings, Limits(queue=queue, keep_videos=keep_videos), cache=VisualCache(cache_dir) if cache_dir else None)
+    name = served_model_name or settings.model
+    application = server.create_app(service, model_name=name, policy=policy, api_key=api_key,
+                                    max_body_bytes=policy.max_bytes * 4 // 3 + 2**20)  # base64 and the JSON around it
+    bound_host, bound_port = listening.getsockname()[:2]
+    if api_key is None and bound_host not in ("127.0.0.1", "::1", "localhost"):
+        render.note(f"listening on {bound_host} without --api-key: anyone who can reach this port can use the model")
+    render.note(f"serving {name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
+    server.run(application, listening)
+    return EXIT_OK
+
+
 def _quiet_libraries() -> None:
     """Keep stderr to our own messages: library warnings and weight-loading bars are noise here."""
     warnings.filterwarnings("ignore")

@@ -7,6 +7,7 @@ Models load once per pipeline, so one process can serve many videos and question
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from .config import Settings
 from .errors import InputError, ModelError
@@ -39,6 +40,19 @@ class _FirstTokenClock(LogitsProcessor):
         if self.at is None:
             self.at = time.perf_counter()
         return scores
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation after the current token once `event` is set: how a caller stops an answer (a chat's
+    Ctrl-C, a server's client gone) between two tokens, with nothing left half-done."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.fired = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        self.fired = self.event.is_set()
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 
 class _CallbackStreamer(TextStreamer):
@@ -214,10 +228,16 @@ class Pipeline:
         return plan
 
     def answer(
-        self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
+        self,
+        plan: Plan,
+        on_text: Callable[[str], None] | None = None,
+        force_length: bool = False,
+        stop: threading.Event | None = None,
     ) -> Answer:
         """Generate the answer for `plan`. `force_length` ignores end-of-sequence so every answer is
-        `max_new_tokens` long: benchmarks compare decoding speed over equal lengths."""
+        `max_new_tokens` long: benchmarks compare decoding speed over equal lengths. Setting `stop` (from
+        another thread or a signal handler) ends the answer after the token being generated; the answer
+        then says `stopped`."""
         settings = self.settings
         generation = copy.deepcopy(self.model.model.generation_config)
         if force_length:
@@ -238,15 +258,19 @@ class Pipeline:
         if reuse is not None:
             # A method reuses its prefix in the plan or here, never in both.
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
+        stopper = _StopWhenSet(stop) if stop is not None else None
         with torch.inference_mode():
-            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
+            # Only when asked to, so `generate` is called as before otherwise.
+            stopping = {"stopping_criteria": StoppingCriteriaList([stopper])} if stopper else {}
+            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer, **stopping)
         finished = time.perf_counter()
         timings = dict(plan.timings)
         # A single pass began in `plan`, up to the prune layer.
         earlier = plan.timings.get("prefill_s", 0.0)
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
-        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
+        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings,
+                      stopped=bool(stopper and stopper.fired))
 
     def ask(
         self,
@@ -255,11 +279,12 @@ class Pipeline:
         on_text: Callable[[str], None] | None = None,
         on_stage: StageCallback | None = None,
         force_length: bool = False,
+        stop: threading.Event | None = None,
     ) -> Answer:
         plan = self.plan(video, question, on_stage)
         if on_stage:
             on_stage("Generating")
-        answer = self.answer(plan, on_text, force_length)
+        answer = self.answer(plan, on_text, force_length, stop)
         # Model loading is a one-off per process, so it is not part of a question's cost.
         answer.timings["total_s"] = sum(answer.timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
         return answer

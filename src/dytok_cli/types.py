@@ -225,3 +225,4 @@ class Answer:
     text: str
     token_ids: list[int]
     timings: dict[str, float]
+    stopped: bool = False  # ended early because the caller asked (`Pipeline.answer`'s `stop`)

@@ -11,6 +11,7 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     ProcessorMixin,
+    StoppingCriteriaList,
 )
 
 from ..errors import ModelError
@@ -209,11 +210,14 @@ class VideoModel:
         generation: GenerationConfig,
         logits_processor: LogitsProcessorList | None = None,
         streamer: Any = None,
+        *,
+        stopping_criteria: StoppingCriteriaList | None = None,
     ) -> torch.Tensor:
         """New token ids (n,) for `inputs`."""
         prompt_length = inputs["input_ids"].shape[1]
         output = self.model.generate(
-            **inputs, generation_config=generation, logits_processor=logits_processor, streamer=streamer
+            **inputs, generation_config=generation, logits_processor=logits_processor, streamer=streamer,
+            stopping_criteria=stopping_criteria,
         )
         return output[0, prompt_length:]
 

@@ -1,0 +1,252 @@
+"""One model in one process, a queue in front of it, and the videos it was asked about kept warm.
+
+Requests are jobs run one at a time on the model's own thread; at most `queue` wait behind the running one
+and the next is refused with a time to retry. A job streams what it generates back to the event loop as
+events, and stops between two tokens when its client goes (`Pipeline.answer`'s `stop`).
+
+Warm videos are keyed by the digest of their bytes, so the same video sent again (as another path, a
+data: URL, a download) finds its decoded frames and vision features, and, for the same settings, the
+pipeline that keeps its prompt prefix: a later question on it runs only its own tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from ...config import Method, Settings
+from ...media.cache import VisualCache
+from ...media.sources import MediaFile
+from ...pipeline import Pipeline
+from ...types import Answer, Plan, Question, Visual
+from .protocol import ApiError, Options
+
+Key = TypeVar("Key")
+Value = TypeVar("Value")
+
+
+class LRU(Generic[Key, Value]):
+    """The `limit` most recently used entries; the oldest goes (and what it holds is freed) to make room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[Key, Value] = OrderedDict()
+
+    def get(self, key: Key) -> Value | None:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+        return self._entries.get(key)
+
+    def put(self, key: Key, value: Value) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class Outcome:
+    """A finished answer with what the response reports about it."""
+
+    answer: Answer
+    prompt_tokens: int  # the prompt as asked: its text and every visual token of the sampled frames
+    finish_reason: str  # "stop": the model ended it; "length": max_tokens did
+    settings: Settings  # what the request ran with, after clamping
+
+
+@dataclass(eq=False)  # jobs are kept in a set by identity
+class Job:
+    """One request's work, from the event loop's side: `events` receives ("ready", Plan), ("text", str),
+    ("done", Outcome) or ("error", Exception), in that order, the last two ending it."""
+
+    settings: Settings
+    media: MediaFile
+    question: Question
+    force_length: bool
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, kind: str, value: Any) -> None:
+        """From the model's thread: hand an event to the loop (dropped if the loop is gone)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:
+            pass
+
+
+class Busy(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(429, f"the server is busy; retry in {retry_after} s", code="queue_full",
+                         headers={"Retry-After": str(retry_after)})
+
+
+class Stopped(Exception):
+    """A job whose client left before the model got to it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    queue: int = 16  # requests that may wait behind the one running
+    keep_videos: int = 4  # videos kept decoded and encoded, and prompt prefixes kept per (settings, video)
+
+
+class Service:
+    """The model, its queue and its warm videos; `settings` are the server's defaults and maxima."""
+
+    def __init__(self, settings: Settings, limits: Limits = Limits(), cache: VisualCache | None = None) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.cache = cache
+        base = Pipeline(settings, cache=cache)
+        self.model = base.model  # loaded now: a model that cannot load stops the server before it listens
+        self.prior = base.prior if settings.prior_model else None
+        self._visuals: LRU[tuple, Visual] = LRU(limits.keep_videos)
+        self._pipelines: LRU[tuple, Pipeline] = LRU(limits.keep_videos)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dytok-model")
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self.running = 0
+        self._durations: deque[float] = deque(maxlen=16)
+        self.active: set[Job] = set()
+        self.counts = {"answered": 0, "stopped": 0, "failed": 0, "refused": 0}
+
+    # --- what a request may change ------------------------------------------------------------
+
+    @property
+    def max_frames(self) -> int:
+        """The most frames any request samples: the server's --frames (with --fps, its --max-frames)."""
+        return (self.settings.max_frames or self.settings.frames) if self.settings.fps else self.settings.frames
+
+    def settings_for(self, options: Options) -> Settings:
+        """The server's settings with the request's options, clamped to the server's maxima."""
+        base = self.settings
+        try:
+            method = Method(options.method) if options.method is not None else base.method
+        except ValueError:
+            valid = ", ".join(member.value for member in Method)
+            raise ApiError(400, f"method must be one of {valid}, not {options.method!r}", param="method") from None
+        ratio = options.ratio
+        if ratio is None and method.traits.compresses and base.method.traits.compresses:
+            ratio = base.ratio
+        changes: dict[str, Any] = {}
+        if options.max_tokens is not None:
+            changes["max_new_tokens"] = min(options.max_tokens, base.max_new_tokens)
+        if options.temperature is not None:
+            changes["temperature"] = float(options.temperature)
+        temperature = changes.get("temperature", base.temperature)
+        # A seed means nothing to greedy decoding, and clients send one by habit.
+        changes["seed"] = (options.seed if options.seed is not None else base.seed) if temperature > 0 else None
+        if options.fps is not None:
+            changes.update(fps=float(options.fps), max_frames=min(options.frames or self.max_frames, self.max_frames))
+        elif options.frames is not None:
+            changes.update(frames=min(options.frames, self.max_frames), fps=None, max_frames=None)
+        try:
+            chosen = base.with_method(method, ratio) if (method, ratio) != (base.method, base.ratio) else base
+            return dataclasses.replace(chosen, **changes)
+        except ValueError as error:
+            raise ApiError(400, str(error).replace("--", ""), param="method" if "method" in str(error) else None) from None
+
+    # --- the queue ----------------------------------------------------------------------------
+
+    def retry_after(self) -> int:
+        """Seconds until the queue likely has room: the recent mean time of a request, per request ahead."""
+        mean = sum(self._durations) / len(self._durations) if self._durations else 1.0
+        return max(1, min(3600, math.ceil(mean * (self.waiting + 1))))
+
+    def submit(self, job: Job) -> None:
+        """Queue `job` on the model's thread, or refuse it (429) when `limits.queue` already wait."""
+        with self._lock:
+            if self.waiting >= self.limits.queue + (0 if self.running else 1):
+                self.counts["refused"] += 1
+                raise Busy(self.retry_after())
+            self.waiting += 1
+        self.active.add(job)
+        self._executor.submit(self._run, job)
+
+    def finished(self, job: Job) -> None:
+        self.active.discard(job)
+
+    def shutdown(self) -> None:
+        """Stop every answer and the model's thread (the server is going down)."""
+        for job in list(self.active):
+            job.stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
+        started = time.perf_counter()
+        try:
+            if job.stop.is_set():
+                raise Stopped
+            outcome = self._answer(job)
+            job.emit("done", outcome)
+            self.counts["stopped" if outcome.answer.stopped else "answered"] += 1
+        except Stopped as stopped:
+            self.counts["stopped"] += 1
+            job.emit("error", stopped)
+        except Exception as error:  # reported to its client; the next job runs as usual
+            self.counts["failed"] += 1
+            job.emit("error", error)
+        finally:
+            job.media.discard()
+            self._durations.append(time.perf_counter() - started)
+            with self._lock:
+                self.running -= 1
+
+    # --- a job on the model's thread ------------------------------------------------------------
+
+    def _warm(self, settings: Settings, media: MediaFile) -> tuple[Pipeline, Visual]:
+        """The pipeline for these settings and this video (its prefix kept), and the video's visual work."""
+        # How long and how randomly the answer is generated changes nothing of the prompt before it.
+        prompt_settings = dataclasses.replace(settings, max_new_tokens=1, temperature=0.0, seed=None)
+        pipeline_key = (prompt_settings, media.digest)
+        pipeline = self._pipelines.get(pipeline_key)
+        if pipeline is None:
+            prior = self.prior if settings.prior_model else None
+            pipeline = Pipeline(settings, model=self.model, prior=prior, cache=self.cache)
+            self._pipelines.put(pipeline_key, pipeline)
+        pipeline.settings = settings  # this request's generation settings; jobs run one at a time
+        separate_prior = settings.prior_model if settings.method.traits.separate_prior_pass else None
+        visual_key = (media.digest, json.dumps(settings.sampling, sort_keys=True), settings.backend, separate_prior)
+        visual = self._visuals.get(visual_key)
+        if visual is None:
+            visual = pipeline.prepare(media.path)
+            self._visuals.put(visual_key, visual)
+        return pipeline, visual
+
+    def _answer(self, job: Job) -> Outcome:
+        pipeline, visual = self._warm(job.settings, job.media)
+        job.media.discard()  # what the answer needs of it is in `visual`
+        plan: Plan = pipeline.plan(visual, job.question)
+        if job.stop.is_set():
+            raise Stopped
+        job.emit("ready", plan)
+        answer = pipeline.answer(plan, lambda text: job.emit("text", text), job.force_length, job.stop)
+        answer.timings["total_s"] = sum(answer.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
+        return Outcome(answer, self._prompt_tokens(plan), self._finish_reason(answer, job.settings), job.settings)
+
+    def _prompt_tokens(self, plan: Plan) -> int:
+        encoded = plan.encoded
+        text = self.model.prompt_ids(plan.question).shape[1] - 1  # less the one video placeholder
+        return text + encoded.num_frames * encoded.tokens_per_frame + encoded.extra.shape[0]
+
+    def _finish_reason(self, answer: Answer, settings: Settings) -> str:
+        ends = self.model.model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends])
+        if answer.token_ids and answer.token_ids[-1] in ends:
+            return "stop"
+        return "length" if len(answer.token_ids) >= settings.max_new_tokens else "stop"
