@@ -61,7 +61,7 @@ def build_tiny_whisper(path: Path, seed: int = 0) -> Path:
     config = WhisperConfig(
         vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-        max_source_positions=1500, max_target_positions=64, pad_token_id=ids("<|endoftext|>"),
+        max_source_positions=1500, max_target_positions=32, pad_token_id=ids("<|endoftext|>"),
         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|endoftext|>"),
         decoder_start_token_id=ids("<|startoftranscript|>"),
     )
@@ -69,7 +69,7 @@ def build_tiny_whisper(path: Path, seed: int = 0) -> Path:
     model = WhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
         decoder_start_token_id=ids("<|startoftranscript|>"), bos_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|endoftext|>"), pad_token_id=ids("<|endoftext|>"), max_length=64,
+        eos_token_id=ids("<|endoftext|>"), pad_token_id=ids("<|endoftext|>"), max_length=16,
         is_multilingual=True, lang_to_id={f"<|{code}|>": ids(f"<|{code}|>") for code in LANGUAGES},
         task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
         no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
