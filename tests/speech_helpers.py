@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 from clips import frame_pattern
 from tokenizers import pre_tokenizers
@@ -25,6 +26,17 @@ from transformers import (
 )
 
 RATE = 16000
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared machine run faster on one thread than contended on several: import it into a
+    test module to use it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 WORDS = "the a speaker says hello world today we talk about video and sound yes no one two three".split()
 LANGUAGES = ("en", "de", "fr")
 SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", *(f"<|{code}|>" for code in LANGUAGES), "<|translate|>",
@@ -78,6 +90,12 @@ def build_tiny_whisper(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> Path:
+    """The tiny Whisper, built once per session: import it into a test module to use it."""
+    return build_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
 
 
 # --- sound ----------------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from speech_helpers import RATE, build_tiny_whisper, silence, speech_like, tone, write_clip_with_audio
+from speech_helpers import RATE, one_thread, tiny_whisper_dir, silence, speech_like, tone, write_clip_with_audio  # noqa: F401
 
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.media import audio, subtitles, video
@@ -21,17 +20,13 @@ SECONDS = 3.0  # the clips: 24 frames at 8 fps
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine run faster on one thread than on contended several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def on_one_thread(one_thread):
+    pass
 
 
-@pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory):
-    return build_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
+@pytest.fixture
+def whisper_dir(tiny_whisper_dir):
+    return tiny_whisper_dir
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,7 @@ def subtitles_record(plan: Plan) -> dict[str, Any] | None:
         "lines": [{"start": round(line.start, 3), "end": round(line.end, 3), "text": line.text} for line in plan.subtitles],
         "tokens": plan.subtitle_tokens,
         "note": said.note,
+        "speech_s": round(plan.timings.get("speech_s", 0.0), 4),  # finding or transcribing them; 0 once done for the video
     }
 
 
