@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from speech_helpers import RATE, one_thread, tiny_whisper_dir, silence, speech_like, tone, write_clip_with_audio  # noqa: F401
 
 from dytok_cli.config import Device, DType, Method, Settings
@@ -115,7 +116,9 @@ def own_chunks(whisper_dir, samples: np.ndarray) -> list[dict]:
     processor = AutoProcessor.from_pretrained(whisper_dir)
     recognizer = pipeline("automatic-speech-recognition", model=WhisperForConditionalGeneration.from_pretrained(whisper_dir),
                           tokenizer=processor.tokenizer, feature_extractor=processor.feature_extractor)
-    return recognizer({"raw": samples, "sampling_rate": RATE}, return_timestamps=True)["chunks"]
+    # Decoded greedily, as dytok asks it to.
+    return recognizer({"raw": samples, "sampling_rate": RATE}, return_timestamps=True,
+                      generate_kwargs={"num_beams": 1})["chunks"]
 
 
 @pytest.mark.parametrize("name", ["tone", "speech"])
@@ -131,6 +134,11 @@ def test_the_transcript_is_the_pipelines_own_chunks(whisper_dir, clips, name):
     assert expected, "the tiny Whisper says nothing within the clip: the check would be empty"
     assert list(said.lines) == sorted(expected, key=lambda line: line.start)
     assert said.source == f"speech ({whisper_dir})" and said.note is None
+
+
+def test_transcribing_in_bfloat16(whisper_dir, clips):
+    heard = Transcriber(str(whisper_dir), device=Device.cpu, dtype=DType.bfloat16, decode_timeout=None)
+    assert heard.transcribe(clips["tone"]).lines and heard.recognizer.model.dtype == torch.bfloat16
 
 
 def test_chunks_to_lines():
