@@ -82,6 +82,13 @@ def test_one_subtitle_file_for_several_videos_is_refused(dytok_here, tiny_llava_
     assert result.stderr == f"dytok: error: --subtitles {srt} is one video's subtitles; for several videos give a directory or auto\n"
 
 
+def test_eval_takes_a_folder_or_auto_not_one_file(dytok_here, talk, tmp_path):
+    srt = str(talk.parent / "talk.en.srt")
+    result = dytok_here("eval", str(tmp_path / "items.jsonl"), "--output", str(tmp_path / "out"), "--subtitles", srt)
+    assert result.returncode == 2
+    assert result.stderr == f"dytok: error: --subtitles {srt} is one video's subtitles; for several videos give a directory or auto\n"
+
+
 def test_speech_end_to_end(dytok_here, tiny_llava_dir, tiny_whisper_dir, tmp_path, one_thread):
     whisper = tiny_whisper_dir
     loud = write_clip_with_audio(tmp_path / "loud.mp4", tone(3.0))

@@ -81,15 +81,15 @@ def test_the_prompt_holds_exactly_the_lines_the_rule_selects(family, clip, tmp_p
     assert int((ours == family.adapter.video_token_id()).sum()) == plan.visual_tokens.shape[0]
 
 
-def test_an_empty_subtitle_file_plans_as_none(family, clip, tmp_path):
-    """The same prompt and the same question-aware budgets and kept tokens (dytok-fastv's prefill read them);
-    the answer that follows from them is the next test's."""
+def test_an_empty_subtitle_file_prompts_as_none(family, clip, tmp_path):
+    """Every family's prompt is the one without subtitles; the answers that follow, with question-aware
+    budgets, are the next test's."""
     (tmp_path / "empty.srt").write_bytes(b"")
-    without = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=0.5), model=family.adapter).plan(clip, QUESTION)
-    empty = Pipeline(settings(family.dir, method=Method.dytok_fastv, ratio=0.5, subtitles=str(tmp_path / "empty.srt")),
-                     model=family.adapter).plan(clip, QUESTION)
+    without = Pipeline(settings(family.dir), model=family.adapter).plan(clip, QUESTION)
+    empty = Pipeline(settings(family.dir, subtitles=str(tmp_path / "empty.srt")), model=family.adapter).plan(clip, QUESTION)
     assert empty.question == without.question
-    assert torch.equal(empty.budgets, without.budgets) and torch.equal(empty.kept_index, without.kept_index)
+    prompt = family.adapter.build_inputs(empty.question, empty.encoded.all_tokens(), video=empty.encoded)["input_ids"]
+    assert torch.equal(prompt, family.adapter.build_inputs(QUESTION, without.encoded.all_tokens(), video=without.encoded)["input_ids"])
     assert empty.subtitles == () and empty.subtitle_tokens == 0
     assert empty.transcript.note == f"{tmp_path / 'empty.srt'} has no subtitle lines within the video; answering from the frames alone"
 
@@ -101,6 +101,7 @@ def test_an_empty_subtitle_file_gives_the_same_answer_as_none(tiny_llava_dir, ti
     empty = Pipeline(settings(tiny_llava_dir, method=method, ratio=0.5, subtitles=str(tmp_path / "empty.srt")),
                      model=tiny_llava).ask(clip, QUESTION)
     assert empty.token_ids == without.token_ids
+    assert torch.equal(empty.plan.budgets, without.plan.budgets)
 
 
 def test_compressed_budgets_count_visual_tokens_only(tiny_llava_dir, tiny_llava, clip, tmp_path):
@@ -108,7 +109,7 @@ def test_compressed_budgets_count_visual_tokens_only(tiny_llava_dir, tiny_llava,
     frames = Pipeline(settings(tiny_llava_dir), model=tiny_llava).read(clip)
     text, _ = subtitles_around(frames.timestamps)
     (tmp_path / "subs.srt").write_text(text, encoding="utf-8")
-    for method in (Method.dytok, Method.dytok_fastv, Method.visionzip):
+    for method in (Method.dytok, Method.dytok_fastv):  # the prior read beside the lines, and pruning among them
         plain = Pipeline(settings(tiny_llava_dir, method=method, ratio=0.25), model=tiny_llava).plan(clip, QUESTION)
         said = Pipeline(settings(tiny_llava_dir, method=method, ratio=0.25, subtitles=str(tmp_path / "subs.srt")),
                         model=tiny_llava).plan(clip, QUESTION)

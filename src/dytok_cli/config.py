@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, get_type_hints
@@ -163,7 +164,9 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
-        if self.subtitles is not None and not str(self.subtitles).strip():
+        if self.subtitles is not None and not isinstance(self.subtitles, str):
+            object.__setattr__(self, "subtitles", os.fspath(self.subtitles))  # a Path names a file or directory too
+        if self.subtitles is not None and not self.subtitles.strip():
             raise ValueError("--subtitles must name a file, a directory or auto")
         if self.speech_model is not None and not self.speech:
             raise ValueError("--speech-model only applies with --speech")
