@@ -144,6 +144,8 @@ class Answerer:
                 for _ in indices:
                     done()
                 continue
+            if visual.transcript is not None and visual.transcript.note:
+                log.info("dytok: %s: %s", video, visual.transcript.note)
             for index in indices:
                 request = requests[index]
                 try:
