@@ -22,6 +22,7 @@ from .config import (
     DEFAULT_MODEL,
     DEFAULT_QUESTION,
     DEFAULT_RATIO,
+    DEFAULT_SPEECH_MODEL,
     DEFAULT_TOP,
     MODEL_ENV_VAR,
     Backend,
@@ -102,6 +103,22 @@ _PIPELINE_OPTIONS = [
         "linear-attention kernels without flash-linear-attention).")], False),
 ]
 
+# What is said in the video, for the commands that answer questions about it (ask, inspect, eval).
+_SPEECH_OPTIONS = [
+    ("subtitles", Annotated[Optional[str], typer.Option(
+        "--subtitles", metavar="FILE|DIR|auto", help="Put the subtitle lines said over the sampled frames in the prompt, "
+        "after the video: an SRT or WebVTT FILE (one video), the file named like the video in DIR, or auto: beside "
+        "the video (talk.mp4: talk.srt, talk.en.vtt, ...).")],
+     None),
+    ("speech", Annotated[bool, typer.Option(
+        "--speech", help="Transcribe the audio track (where --subtitles finds none) and put what is said over the "
+        "sampled frames in the prompt; cached with --cache-dir.")],
+     False),
+    ("speech_model", Annotated[Optional[str], typer.Option(
+        "--speech-model", metavar="NAME", help=f"--speech: the Whisper checkpoint (hub id or directory) [default: {DEFAULT_SPEECH_MODEL}]")],
+     None),
+]
+
 
 class PlainHelpCommand(TyperCommand):
     """A command whose --help names its arguments as they are written (`VIDEO... [QUESTION]`), without
@@ -123,8 +140,11 @@ class PlainHelpCommand(TyperCommand):
                     formatter.write_dl(rows)
 
 
-def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
-    """Give a command the shared pipeline options (all but `exclude`, with `defaults` overridden).
+def pipeline_options(
+    *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None, extra: list[tuple] = ()
+) -> Callable:
+    """Give a command the shared pipeline options (all but `exclude`, with `defaults` overridden), then `extra`
+    ones defined like them (options that some pipeline commands share, such as `_SPEECH_OPTIONS`).
 
     They are added to the command's signature, which is what Typer reads, and reach the command as one
     `options` dict, from which `_settings` builds the `Settings`.
@@ -133,7 +153,7 @@ def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] 
     def decorate(command: Callable) -> Callable:
         shared = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=(defaults or {}).get(name, default))
-            for name, annotation, default in _PIPELINE_OPTIONS
+            for name, annotation, default in [*_PIPELINE_OPTIONS, *extra]
             if name not in exclude
         ]
         own = inspect.signature(command, eval_str=True)
@@ -187,7 +207,7 @@ def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, *
 
 
 @app.command(cls=PlainHelpCommand, short_help="Answer questions about videos.")
-@pipeline_options()
+@pipeline_options(extra=_SPEECH_OPTIONS)
 def ask(
     arguments: Annotated[
         list[str],
@@ -262,6 +282,7 @@ def ask(
     if not videos:
         extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {extensions})")
+    _check_subtitles(options["subtitles"], videos=len(videos))
 
     # Imported here so `--help` and usage errors answer without loading torch.
     with render.status("Loading…"):
@@ -307,8 +328,9 @@ def ask(
                 render.write(f"# {video}: {question}\n")
 
     def prepared(visual: Any) -> None:
-        if note := thinning_note(visual.frames):
-            progress.note(f"{visual.video}: {note}")
+        for note in (thinning_note(visual.frames), visual.transcript and visual.transcript.note):
+            if note:
+                progress.note(f"{visual.video}: {note}")
 
     with render.BatchProgress(pairs, live=pairs > 1) as progress:
         try:
@@ -331,7 +353,7 @@ def ask(
 
 
 @app.command("inspect", cls=PlainHelpCommand, short_help="Show where the visual tokens go; export keyframes.")
-@pipeline_options()
+@pipeline_options(extra=_SPEECH_OPTIONS)
 def inspect_command(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file.", show_default=False)],
     question_argument: Annotated[
@@ -390,6 +412,7 @@ def inspect_command(
         if any(used.values()):
             flags = ", ".join(flag for flag, given in used.items() if given)
             raise typer.BadParameter(f"{flags}: only used with --export-keyframes DIR")
+    _check_subtitles(options["subtitles"], videos=1)
     if show_budgets is None:
         # A script that only wants files (or JSON) gets a clean stdout; a bare run still shows the table.
         show_budgets = not json_output and (export_dir is None or render.stdout_is_terminal())
@@ -411,8 +434,9 @@ def inspect_command(
     pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     with render.status("Starting") as spinner:
         visual = pipeline.prepare(video, on_stage=spinner.update if spinner else None)
-        if note := thinning_note(visual.frames):
-            render.note(f"{video}: {note}")
+        for note in (thinning_note(visual.frames), visual.transcript and visual.transcript.note):
+            if note:
+                render.note(f"{video}: {note}")
         plan = pipeline.plan(visual, question, on_stage=spinner.update if spinner else None)
     record = inspect_record(plan, settings, pipeline.prior_name)
     if export_dir is not None:
@@ -437,6 +461,17 @@ def _parse_ratios(text: str) -> list[float]:
     if not ratios or not all(0 < ratio <= 1 for ratio in ratios):
         raise typer.BadParameter(f"--ratios must each be in (0, 1], not {text!r}")
     return ratios
+
+
+def _check_subtitles(where: str | None, videos: int | None) -> None:
+    """--subtitles names `auto`, a directory, or one existing file for a command about one video (`videos`:
+    how many the command was given; None for a data set's)."""
+    if where is None or where == "auto" or Path(where).is_dir():
+        return
+    if not Path(where).exists():
+        raise typer.BadParameter(f"--subtitles {where}: no such file or directory (or give auto)")
+    if videos != 1:
+        raise typer.BadParameter(f"--subtitles {where} is one video's subtitles; for several videos give a directory or auto")
 
 
 @app.command(cls=PlainHelpCommand, short_help="Measure speed and memory per ratio against ratio 1.")
@@ -495,7 +530,7 @@ def bench(
 
 
 @app.command("eval", cls=PlainHelpCommand, short_help="Accuracy and speed per method and ratio on a QA set.")
-@pipeline_options(exclude=("method", "ratio"))
+@pipeline_options(exclude=("method", "ratio"), extra=_SPEECH_OPTIONS)
 def eval_(
     data: Annotated[
         Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
@@ -524,6 +559,7 @@ def eval_(
 ) -> int:
     """Accuracy and speed per method and ratio on a multiple-choice video QA set, resumable."""
     measured = _parse_ratios(ratios)
+    _check_subtitles(options["subtitles"], videos=None)
     methods = list(dict.fromkeys(methods or [BASELINE, _DEFAULTS.method]))
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens)
     cache_dir = options["cache_dir"]

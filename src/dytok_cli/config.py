@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, get_type_hints
@@ -15,6 +16,8 @@ MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
+# The smallest Whisper whose transcripts are worth reading (docs/subtitles.md says why and what it costs).
+DEFAULT_SPEECH_MODEL = "openai/whisper-base"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,13 @@ class Settings:
     decode_timeout: float | None = 120.0  # seconds per video; None or 0 decodes in-process, unbounded
     # Keep the LLM's work on a video's prompt prefix for its later questions (DESIGN §2.6).
     prefix_cache: bool = True
+    # What is said in the video, placed after it in the prompt: a subtitle file ("auto": the one named like
+    # the video beside it; a directory: the one named like the video there), and/or with `speech` its audio
+    # track transcribed by `speech_model` (a Whisper checkpoint; None: DEFAULT_SPEECH_MODEL) when no
+    # subtitles are found.
+    subtitles: str | None = None
+    speech: bool = False
+    speech_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.decode_timeout == 0:  # "no limit", as `--decode-timeout 0` says
@@ -154,6 +164,17 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
+        if self.subtitles is not None and not isinstance(self.subtitles, str):
+            object.__setattr__(self, "subtitles", os.fspath(self.subtitles))  # a Path names a file or directory too
+        if self.subtitles is not None and not self.subtitles.strip():
+            raise ValueError("--subtitles must name a file, a directory or auto")
+        if self.speech_model is not None and not self.speech:
+            raise ValueError("--speech-model only applies with --speech")
+
+    @property
+    def uses_transcript(self) -> bool:
+        """Whether what is said in the video goes into the prompt (subtitles or speech)."""
+        return self.subtitles is not None or self.speech
 
     @classmethod
     def for_methods(cls, methods: list[Method], **fields: Any) -> list[Settings]:

@@ -7,6 +7,7 @@ Models load once per pipeline, so one process can serve many videos and question
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -17,15 +18,17 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
-from .config import Settings
+from .config import DEFAULT_SPEECH_MODEL, Settings
 from .errors import InputError, ModelError
 from .math.layers import resolve_prune_layer
+from .media import subtitles
 from .media.cache import VisualCache
+from .media.speech import FRAMES_ALONE, Transcriber
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model
 from .prefill.prefix import PrefixReuse
-from .types import Answer, EncodedVideo, Frames, Plan, Question, Visual
+from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
 
@@ -142,8 +145,52 @@ class Pipeline:
         backend = self.settings.backend.value
         return read_video_bounded(video, timeout_s=self.settings.decode_timeout, backend=backend, **sampling)
 
+    @cached_property
+    def transcriber(self) -> Transcriber:
+        settings = self.settings
+        return Transcriber(settings.speech_model or DEFAULT_SPEECH_MODEL, device=settings.device, dtype=settings.dtype,
+                           decode_timeout=settings.decode_timeout, cache=self.cache)
+
+    def transcript(self, video: str | Path, duration_s: float, on_stage: StageCallback | None = None) -> Transcript:
+        """What is said in `video` (of `duration_s` seconds), as the settings ask: its subtitle file's lines,
+        else with `speech` its audio track's; lines past the video's end clipped. No lines and a note saying
+        why when neither gives any: the video is then answered from its frames alone."""
+        settings = self.settings
+        notes = []
+        if settings.subtitles is not None:
+            found = subtitles.find(video, settings.subtitles)
+            if found is None:
+                notes.append("no subtitle file found")
+            else:
+                try:
+                    lines = subtitles.clip(subtitles.read(found), duration_s)
+                except subtitles.SubtitleError as error:
+                    notes.append(str(error))
+                else:
+                    if lines:
+                        return Transcript(str(found), lines)
+                    notes.append(f"{found} has no subtitle lines within the video")
+        if settings.speech:
+            if on_stage:
+                on_stage("Transcribing its audio")
+            heard = self.transcriber.transcribe(video)
+            lines = subtitles.clip(heard.lines, duration_s)
+            if lines:
+                return Transcript(heard.source, lines, f"{'; '.join(notes)}; transcribed its audio instead" if notes else None)
+            notes.append(heard.note.removesuffix(f"; {FRAMES_ALONE}") if heard.note else "no speech within the video")
+        return Transcript(None, (), f"{'; '.join(notes)}; {FRAMES_ALONE}")
+
     def prepare(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
-        """Decode and encode a video once; every question on it reuses the result."""
+        """Decode and encode a video once, and find what is said in it if the settings ask; every question
+        on it reuses the result."""
+        visual = self._prepare_frames(video, on_stage)
+        if self.settings.uses_transcript and visual.transcript is None:
+            started = time.perf_counter()
+            visual.transcript = self.transcript(video, visual.frames.duration_s, on_stage)
+            visual.timings["speech_s"] = time.perf_counter() - started
+        return visual
+
+    def _prepare_frames(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
         stage = on_stage or (lambda message: None)
         if self.cache is not None:
             key = self.cache.key(video, self._cache_identity())
@@ -211,6 +258,11 @@ class Pipeline:
         """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
         question = Question.of(question)
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
+        said = visual.transcript if self.settings.uses_transcript else None
+        lines = ()
+        if said is not None and not question.context:  # a question with text of its own beside the video keeps it
+            lines = subtitles.covering(said.lines, visual.frames.timestamps)
+            question = dataclasses.replace(question, context=subtitles.context(lines))
         reuse = self._prefix_reuse(visual.encoded)
         if reuse is not None:
             reuse.reused = 0
@@ -225,7 +277,15 @@ class Pipeline:
         )
         plan = self.strategy.plan(context, visual, question, visual.take_timings())
         plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
+        if said is not None:
+            plan.transcript, plan.subtitles = said, lines
+            plan.subtitle_tokens = self._context_tokens(question) if lines else 0
         return plan
+
+    def _context_tokens(self, question: Question) -> int:
+        """The prompt tokens `question.context` takes: the prompt's length with it less without it."""
+        without = dataclasses.replace(question, context="")
+        return self.model.prompt_ids(question).shape[1] - self.model.prompt_ids(without).shape[1]
 
     def answer(
         self,

@@ -26,6 +26,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "visual_tokens": None,
         "tokens_per_frame": None,
         "reused_prefix_tokens": None,  # prompt tokens an earlier question about the video ran (prefix reuse)
+        "subtitles": None,  # with --subtitles/--speech: what is said that went into the prompt (`subtitles_record`)
         "timings": None,
         "error": None,
     }
@@ -58,9 +59,26 @@ def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict
         visual_tokens={"full": plan.encoded.num_frames * per_frame, "kept": plan.kept_tokens},
         tokens_per_frame=per_frame,
         reused_prefix_tokens=plan.reused_prefix_tokens,
+        subtitles=subtitles_record(plan),
         timings={key: round(plan.timings.get(key, 0.0), 4) for key in TIMING_KEYS},
     )
     return record
+
+
+def subtitles_record(plan: Plan) -> dict[str, Any] | None:
+    """Where the video's lines came from, those the prompt holds (times and text) and the prompt tokens they
+    take (beside `visual_tokens`, which budgets count), and why there are none; None without --subtitles or
+    --speech."""
+    said = plan.transcript
+    if said is None:
+        return None
+    return {
+        "source": said.source,
+        "lines": [{"start": round(line.start, 3), "end": round(line.end, 3), "text": line.text} for line in plan.subtitles],
+        "tokens": plan.subtitle_tokens,
+        "note": said.note,
+        "speech_s": round(plan.timings.get("speech_s", 0.0), 4),  # finding or transcribing them; 0 once done for the video
+    }
 
 
 def frame_ranks(weights: Sequence[float]) -> list[int]:

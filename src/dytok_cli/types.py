@@ -73,6 +73,28 @@ class Frames:
         )
 
 
+@dataclass(frozen=True)
+class Line:
+    """One line said in a video: a subtitle cue or a transcribed stretch of speech, in seconds from the start.
+
+    It is on screen (or said) over [start, end): a frame at `end` is past it."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What is said in one video: the lines of a subtitle file, or of its audio track transcribed."""
+
+    source: str | None  # the subtitle file read, or "speech (MODEL)"; None when neither gave anything
+    lines: tuple[Line, ...]  # in time order, none past the video's end
+    # One line saying why nothing is said (no subtitles found, a file that does not parse, no audio
+    # track, silence): the video is then answered from its frames alone.
+    note: str | None = None
+
+
 @dataclass
 class EncodedVideo:
     """The query-independent result of the vision stage for one video (worth caching)."""
@@ -185,6 +207,8 @@ class Visual:
     encoded: EncodedVideo  # for the answering model
     prior_encoded: EncodedVideo  # for the prior model (the same object when the model is its own prior)
     timings: dict[str, float]  # decode_s, vision_s, and prior_vision_s with an assistant prior model
+    # What is said in it, when the settings ask for subtitles or speech (`Pipeline.prepare`).
+    transcript: Transcript | None = None
 
     def take_timings(self) -> dict[str, float]:
         """The cost of this work for the first question that uses it; later questions got it free."""
@@ -213,6 +237,12 @@ class Plan:
     # Prompt tokens whose work through the layers the method reuses an earlier question about the same
     # video did (prefix reuse, DESIGN §2.6); set by the pipeline.
     reused_prefix_tokens: int = 0
+    # What is said in the video, when the settings ask for it; `subtitles` are the lines of it the prompt
+    # holds (those over the sampled frames, as `question.context`) and `subtitle_tokens` the prompt tokens
+    # they take. Budgets apply to the visual tokens only.
+    transcript: Transcript | None = None
+    subtitles: tuple[Line, ...] = ()
+    subtitle_tokens: int = 0
 
     @property
     def kept_tokens(self) -> int:

@@ -43,7 +43,9 @@ _PARETO_DPI = 100
 
 LETTERS = string.ascii_uppercase
 # lmms-eval's VideoMME prompt word for word (its preamble names subtitles even where none are given), with
-# the letters of the item's own options, so scores compare with published lmms-eval ones.
+# the letters of the item's own options, so scores compare with published lmms-eval ones. With --subtitles or
+# --speech the pipeline puts the lines over the sampled frames before it, under lmms-eval's header, as its
+# videomme_w_subtitle task does.
 PREAMBLE = (
     "Select the best answer to the following multiple-choice question based on the video and the subtitles. "
     "Respond with only the letter ({letters}) of the correct option."
@@ -56,6 +58,7 @@ IDENTITY = (
     "model", "prior_model", "frames", "fps", "max_frames", "backend", "prior_layers", "prune_layer", "device",
     "dtype", "max_new_tokens",
 )
+SPEECH_IDENTITY = ("subtitles", "speech", "speech_model")  # what is said in the video goes into the prompt
 
 
 # --- items -----------------------------------------------------------------------------------------------
@@ -356,6 +359,11 @@ def manifest(data: Path, compared: Sequence[Settings], video_dir: Path | None) -
     values = {name: _plain(next((getattr(s, name) for s in compared if getattr(s, name) is not None), None))
               for name in IDENTITY}
     values["video_dir"] = str(video_dir.resolve()) if video_dir is not None else None
+    # Only when used, so that a run from before these options existed still resumes.
+    said = {name: _plain(getattr(compared[0], name)) for name in SPEECH_IDENTITY if getattr(compared[0], name)}
+    if said.get("subtitles", "auto") != "auto":
+        said["subtitles"] = str(Path(said["subtitles"]).resolve())
+    values.update(said)
     return {"format": FORMAT, "data_sha256": file_digest(data), "settings": values}
 
 
@@ -483,6 +491,7 @@ class Progress(Protocol):
     def stage(self, message: str) -> None: ...
     def advance(self) -> None: ...
     def error(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class _Silent:
@@ -496,6 +505,9 @@ class _Silent:
         pass
 
     def error(self, message: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
 
@@ -576,6 +588,8 @@ def run(
                 failed += len(todo)
                 progress.advance()
                 continue
+            if visual.transcript is not None and visual.transcript.note:
+                progress.note(f"{item.id}: {visual.transcript.note}")
             question = prompt(item)
             for case in todo:
                 own = dataclasses.replace(visual, timings=_pair_timings(visual.timings, case))

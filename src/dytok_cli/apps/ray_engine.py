@@ -360,11 +360,14 @@ def record_schema() -> Any:
     frame = pa.struct([(name, pa.int64()) for name in ("index", "frame")] + [("timestamp", pa.float64()), ("weight", pa.float64())]
                       + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
     text = ("video", "question", "answer", "model", "prior_model", "method")
+    line = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
+    subtitles = pa.struct([("source", pa.string()), ("lines", pa.list_(line)), ("tokens", pa.int64()),
+                           ("note", pa.string()), ("speech_s", pa.float64())])
     return pa.schema(
         [(name, pa.string()) for name in text]
         + [("ratio", pa.float64()), ("dtype", pa.string()), ("backend", pa.string()), ("frames", pa.list_(frame)),
            ("visual_tokens", pa.struct([("full", pa.int64()), ("kept", pa.int64())])), ("tokens_per_frame", pa.int64()),
-           ("reused_prefix_tokens", pa.int64()), ("timings", pa.struct([(key, pa.float64()) for key in TIMING_KEYS])), ("error", pa.string())]
+           ("reused_prefix_tokens", pa.int64()), ("subtitles", subtitles), ("timings", pa.struct([(key, pa.float64()) for key in TIMING_KEYS])), ("error", pa.string())]
     )
 
 

@@ -1,4 +1,5 @@
-"""On-disk cache of the query-independent work for a video (frames, vision features, selector scores).
+"""On-disk cache of the query-independent work for a video (frames, vision features, selector scores, and
+what is said in it, transcribed from its audio).
 
 Entries are safetensors files named by a hash of the video's bytes and of everything else that
 changes the result (sampling, backend, model, dtype, device). Writes go to a temporary file that
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..types import EncodedVideo, Frames, Visual
+from ..types import EncodedVideo, Frames, Line, Transcript, Visual
 
 _FORMAT = 2  # bump when the stored layout or the sampling changes; old entries then simply miss
 _CHUNK = 1 << 20
@@ -123,6 +124,30 @@ class VisualCache:
         try:
             save_file(tensors, temporary, metadata={"dytok": json.dumps(meta)})
             os.replace(temporary, self._path(key))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _transcript_path(self, key: str) -> Path:
+        return self.directory / f"{key}.transcript.json"
+
+    def load_transcript(self, key: str) -> Transcript | None:
+        """What `store_transcript` kept under `key`; None when absent, unreadable or foreign."""
+        try:
+            stored = json.loads(self._transcript_path(key).read_text(encoding="utf-8"))
+            lines = tuple(Line(float(start), float(end), str(text)) for start, end, text in stored["lines"])
+            return Transcript(stored["source"], lines, stored["note"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def store_transcript(self, key: str, transcript: Transcript) -> None:
+        lines = [[line.start, line.end, line.text] for line in transcript.lines]
+        data = json.dumps({"source": transcript.source, "lines": lines, "note": transcript.note}, ensure_ascii=False)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(data)
+            os.replace(temporary, self._transcript_path(key))
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import cv2
@@ -536,15 +536,14 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
 # which fails for a script without `if __name__ == "__main__":` or one fed on stdin, or fork a
 # process whose threads (PyTorch's) may hold locks the child then waits on forever ("fork").
 _WORKER_BOOTSTRAP = (
-    "import pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
-    f"from {__name__} import _serve; _serve(request)"
+    "import importlib, pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
+    "importlib.import_module(request['module'])._serve(request)"
 )
 
 
 def _serve(request: dict[str, Any]) -> None:
     """The worker's side: decode as asked and write the pickled `Frames` (or the error) to stdout."""
-    results = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a native library printing to stdout must not corrupt the result
+    channel = reply_channel()
     path = request["path"]
     try:
         result: object = read_video(path, **request["kwargs"])
@@ -552,11 +551,24 @@ def _serve(request: dict[str, Any]) -> None:
         result = error
     except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
         result = VideoError(f"{path}: decoding failed ({type(error).__name__}: {_describe(error)})")
-    with results:
-        pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
+    reply(channel, result)
 
 
-def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> VideoError:
+def reply_channel() -> BinaryIO:
+    """Where a worker of `run_in_worker` answers: its stdout, taken first so that a native library
+    printing to stdout from then on writes to stderr and cannot corrupt the answer."""
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return channel
+
+
+def reply(channel: BinaryIO, result: object) -> None:
+    """A worker's answer: `result`, a value or an exception to raise in the parent."""
+    with channel:
+        pickle.dump(result, channel, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes, what: str = "decoding") -> VideoError:
     """Why the worker ended without a result, in one line: its last words, else how it ended."""
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     if lines:
@@ -565,7 +577,7 @@ def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> 
         cause = f"killed by signal {-returncode}"
     else:
         cause = f"exit code {returncode}"
-    return VideoError(f"{path}: the decoding process failed ({cause})")
+    return VideoError(f"{path}: the {what} process failed ({cause})")
 
 
 def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw: Any) -> Frames:
@@ -581,7 +593,15 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
     if not sys.executable or getattr(sys, "frozen", False):
         return read_video(path, **kw)
-    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw})
+    return run_in_worker(__name__, path, kw, timeout_s)
+
+
+def run_in_worker(module: str, path: str | os.PathLike, kwargs: dict[str, Any], timeout_s: float,
+                  what: str = "decoding") -> Any:
+    """`module._serve({"path": path, "kwargs": kwargs, ...})` in a fresh interpreter, killed after `timeout_s`
+    seconds; what it `reply`s is returned, or raised when it is an exception. A VideoError naming `path` and
+    `what` was being done when the worker timed out or died without a reply."""
+    request = pickle.dumps({"sys_path": sys.path, "module": module, "path": os.fspath(path), "kwargs": kwargs})
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER_BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -589,7 +609,7 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     try:
         output, errors = worker.communicate(request, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s") from None
+        raise VideoError(f"{path}: {what} timed out after {timeout_s:g} s") from None
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -597,7 +617,7 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     try:
         result = pickle.loads(output)
     except Exception:  # noqa: BLE001 - no answer, or half of one: the worker died
-        raise _worker_failure(path, worker.returncode, errors) from None
+        raise _worker_failure(path, worker.returncode, errors, what) from None
     if isinstance(result, Exception):
         raise result
     return result

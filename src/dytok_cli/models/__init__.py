@@ -83,8 +83,8 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def _unreachable(name: str, reason: str) -> ModelError:
-    return ModelError(f"cannot load model {name!r}: {reason}; pass --model PATH for a local model directory")
+def _unreachable(name: str, reason: str, flag: str = "--model") -> ModelError:
+    return ModelError(f"cannot load model {name!r}: {reason}; pass {flag} PATH for a local model directory")
 
 
 # A reachable hub answers a HEAD in well under a second; a network that drops packets would
@@ -92,7 +92,7 @@ def _unreachable(name: str, reason: str) -> ModelError:
 _HUB_PROBE_TIMEOUT_S = 5.0
 
 
-def _hub_files_only_local(name: str) -> bool:
+def _hub_files_only_local(name: str, flag: str = "--model") -> bool:
     """Whether `name` (a hub id) must load from the local cache alone; raises when it cannot load at all.
 
     The hub library retries an unreachable hub with backoff for half a minute, printing each try,
@@ -116,10 +116,10 @@ def _hub_files_only_local(name: str) -> bool:
     try:
         cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
     except HFValidationError:
-        raise ModelError(f"--model {name!r} is neither a local model directory nor a valid hub id") from None
+        raise ModelError(f"{flag} {name!r} is neither a local model directory nor a valid hub id") from None
     if is_offline_mode():
         if not cached:
-            raise _unreachable(name, "not in the local cache (HF_HUB_OFFLINE is set, so nothing is downloaded)")
+            raise _unreachable(name, "not in the local cache (HF_HUB_OFFLINE is set, so nothing is downloaded)", flag)
         return True
     try:
         get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=_HUB_PROBE_TIMEOUT_S)
@@ -138,22 +138,27 @@ def _hub_files_only_local(name: str) -> bool:
         return False
     if cached:
         return True
-    raise _unreachable(name, reason)
+    raise _unreachable(name, reason, flag)
+
+
+def model_source(name: str, flag: str = "--model") -> tuple[str, bool]:
+    """Where `from_pretrained` loads `name` (given with `flag`) from, and whether from local files only:
+    a local model directory, or a hub id (from the cache alone when the hub cannot be reached)."""
+    path = Path(name).expanduser()
+    if _looks_like_path(name) and not path.exists():
+        raise ModelError(f"no such model directory: {name} (pass {flag} PATH, or a hub id with HF_HUB_OFFLINE unset)")
+    if path.exists() and not path.is_dir():
+        raise ModelError(f"{flag} {name} is a file; pass {flag} PATH to a model directory or a hub id")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"no config.json in {name}: not a transformers model directory")
+        return str(path), True
+    return name, _hub_files_only_local(name, flag)
 
 
 def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bool) -> VideoModel:
     """Load a model by hub id or local directory and wrap it in its family's adapter."""
-    path = Path(name).expanduser()
-    if _looks_like_path(name) and not path.exists():
-        raise ModelError(f"no such model directory: {name} (pass --model PATH, or a hub id with HF_HUB_OFFLINE unset)")
-    if path.exists() and not path.is_dir():
-        raise ModelError(f"--model {name} is a file; pass --model PATH to a model directory or a hub id")
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"no config.json in {name}: not a transformers model directory")
-        source, local_only = str(path), True
-    else:
-        source, local_only = name, _hub_files_only_local(name)
+    source, local_only = model_source(name)
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     options = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
@@ -215,4 +220,7 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     return adapter(name, model.to(target).eval(), adapter.processor_for(config))
 
 
-__all__ = ["VideoModel", "load_model", "load_random_model", "presets", "register", "supported_model_types"]
+__all__ = [
+    "VideoModel", "load_model", "load_random_model", "model_source", "presets", "register", "resolve_device",
+    "resolve_dtype", "supported_model_types",
+]

@@ -4,6 +4,9 @@
     lmms-eval --model dytok --model_args pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,method=dytok,ratio=0.25 \\
         --tasks videomme
 
+A task that gives subtitles (videomme_w_subtitle writes them at the head of its prompt, under its header) has
+them placed after the video as it wrote them, and then dytok's own `subtitles`/`speech` are not added to them.
+
 Everything here works without lmms-eval installed (its tests use stand-ins for lmms-eval's requests);
 `model.Dytok` is the thin `lmms` subclass lmms-eval loads.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from ...batch import PER_VIDEO_ERRORS, one_line
 from ...config import Backend, Device, DType, Method, Settings
+from ...media import subtitles
 from ...models import VideoModel
 from ...pipeline import Pipeline
 
@@ -73,6 +77,11 @@ class Request:
     temperature: float
     until: tuple[str, ...]  # the answer ends before the first of these
 
+    @property
+    def gives_subtitles(self) -> bool:
+        """Whether the task wrote the video's subtitles into the prompt itself, as Video-MME's subtitle setting does."""
+        return self.question.startswith(subtitles.HEADER)
+
 
 def request_from_args(arguments: tuple, task_dict: Mapping[str, Any]) -> Request:
     """A request from a simple lmms-eval model's `Instance.args`:
@@ -110,12 +119,15 @@ class Answerer:
     def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None):
         self.settings = settings
         self._shared = Pipeline(settings, model=model, prior=prior)
-        self._pipelines: dict[tuple[int, float], Pipeline] = {}
+        self._pipelines: dict[tuple[int, float, bool], Pipeline] = {}
 
     def _pipeline(self, request: Request) -> Pipeline:
-        key = (request.max_new_tokens or self.settings.max_new_tokens, request.temperature)
+        uses_transcript = self.settings.uses_transcript and not request.gives_subtitles
+        key = (request.max_new_tokens or self.settings.max_new_tokens, request.temperature, uses_transcript)
         if key not in self._pipelines:
             variant = dataclasses.replace(self.settings, max_new_tokens=key[0], temperature=key[1])
+            if not uses_transcript:
+                variant = dataclasses.replace(variant, subtitles=None, speech=False, speech_model=None)
             self._pipelines[key] = Pipeline(variant, model=self._shared.model, prior=self._shared.prior)
         return self._pipelines[key]
 
@@ -132,6 +144,8 @@ class Answerer:
                 for _ in indices:
                     done()
                 continue
+            if visual.transcript is not None and visual.transcript.note:
+                log.info("dytok: %s: %s", video, visual.transcript.note)
             for index in indices:
                 request = requests[index]
                 try:
