@@ -72,3 +72,33 @@ def test_bench_report_says_the_dtype_and_whether_the_prefix_was_reused(dytok_her
     for row in report["results"]:  # the gain of reuse is measured only when it is on
         measured = row["next_question_recomputed_s"] is not None and row["speedup_prefix_reuse"] > 0
         assert measured is report["prefix_cache"]
+
+
+def with_runs(runs: int, spreads: dict[str, float]) -> dict:
+    """REPORT as `runs` runs gave it, each row's prefill and total times spread by the given fractions."""
+    rows = []
+    for row, spread in zip(REPORT["results"], spreads.values()):
+        measured = {m: [row[m] * (1 - spread / 2), row[m] * (1 + spread / 2)] for m in ("prefill_s", "total_s")}
+        rows.append({**row, "runs": runs, "spread": measured})
+    return {**REPORT, "results": rows}
+
+
+def test_single_runs_say_so(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    render.bench_table(with_runs(1, {"a": 0.0, "b": 0.0, "c": 0.0}))
+    text = " ".join(capsys.readouterr().out.split())
+    assert "single runs (--repeat 1): one slow run shows as a speed-up" in text and "medians" not in text
+
+
+def test_several_runs_give_the_largest_spread_and_wide_shows_each(monkeypatch, capsys):
+    report = with_runs(3, {"a": 0.04, "b": 0.31, "c": 0.1})
+    monkeypatch.setenv("COLUMNS", "80")
+    render.bench_table(report)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "medians of 3 runs, which differed by up to 31% (prefill, ratio 0.125 dytok-fastv)" in text
+    render.bench_table(report, wide=True)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(index for index, line in enumerate(lines) if "spread" in line)
+    assert lines[header].split().count("spread") == 2  # beside prefill and beside total
+    rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["0.125"], ["0.25"])]
+    assert [row[6] for row in rows] == ["4%", "31%", "10%"]  # ratio, method, tokens, vision, prior, prefill, spread

@@ -207,15 +207,16 @@ def test_help_reads_plainly(dytok_here):
     overview = dytok_here("-h")
     assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval", "make-clip"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
-    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA")]:
+    for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA"),
+                           ("make-clip", "FILE")]:
         text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
             assert internal not in text, (command, internal)
     words = " ".join(dytok_here("ask", "-h").stdout.split())
-    assert "the deepest third of the prior model's (dytok); every layer up to" in words  # --prior-layers per method
+    assert "the deepest third for dytok, up to --prune-layer for dytok-fastv" in words  # --prior-layers per method
 
 
 def test_version():

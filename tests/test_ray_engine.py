@@ -27,7 +27,7 @@ def _isolation_works() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'dytok-cli[ray]')")
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (python -m pip install 'ray[data]>=2.60')")
 @pytest.mark.skipif(not _isolation_works(), reason="no network namespace can be made here (unshare --net needs root)")
 def test_ray_engine_cases_in_an_isolated_network():
     command = (f"ip link set lo up && exec {sys.executable} -m pytest {HERE / 'ray_cases.py'} -q -p no:cacheprovider "

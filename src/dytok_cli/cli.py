@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from .config import (
     ImageFormat,
     Method,
     Settings,
+    preset_names,
 )
 from .errors import DytokError, Interrupted
 
@@ -44,68 +46,128 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULTS = Settings()
-# Preset names for --help, read without importing torch.
-_PRESETS = sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.json"))
 
-# The options every command that runs the pipeline shares, each defined once, in the order --help lists them.
+# --help lists a command's options in panels, in this order, so what a person uses first comes first.
+# Every option names its panel with Typer's own `rich_help_panel=` (the help stays plain text: the panels
+# are drawn by `PlainHelpCommand`); within a panel options keep their order in the command's signature,
+# its own options first, then the shared `_PIPELINE_OPTIONS`. A new option or command picks one of these
+# (tests/test_cli.py checks that every option of every command has one); -h/--help goes under BASICS.
+BASICS = "Basics"  # what is asked and of which videos
+MODEL = "Model"  # which model, where it runs, and what of its work is kept for later
+METHOD = "Method"  # the compression: method, ratio, prior and pruning
+SAMPLING = "Sampling"  # which frames are taken from a video, and how they are decoded
+OUTPUT = "Output"  # the answer and what is printed
+ENGINE = "Engine"  # reuse, caches and where the work runs (Ray last)
+HELP_PANELS = (BASICS, MODEL, METHOD, SAMPLING, OUTPUT, ENGINE)
+
+def _fraction(text: str) -> float:
+    """--ratio's value, read so that "25%" is answered with what to write instead."""
+    try:
+        return float(text)
+    except ValueError:
+        percent = text.strip().removesuffix("%")
+        if percent != text.strip() and _is_number(percent):
+            raise typer.BadParameter(f"--ratio is a fraction of the visual tokens in (0, 1]: write "
+                                     f"{float(percent) / 100:g}, not {text!r}") from None
+        raise typer.BadParameter(f"--ratio is a fraction of the visual tokens in (0, 1], such as 0.25, not {text!r}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# The options every command that runs the pipeline shares, each defined once, in the order --help lists
+# them within their panels. A command whose model loads shows `_random_weights_note` before it loads.
 _PIPELINE_OPTIONS = [
     ("model", Annotated[str, typer.Option(
-        "--model", "-m", metavar="NAME", envvar=MODEL_ENV_VAR, show_envvar=True, help="Hub id or local model directory.")],
+        "--model", "-m", metavar="NAME", envvar=MODEL_ENV_VAR, show_envvar=True, rich_help_panel=MODEL,
+        help="Hub id, local model directory, or (--random-weights) a preset.")],
      DEFAULT_MODEL),
-    ("prior_model", Annotated[Optional[str], typer.Option(
-        "--prior-model", metavar="NAME", help="dytok: a smaller model of the same family that computes the keyframe prior.")],
-     None),
-    ("method", Annotated[Method, typer.Option(
-        "--method", metavar="METHOD", help="dytok-fastv: question-aware budgets, pruned inside one prefill; dytok: the same "
-        "budgets from a separate prior pass, VisionZip within frames; visionzip: uniform budgets; none: no compression.")],
-     _DEFAULTS.method),
-    ("ratio", Annotated[Optional[float], typer.Option(
-        "--ratio", "-r", metavar="R", show_default=f"{DEFAULT_RATIO:g}; 1 with --method none",
-        help="Fraction of visual tokens kept, in (0, 1].")],
-     None),
-    ("frames", Annotated[int, typer.Option("--frames", "-n", metavar="N", help="Frames sampled uniformly over the video.")],
-     _DEFAULTS.frames),
-    ("fps", Annotated[Optional[float], typer.Option(
-        "--fps", metavar="RATE", help="Sample this many frames per second instead of --frames.")], None),
-    ("max_frames", Annotated[Optional[int], typer.Option(
-        "--max-frames", metavar="N", help="With --fps: the most frames to sample (default: --frames).")], None),
-    ("backend", Annotated[Backend, typer.Option(
-        "--backend", metavar="NAME", help="Video decoder: auto, decord, pyav or opencv; auto tries them in that order.")],
-     _DEFAULTS.backend),
-    ("prior_layers", Annotated[Optional[str], typer.Option(
-        "--prior-layers", metavar="LAYERS", help="Layers whose attention gives the keyframe prior: all, A-B or L. Default: "
-        "the deepest third of the prior model's (dytok); every layer up to --prune-layer (dytok-fastv). On a hybrid "
-        "model (Qwen3.5) its full-attention layers among these.")],
-     None),
-    ("prune_layer", Annotated[Optional[int], typer.Option(
-        "--prune-layer", metavar="K", help="dytok-fastv: the decoder layer after which visual tokens are pruned "
-        "(default: the last of the first quarter; on a hybrid model, its last full-attention layer there).")],
-     None),
-    ("device", Annotated[Device, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
+    ("random_weights", Annotated[bool, typer.Option(
+        "--random-weights", rich_help_panel=MODEL,
+        help="Random weights in the model's shape: no download, noise answers, real speed. Presets: "
+        + ", ".join(preset_names()) + ".")],
+     False),
+    ("device", Annotated[Device, typer.Option(
+        "--device", metavar="NAME", rich_help_panel=MODEL, help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
     ("dtype", Annotated[DType, typer.Option(
-        "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU; on CPU "
-        "bfloat16 where it has native bf16, else float32).")],
+        "--dtype", metavar="NAME", rich_help_panel=MODEL,
+        help="auto, float32, bfloat16 or float16.")],
      _DEFAULTS.dtype),
     ("trust_remote_code", Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
+        "--trust-remote-code", rich_help_panel=MODEL, help="Let code shipped with the model run.")],
+     False),
+    ("method", Annotated[Method, typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="dytok-fastv: question-aware, pruned in one prefill; dytok: the same from a separate prior "
+        "pass; visionzip: even budgets; none: every token.")],
+     _DEFAULTS.method),
+    ("ratio", Annotated[Optional[float], typer.Option(
+        "--ratio", "-r", metavar="R", show_default=f"{DEFAULT_RATIO:g}, or 1 with --method none", parser=_fraction,
+        rich_help_panel=METHOD, help="Fraction of visual tokens kept, in (0, 1].")],
+     None),
+    ("prior_model", Annotated[Optional[str], typer.Option(
+        "--prior-model", metavar="NAME", rich_help_panel=METHOD,
+        help="dytok: a smaller model of the family for the prior.")],
+     None),
+    ("prior_layers", Annotated[Optional[str], typer.Option(
+        "--prior-layers", metavar="LAYERS", rich_help_panel=METHOD,
+        help="Layers read for the prior: all, A-B or L (default: the deepest third for dytok, up to "
+        "--prune-layer for dytok-fastv; full-attention ones only).")],
+     None),
+    ("prune_layer", Annotated[Optional[int], typer.Option(
+        "--prune-layer", metavar="K", rich_help_panel=METHOD,
+        help="dytok-fastv: prune after this layer (default: the first quarter's last).")],
+     None),
+    ("frames", Annotated[int, typer.Option(
+        "--frames", "-n", metavar="N", rich_help_panel=SAMPLING, help="Frames sampled evenly over the video.")],
+     _DEFAULTS.frames),
+    ("fps", Annotated[Optional[float], typer.Option(
+        "--fps", metavar="RATE", rich_help_panel=SAMPLING,
+        help="Frames per second to sample, instead of --frames.")], None),
+    ("max_frames", Annotated[Optional[int], typer.Option(
+        "--max-frames", metavar="N", rich_help_panel=SAMPLING,
+        help="With --fps: at most this many (default: --frames).")], None),
+    ("backend", Annotated[Backend, typer.Option(
+        "--backend", metavar="NAME", rich_help_panel=SAMPLING,
+        help="Video decoder: auto (the first that works), decord, pyav or opencv.")],
+     _DEFAULTS.backend),
     ("decode_timeout", Annotated[Optional[float], typer.Option(
-        "--decode-timeout", metavar="SECONDS", help="Give up decoding one video after this long (0: no limit).")],
+        "--decode-timeout", metavar="SECONDS", rich_help_panel=SAMPLING,
+        help="Give up decoding a video after this long (0: never).")],
      _DEFAULTS.decode_timeout),
+    ("verbose", Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT,
+        help="Show the libraries' warnings on stderr.")],
+     False),
     ("prefix_cache", Annotated[bool, typer.Option(
-        "--prefix-cache/--no-prefix-cache", help="Compute the LLM's work on the part of the prompt up to the end of "
-        "the video once per video, and reuse it for the video's later questions.")],
+        "--prefix-cache/--no-prefix-cache", rich_help_panel=MODEL,
+        help="Reuse a video's prompt prefix for its later questions.")],
      _DEFAULTS.prefix_cache),
     ("cache_dir", Annotated[Optional[Path], typer.Option(
-        "--cache-dir", metavar="DIR", help="Keep decoded frames and vision features here, reused across runs.")], None),
-    ("verbose", Annotated[bool, typer.Option(
-        "--verbose", help="Show the libraries' warnings on stderr (such as the slow PyTorch fallback of Qwen3.5's "
-        "linear-attention kernels without flash-linear-attention).")], False),
+        "--cache-dir", metavar="DIR", rich_help_panel=MODEL,
+        help="Keep frames and vision features here for later runs.")], None),
 ]
+
+
+def _random_weights_note(options: dict[str, Any]) -> None:
+    """Said on stderr once a command's checks passed, before its model loads: the answers mean nothing."""
+    if options.get("random_weights"):
+        render.note("--random-weights: the model's weights are random, so its answers and budgets are noise "
+                    "(its speed and memory are the real shape's)")
+
+
+_HELP_FLAG_WIDTH = 22  # columns for an option's flags in --help, so that 80 columns leave 54 for what it does
 
 
 class PlainHelpCommand(TyperCommand):
     """A command whose --help names its arguments as they are written (`VIDEO... [QUESTION]`), without
-    Typer's type annotations (`<list[str]>`, `{...}`) that read as internals."""
+    Typer's type annotations (`<list[str]>`, `{...}`) that read as internals, and lists its options in
+    the `HELP_PANELS` they name."""
 
     def _arguments(self, context: typer.Context) -> list[Any]:
         return [param for param in self.get_params(context) if param.param_type_name == "argument"]
@@ -115,12 +177,18 @@ class PlainHelpCommand(TyperCommand):
 
     def format_options(self, context: typer.Context, formatter: Any) -> None:
         arguments = [(param.metavar or param.name.upper(), param.help or "") for param in self._arguments(context)]
-        options = [record for param in self.get_params(context)
-                   if param.param_type_name == "option" and (record := param.get_help_record(context))]
-        for title, rows in (("Arguments", arguments), ("Options", options)):
+        panels: dict[str, list[tuple[str, str]]] = {panel: [] for panel in HELP_PANELS}
+        for param in self.get_params(context):
+            if param.param_type_name == "option" and (record := param.get_help_record(context)):
+                # --help is Click's own option, with no panel.
+                panels.setdefault(getattr(param, "rich_help_panel", None) or BASICS, []).append(record)
+        # One column for the flags in every panel, so the panels read as one list; a longer flag has its own line.
+        width = min(max((len(term) for section in (arguments, *panels.values()) for term, _ in section), default=0),
+                    _HELP_FLAG_WIDTH)
+        for title, rows in (("Arguments", arguments), *panels.items()):
             if rows:
                 with formatter.section(title):
-                    formatter.write_dl(rows)
+                    formatter.write_dl([(term.ljust(width), text) for term, text in rows], col_max=width)
 
 
 def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
@@ -141,6 +209,9 @@ def pipeline_options(*, exclude: tuple[str, ...] = (), defaults: dict[str, Any] 
 
         def with_options(**arguments: Any) -> Any:
             options = {parameter.name: arguments.pop(parameter.name) for parameter in shared}
+            if options.get("random_weights") and options.get("cache_dir"):
+                raise typer.BadParameter("--cache-dir keeps vision features for later runs, but --random-weights "
+                                         "draws new weights every run: drop one of them")
             if options.get("verbose"):
                 _show_library_messages()
             return command(options=options, **arguments)
@@ -193,31 +264,48 @@ def ask(
         list[str],
         typer.Argument(
             metavar="VIDEO... [QUESTION]",
-            help="Video files, directories of videos, or - to read paths from stdin. Without -q, a last "
-            "argument that is not a path or a video file name is the question.",
+            help="Videos, directories of videos, or - (paths on stdin). Without -q, a last argument that is "
+            "no path nor video file name is the question.",
             show_default=False,
         ),
     ],
-    question: Annotated[
-        Optional[list[str]], typer.Option("--question", "-q", metavar="TEXT", help="A question (repeat for several).")
-    ] = None,
-    questions_file: Annotated[
-        Optional[Path], typer.Option("--questions", metavar="FILE", help="File with one question per line.")
-    ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
-    null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin (-) are NUL-separated.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
-    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
-    jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
-    engine: Annotated[Engine, typer.Option("--engine", metavar="NAME", help="local: in this process; ray: on Ray actors, one model each (pip install 'dytok-cli[ray]').")] = Engine.local,
-    workers: Annotated[Optional[int], typer.Option("--workers", metavar="N", help=f"--engine ray: actors, each loading the model once (default {RayOptions.workers}).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", metavar="G", help=f"--engine ray: GPUs per actor; a fraction shares a GPU (default {RayOptions.gpus_per_worker:g}).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS", help="--engine ray: join this Ray cluster (auto: the one `ray start` runs here); default: RAY_ADDRESS, else start a local Ray.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output", metavar="DIR", help="--engine ray: Ray writes the records as shards in DIR; a re-run skips pairs already there.")] = None,
-    output_format: Annotated[Optional[OutputFormat], typer.Option("--format", metavar="FORMAT", help="--output shard format: jsonl (default) or parquet.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="--output: replace DIR if it holds anything else, or a run with other settings.")] = False,
+    question: Annotated[Optional[list[str]], typer.Option(
+        "--question", "-q", metavar="TEXT", rich_help_panel=BASICS, help="A question (repeat for several).")] = None,
+    questions_file: Annotated[Optional[Path], typer.Option(
+        "--questions", metavar="FILE", rich_help_panel=BASICS, help="File with one question per line.")] = None,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", rich_help_panel=BASICS, help="Look for videos in subdirectories too.")] = False,
+    null_separated: Annotated[bool, typer.Option(
+        "-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", metavar="T", rich_help_panel=OUTPUT, help="0 decodes greedily; above 0 samples.")] = _DEFAULTS.temperature,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", metavar="N", rich_help_panel=OUTPUT, help="Seed for sampling (--temperature above 0).")] = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print a JSON record (an array for several pairs).")] = False,
+    jsonl_output: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=OUTPUT, help="Print a JSON record per line as each pair completes.")] = False,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", metavar="NAME", rich_help_panel=ENGINE,
+        help="local, or ray: Ray actors (pip install 'ray[data]').")] = Engine.local,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", metavar="N", rich_help_panel=ENGINE,
+        help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
+        help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
+        help="--engine ray: a cluster to join (auto, or HOST:PORT).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(
+        "--output", metavar="DIR", rich_help_panel=ENGINE,
+        help="--engine ray: write records to DIR, resumably.")] = None,
+    output_format: Annotated[Optional[OutputFormat], typer.Option(
+        "--format", metavar="FORMAT", rich_help_panel=ENGINE, help="--output: jsonl (default) or parquet.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=ENGINE, help="--output: replace DIR if it holds anything else.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -253,6 +341,9 @@ def ask(
     # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
     # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
     single = len(inputs) == 1 and inputs[0] != stdin and not Path(inputs[0]).is_dir()
+    if single and not Path(inputs[0]).exists() and not (json_output or jsonl_output or output_dir):
+        # Said before torch loads; where a record is promised (--json, --jsonl, --output) it says so instead.
+        raise DytokError(f"{inputs[0]}: no such file")
     if stdin in inputs and sys.stdin.isatty():
         separator = "NUL-separated" if null_separated else "one per line"
         render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
@@ -262,6 +353,7 @@ def ask(
     if not videos:
         extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {extensions})")
+    _random_weights_note(options)
 
     # Imported here so `--help` and usage errors answer without loading torch.
     with render.status("Loading…"):
@@ -340,40 +432,40 @@ def inspect_command(
     question: Annotated[
         Optional[str],
         typer.Option(
-            "--question", "-q", metavar="TEXT",
+            "--question", "-q", metavar="TEXT", rich_help_panel=BASICS,
             help=f"Question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r}).",
         ),
     ] = None,
     show_budgets: Annotated[
         Optional[bool],
         typer.Option(
-            "--show-budgets/--no-show-budgets",
+            "--show-budgets/--no-show-budgets", rich_help_panel=OUTPUT,
             help="Print the per-frame budget table on stdout (default: on, except with --json, or with "
             "--export-keyframes when stdout is not a terminal).",
             show_default=False,
         ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the JSON record: ask's without answer, plus each frame's rank.")
+        bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the JSON record: ask's without answer, plus each frame's rank.")
     ] = False,
     export_dir: Annotated[
         Optional[Path],
         typer.Option(
-            "--export-keyframes", metavar="DIR", help="Write the top-ranked frames and keyframes.json/.csv to DIR."
+            "--export-keyframes", metavar="DIR", rich_help_panel=OUTPUT, help="Write the top-ranked frames and keyframes.json/.csv to DIR."
         ),
     ] = None,
     top: Annotated[
         Optional[int],
-        typer.Option("--top", min=1, metavar="K", help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
+        typer.Option("--top", min=1, metavar="K", rich_help_panel=OUTPUT, help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
     ] = None,
     image_format: Annotated[
-        Optional[ImageFormat], typer.Option("--format", metavar="FORMAT", help="Keyframe image format: jpg (default) or png.")
+        Optional[ImageFormat], typer.Option("--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="Keyframe image format: jpg (default) or png.")
     ] = None,
     sheet: Annotated[
         bool,
-        typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
+        typer.Option("--sheet", rich_help_panel=OUTPUT, help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists and is not empty.")] = False,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace DIR if it exists and is not empty.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -398,6 +490,7 @@ def inspect_command(
 
     if export_dir is not None:
         export.check_target(export_dir, force)
+    _random_weights_note(options)
     with render.status("Loading…"):
         from .media.cache import VisualCache
         from .media.video import thinning_note
@@ -443,23 +536,26 @@ def _parse_ratios(text: str) -> list[float]:
 @pipeline_options(exclude=("method", "ratio", "fps", "max_frames", "decode_timeout", "cache_dir"), defaults={"frames": 8})
 def bench(
     video: Annotated[Path, typer.Argument(help="Video file to run on.", show_default=False)],
-    random_weights: Annotated[
-        bool,
-        typer.Option("--random-weights", help="Random weights with the model's real shape (no download); "
-                     "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
-    ] = False,
-    methods: Annotated[
-        Optional[list[Method]],
-        typer.Option("--method", metavar="METHOD", help="dytok-fastv, dytok or visionzip: a method to measure; "
-                     "repeat to compare several in one run (default: dytok-fastv)."),
-    ] = None,
-    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
-    question: Annotated[str, typer.Option("--question", "-q", metavar="TEXT", help="Question asked on every run.")] = DEFAULT_QUESTION,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, metavar="N", help="Timed runs per ratio (the median is reported).")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N", help="Untimed runs per ratio first.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    wide: Annotated[bool, typer.Option("--wide", help="Show every measure in the table, not only the main ones.")] = False,
+    methods: Annotated[Optional[list[Method]], typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="dytok-fastv, dytok or visionzip: a method to measure; repeat to compare several in one run "
+        "(default: dytok-fastv).")] = None,
+    ratios: Annotated[str, typer.Option(
+        "--ratios", metavar="R,R,...", rich_help_panel=METHOD,
+        help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
+    question: Annotated[str, typer.Option(
+        "--question", "-q", metavar="TEXT", rich_help_panel=BASICS, help="Question asked on every run.")] = DEFAULT_QUESTION,
+    repeat: Annotated[int, typer.Option(
+        "--repeat", min=1, metavar="N", rich_help_panel=BASICS,
+        help="Timed runs per ratio (the median is reported, with how far the runs were apart).")] = 3,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", min=0, metavar="N", rich_help_panel=BASICS, help="Untimed runs per ratio first.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT,
+        help="Tokens generated per run (end-of-sequence ignored).")] = 32,
+    json_output: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the results as JSON.")] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", rich_help_panel=OUTPUT, help="Show every measure in the table, not only the main ones.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -467,25 +563,34 @@ def bench(
     measured = _parse_ratios(ratios)
     if wide and json_output:
         raise typer.BadParameter("--wide shapes the table; --json already prints every measure")
-    if not video.is_file():  # before minutes of model loading
-        raise DytokError(f"{video}: no such file")
+    if video.is_dir():
+        raise DytokError(f"{video}: is a directory; bench measures one video file (name one of its videos)")
     methods = methods or [_DEFAULTS.method]
     uncompressed = [method.value for method in methods if not method.traits.compresses]
     if uncompressed:
         raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, decode_timeout=None)
+    from .media.video import check_video  # torch-free: a file that is no video is refused before the model loads
+
+    check_video(video)
+    _random_weights_note(options)
     with render.status("Loading…"):
         from .apps import bench as benchmark
 
     settings = compared[0]
-    with render.status(f"Loading {settings.model}") as spinner:
-        results = benchmark.run(
-            compared, video, measured, question=question, repeat=repeat, warmup=warmup, random_weights=random_weights,
-            on_progress=spinner.update if spinner else None,
-        )
+    runs = (warmup + repeat) * len(benchmark.measured_cases(compared, measured))
+    with render.BatchProgress(runs) as progress:
+        def finished(run: benchmark.Finished) -> None:
+            progress.advance()
+            if not render.console.is_terminal:  # the live line shows it on a terminal; a log gets a line per run
+                render.note(f"{run.label}: {run.seconds:.2f} s; {run.done}/{run.total} runs done, "
+                            f"about {render.duration(run.left_s)} left")
+
+        results = benchmark.run(compared, video, measured, question=question, repeat=repeat, warmup=warmup,
+                                on_progress=progress.stage, on_finished=finished)
     report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
-              "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": random_weights,
+              "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": settings.random_weights,
               "results": results}
     if json_output:
         render.write_json(report)
@@ -500,25 +605,28 @@ def eval_(
     data: Annotated[
         Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
     ],
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", metavar="DIR", show_default=False,
-                     help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there."),
-    ],
-    methods: Annotated[
-        Optional[list[Method]],
-        typer.Option("--method", metavar="METHOD", help="none, visionzip, dytok or dytok-fastv: a method to evaluate; "
-                     "repeat for several (default: none and dytok-fastv). none runs once, at ratio 1."),
-    ] = None,
-    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
-    video_dir: Annotated[
-        Optional[Path],
-        typer.Option("--video-dir", metavar="DIR", help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's folder)."),
-    ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, metavar="N", help="Evaluate only the first N items.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Start over in DIR although it holds other files or another run.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = 16,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", show_default=False, rich_help_panel=BASICS,
+        help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there.")],
+    methods: Annotated[Optional[list[Method]], typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="none, visionzip, dytok or dytok-fastv: a method to evaluate; repeat for several (default: none and "
+        "dytok-fastv). none runs once, at ratio 1.")] = None,
+    ratios: Annotated[str, typer.Option(
+        "--ratios", metavar="R,R,...", rich_help_panel=METHOD,
+        help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
+    video_dir: Annotated[Optional[Path], typer.Option(
+        "--video-dir", metavar="DIR", rich_help_panel=BASICS,
+        help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's "
+        "folder).")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=1, metavar="N", rich_help_panel=BASICS, help="Evaluate only the first N items.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=OUTPUT, help="Start over in DIR although it holds other files or another run.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = 16,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print the summary as JSON instead of the table.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -549,6 +657,7 @@ def eval_(
     work = evaluation.pending(items, cases, run_dir.records)
     failed = 0
     if work:
+        _random_weights_note(options)
         from .media.cache import VisualCache
 
         with render.BatchProgress(len(work)) as progress:
@@ -563,7 +672,7 @@ def eval_(
     try:
         evaluation.plot_pareto(summary, output / evaluation.PARETO)
     except ImportError:
-        render.note("no pareto.png: matplotlib is not installed (pip install 'dytok-cli[plot]')")
+        render.note("no pareto.png: matplotlib is not installed (python -m pip install matplotlib)")
     if json_output:
         render.write_json(summary)
     else:
@@ -571,14 +680,44 @@ def eval_(
     return EXIT_FAILED if failed else EXIT_OK
 
 
+@app.command("make-clip", cls=PlainHelpCommand, short_help="Write a short test video, for a first run.")
+def make_clip_command(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The video file to write (MP4).", show_default=False)],
+    seconds: Annotated[float, typer.Option(
+        "--seconds", metavar="S", rich_help_panel=BASICS, help="How long the clip is (8 frames a second).")] = 4.0,
+    size: Annotated[str, typer.Option(
+        "--size", metavar="WxH", rich_help_panel=BASICS, help="Width and height in pixels (even numbers).")] = "320x240",
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace FILE if it exists.")] = False,
+) -> int:
+    """Write a short video made here (a ball bouncing across a field, a white square from its middle on):
+    something to run dytok on without a file or a download."""
+    width, _, height = size.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) % 2 == int(height) % 2 == 0
+            and 16 <= min(int(width), int(height)) and max(int(width), int(height)) <= 4096):
+        raise typer.BadParameter(f"--size is WIDTHxHEIGHT in pixels, even numbers from 16 to 4096, not {size!r}")
+    if not 0 < seconds <= 600:
+        raise typer.BadParameter(f"--seconds must be more than 0 and at most 600, not {seconds:g}")
+    from .apps import make_clip  # PyAV and numpy only: no torch
+
+    frames = make_clip.make_clip(path, seconds=seconds, width=int(width), height=int(height), force=force)
+    render.note(f"wrote {path}: {frames} frames, {width}x{height}, {frames / make_clip.FPS:g} s")
+    return EXIT_OK
+
+
 def _quiet_libraries() -> None:
-    """Keep stderr to our own messages: library warnings and weight-loading bars are noise here."""
+    """Keep stderr to our own messages: library warnings and weight-loading bars are noise here.
+
+    Without importing transformers (a second), so that what needs no model answers at once: its
+    settings are read from the environment when it loads, and set directly where it has loaded."""
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def _show_library_messages() -> None:
@@ -589,13 +728,51 @@ def _show_library_messages() -> None:
     hf_logging.set_verbosity_warning()
 
 
+def _usage_message(error: typer.TyperException) -> str:
+    """A usage error in one plain line: the flag, then the reason, without the parser's wording."""
+    message = (error.format_message() or "bad usage").splitlines()[0].replace("Value error, ", "")
+    message = message.removeprefix("Invalid value: ")  # our own reasons already name the flag
+    if named := re.match(r"Invalid value for '(-[^']+)'(?: / '[^']+')?: (.*)", message):
+        flag, reason = named.groups()
+        message = reason if reason.startswith(flag) else f"{flag}: {reason}"
+    for parser_words, plain in _PARSER_WORDS.items():
+        message = message.replace(parser_words, plain)
+    return message
+
+
+_PARSER_WORDS = {
+    "Input should be a valid integer, unable to parse string as an integer": "not a whole number",
+    "Input should be a valid number, unable to parse string as a number": "not a number",
+}
+
+
+def _broken_install(error: BaseException) -> str | None:
+    """What to do when the installed libraries do not fit together, from the root of `error`'s chain (a
+    library that fails to import is reported several wrappings up, as another error), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cause: BaseException | None = error
+    while cause is not None:
+        operator = re.search(r"operator torchvision::\w+ does not exist", str(cause))
+        if operator:
+            try:
+                torch_version, vision_version = version("torch"), version("torchvision")
+            except PackageNotFoundError:
+                return None
+            minor = int(torch_version.split(".")[1])
+            # Each torch 2.N release has its torchvision 0.(N+15); a CPU build has its own index.
+            index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch_version else ""
+            return (f"torchvision {vision_version} was not built for torch {torch_version} ({operator.group(0)}): "
+                    f"install the one that was, python -m pip install 'torchvision==0.{minor + 15}.*'{index}")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors, meaningful exit codes, no tracebacks."""
     command = typer.main.get_command(app)
     try:
-        if "--help" not in (argv or sys.argv[1:]):
-            with render.status("Loading…"):
-                _quiet_libraries()
+        _quiet_libraries()
         status = command.main(args=argv, prog_name="dytok", standalone_mode=False)
     except typer.Exit as error:
         status = error.exit_code
@@ -605,10 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         render.error(str(error))
         return error.exit_code
     except typer.TyperException as error:  # usage errors: bad flags, missing arguments
-        # Typer's validation prefixes what it checked with its own wording; the reason alone reads plainly.
-        message = (error.format_message() or "bad usage").splitlines()[0].replace("Value error, ", "")
-        message = message.removeprefix("Invalid value: ")  # our own reasons already name the flag
-        render.error(message.replace("Input should be a valid integer, unable to parse string as an integer", "not a whole number"))
+        render.error(_usage_message(error))
         status = getattr(error, "exit_code", EXIT_USAGE)
     except (render.StdoutClosed, BrokenPipeError):
         # The reader went away (`| head -1`): stop quietly, and keep Python from complaining at exit.
@@ -618,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DYTOK_DEBUG"):
             raise
         reason = str(error).splitlines()[0] if str(error) else ""
-        render.error(f"unexpected {type(error).__name__}: {reason} (set DYTOK_DEBUG=1 for a traceback)")
+        render.error(_broken_install(error)
+                     or f"unexpected {type(error).__name__}: {reason} (set DYTOK_DEBUG=1 for a traceback)")
         status = EXIT_FAILED
     if status == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into an exit status of 130 before we see it
         render.error("interrupted")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from .math.layers import parse_prior_layers
@@ -15,6 +17,13 @@ MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
+# Shipped model shapes (configs only, values from the public checkpoints) for `--random-weights`.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets' names, read without importing torch (for --help and early errors)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,10 @@ class Settings:
     seed: int | None = None
     trust_remote_code: bool = False
     decode_timeout: float | None = 120.0  # seconds per video; None or 0 decodes in-process, unbounded
-    # Keep the LLM's work on a video's prompt prefix for its later questions (DESIGN §2.6).
+    # Keep the LLM's work on a video's prompt prefix for its later questions.
     prefix_cache: bool = True
+    # Models of the named shape (a preset, or a model's config) with random weights: no download, noise answers.
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.decode_timeout == 0:  # "no limit", as `--decode-timeout 0` says
@@ -154,6 +165,10 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
+        if self.random_weights:
+            for flag, name in (("--model", self.model), ("--prior-model", self.prior_model)):
+                if name is not None and (problem := shape_name_problem(flag, name)):
+                    raise ValueError(problem)
 
     @classmethod
     def for_methods(cls, methods: list[Method], **fields: Any) -> list[Settings]:
@@ -193,6 +208,19 @@ def _taken(fields: dict[str, Any], method: Method) -> dict[str, Any]:
 
 def _methods_that(trait: str) -> str:
     return " or ".join(method.value for method in Method if getattr(method.traits, trait))
+
+
+def shape_name_problem(flag: str, name: str) -> str | None:
+    """Why `name` cannot give a random-weight model its shape, or None. A name without "/" that is no
+    preset nor a local directory is a misspelled preset (a model's hub id has an owner): said at once,
+    with the presets, rather than after asking the hub."""
+    shipped = preset_names()
+    if "/" in name or name in shipped or Path(name).expanduser().exists():
+        return None
+    close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"{flag} {name!r} is not a preset; {hint}presets: {', '.join(shipped)} "
+            "(or give a hub id or model directory, whose config gives the shape)")
 
 
 def _coerce(name: str, choice: type[Enum], value: object) -> Enum:

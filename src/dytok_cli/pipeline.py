@@ -22,7 +22,7 @@ from .math.layers import resolve_prune_layer
 from .media.cache import VisualCache
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
-from .models import VideoModel, load_model
+from .models import VideoModel, load_model, load_random_model
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Visual
 
@@ -69,6 +69,10 @@ class Pipeline:
         prior: VideoModel | None = None,
         cache: VisualCache | None = None,
     ):
+        if cache is not None and settings.random_weights:
+            # Random weights differ in every process: their vision features are worth nothing to a later run.
+            raise InputError("--cache-dir keeps vision features for later runs; with --random-weights the weights "
+                             "are new in every run, so drop one of them")
         self.settings = settings
         self.cache = cache
         # The prompt prefix of the video whose questions are being asked, with that video's encoding.
@@ -80,6 +84,8 @@ class Pipeline:
 
     def _load(self, name: str) -> VideoModel:
         settings = self.settings
+        if settings.random_weights:
+            return load_random_model(name, device=settings.device, dtype=settings.dtype)
         return load_model(
             name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code
         )
@@ -229,7 +235,8 @@ class Pipeline:
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
-        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
+        # Without a tokenizer (random weights) there are no words to stream: the ids come whole at the end.
+        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text and self.model.tokenizer else None
         started = time.perf_counter()
         reuse = self._prefix_reuse(plan.encoded)
         if reuse is not None:
@@ -246,7 +253,10 @@ class Pipeline:
         earlier = plan.timings.get("prefill_s", 0.0)
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
-        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
+        text = self.model.decode(token_ids)
+        if on_text and streamer is None:
+            on_text(text)
+        return Answer(plan=plan, text=text, token_ids=token_ids.tolist(), timings=timings)
 
     def ask(
         self,

@@ -356,6 +356,8 @@ def manifest(data: Path, compared: Sequence[Settings], video_dir: Path | None) -
     values = {name: _plain(next((getattr(s, name) for s in compared if getattr(s, name) is not None), None))
               for name in IDENTITY}
     values["video_dir"] = str(video_dir.resolve()) if video_dir is not None else None
+    if any(settings.random_weights for settings in compared):  # noise answers never resume a real run, nor the reverse
+        values["random_weights"] = True
     return {"format": FORMAT, "data_sha256": file_digest(data), "settings": values}
 
 
