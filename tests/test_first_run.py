@@ -5,13 +5,14 @@ lists what a person uses first, first."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 import typer
 
-from dytok_cli import cli
+from dytok_cli import cli, render
 from dytok_cli.apps.eval import manifest
 from dytok_cli.config import Settings, preset_names
 from dytok_cli.media.video import read_video
@@ -62,6 +63,15 @@ def test_random_weights_ask_answers_offline_and_says_the_answers_are_noise(dytok
     record = json.loads(result.stdout)
     assert record["error"] is None and record["answer"].startswith("token ids ")  # no tokenizer: the ids
     assert len(record["answer"].split()) == 2 + 3
+
+
+def test_random_weights_answer_reaches_a_terminal_whole(dytok_here, tiny_llava_dir, made_clip, monkeypatch):
+    """Streaming needs a tokenizer's words; a random-weight answer comes whole once generated."""
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    result = dytok_here("ask", str(made_clip), "what?", "--model", str(tiny_llava_dir), "--random-weights",
+                        "--frames", "2", "--max-new-tokens", "3")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"token ids( \d+){3}\n", result.stdout)
 
 
 def test_random_weights_inspect(dytok_here, tiny_llava_dir, made_clip):

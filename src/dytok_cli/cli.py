@@ -770,10 +770,9 @@ def _broken_install(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors, meaningful exit codes, no tracebacks."""
-    command = typer.main.get_command(app)
     try:
         _quiet_libraries()
-        status = command.main(args=argv, prog_name="dytok", standalone_mode=False)
+        status = typer.main.get_command(app).main(args=argv, prog_name="dytok", standalone_mode=False)
     except typer.Exit as error:
         status = error.exit_code
     except (typer.Abort, KeyboardInterrupt):
