@@ -51,14 +51,15 @@ _DEFAULTS = Settings()
 # Every option names its panel with Typer's own `rich_help_panel=` (the help stays plain text: the panels
 # are drawn by `PlainHelpCommand`); within a panel options keep their order in the command's signature,
 # its own options first, then the shared `_PIPELINE_OPTIONS`. A new option or command picks one of these
-# (tests/test_cli.py checks that every option of every command has one); -h/--help goes under BASICS.
+# (tests/test_first_run.py checks that every option of every command has one); -h/--help goes under BASICS.
 BASICS = "Basics"  # what is asked and of which videos
 MODEL = "Model"  # which model, where it runs, and what of its work is kept for later
 METHOD = "Method"  # the compression: method, ratio, prior and pruning
 SAMPLING = "Sampling"  # which frames are taken from a video, and how they are decoded
 OUTPUT = "Output"  # the answer and what is printed
-ENGINE = "Engine"  # reuse, caches and where the work runs (Ray last)
+ENGINE = "Engine"  # where the work runs: this process, or Ray actors
 HELP_PANELS = (BASICS, MODEL, METHOD, SAMPLING, OUTPUT, ENGINE)
+
 
 def _fraction(text: str) -> float:
     """--ratio's value, read so that "25%" is answered with what to write instead."""
@@ -759,11 +760,13 @@ def _broken_install(error: BaseException) -> str | None:
                 torch_version, vision_version = version("torch"), version("torchvision")
             except PackageNotFoundError:
                 return None
-            minor = int(torch_version.split(".")[1])
-            # Each torch 2.N release has its torchvision 0.(N+15); a CPU build has its own index.
+            mismatch = f"torchvision {vision_version} was not built for torch {torch_version} ({operator.group(0)})"
+            major, minor = (torch_version.split(".") + ["", ""])[:2]
+            if major != "2" or not minor.isdigit():
+                return f"{mismatch}: install the torchvision release made for this torch"
+            # Each torch 2.N release has its torchvision 0.(N+15); a CPU build has an index of its own.
             index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch_version else ""
-            return (f"torchvision {vision_version} was not built for torch {torch_version} ({operator.group(0)}): "
-                    f"install the one that was, python -m pip install 'torchvision==0.{minor + 15}.*'{index}")
+            return f"{mismatch}: install the one that was, python -m pip install 'torchvision==0.{int(minor) + 15}.*'{index}"
         cause = cause.__cause__ or cause.__context__
     return None
 
