@@ -764,8 +764,10 @@ def _broken_install(error: BaseException) -> str | None:
             major, minor = (torch_version.split(".") + ["", ""])[:2]
             if major != "2" or not minor.isdigit():
                 return f"{mismatch}: install the torchvision release made for this torch"
-            # Each torch 2.N release has its torchvision 0.(N+15); a CPU build has an index of its own.
-            index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch_version else ""
+            # Each torch 2.N release has its torchvision 0.(N+15); a build tagged +cpu, +cu130, ... came from
+            # PyTorch's index of that name, and its torchvision is there.
+            build = torch_version.partition("+")[2]
+            index = f" --index-url https://download.pytorch.org/whl/{build}" if build else ""
             return f"{mismatch}: install the one that was, python -m pip install 'torchvision==0.{int(minor) + 15}.*'{index}"
         cause = cause.__cause__ or cause.__context__
     return None
