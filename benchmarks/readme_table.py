@@ -41,12 +41,12 @@ def main() -> None:
     methods = [Method(name) for name in args.method.split(",")]
     compared = Settings.for_methods(methods, model=args.preset, prior_model=args.prior_preset, frames=args.frames,
                                     device=Device.cpu, dtype=DType(args.dtype), max_new_tokens=args.max_new_tokens,
-                                    decode_timeout=None, prefix_cache=args.prefix_cache)
+                                    decode_timeout=None, prefix_cache=args.prefix_cache, random_weights=True)
     with tempfile.TemporaryDirectory() as scratch:
         width, height = (int(side) for side in args.size.split("x"))
         video = write_clip(Path(scratch) / "clip.mp4", n_frames=90, size=(width, height), fps=30.0)
         ratios = [float(r) for r in args.ratios.split(",")]
-        results = bench.run(compared, video, ratios, question="What happens in this video?", random_weights=True,
+        results = bench.run(compared, video, ratios, question="What happens in this video?",
                             repeat=args.repeat, warmup=args.warmup,
                             on_progress=lambda message: print(message, file=sys.stderr, flush=True))
 

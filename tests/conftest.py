@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,12 +16,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Nothing in the suite may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# One torch thread per process (this one and every dytok it starts), set before torch loads. The tiny
+# models' operations are too small to gain from a second thread, and a thread that waits for another
+# spins: on a 2-core machine shared with other jobs (load average 8-9), tests/test_batch.py,
+# test_bench.py and test_visionzip.py took 46 s of wall time with one thread against 134-179 s with two
+# (user CPU 18.5 s against 62-82 s). OMP_NUM_THREADS set beforehand wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 from tiny_models import FAMILIES  # noqa: E402
 
 # A smaller, differently initialised model of the same family: a stand-in for a 0.5B assistant.
 ASSISTANT = dict(seed=1, text_layers=3, hidden=32, heads=2, kv_heads=1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A test module may define `start_early()`: work that runs beside the rest of the suite (in processes
+    of its own) starts as soon as it is known that the module's tests will run."""
+    for module in {item.module for item in session.items if isinstance(item, pytest.Function)}:
+        if callable(getattr(module, "start_early", None)):
+            module.start_early()
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +127,40 @@ def dytok_here(capfd, monkeypatch):
         return subprocess.CompletedProcess(["dytok", *args], status, out, err)
 
     return run
+
+
+def dytok_in_this_process(*args: str) -> subprocess.CompletedProcess:
+    """`dytok ARGS` run by `cli.main` in this process, for a run a module's tests share (where the
+    function-scoped `dytok_here` cannot serve): what it writes through Python's stdout and stderr, no stdin."""
+    import contextlib
+
+    from dytok_cli import cli
+
+    out, err, stdin = io.StringIO(), io.StringIO(), sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(list(args))
+    finally:
+        sys.stdin = stdin
+    return subprocess.CompletedProcess(["dytok", *args], status, out.getvalue(), err.getvalue())
+
+
+def run_together(*runs: tuple[list[str], dict[str, str]], timeout: float = 120) -> list[tuple[subprocess.CompletedProcess, float]]:
+    """Run each (argv, environment) in a process of its own, all at once, and return each one's result and
+    seconds: fresh processes spend most of their time importing, one core each, so on a machine with
+    cores to spare they take little longer together than the slowest alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(run: tuple[list[str], dict[str, str]]) -> tuple[subprocess.CompletedProcess, float]:
+        argv, environment = run
+        started = time.monotonic()
+        result = subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+        return result, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(one, runs))
 
 
 def run_on_a_terminal(argv: list[str], stream: str) -> tuple[int, str]:

@@ -22,6 +22,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from clips import write_clip, write_text_file  # noqa: E402
+from conftest import dytok_in_this_process  # noqa: E402
 
 from dytok_cli import cli  # noqa: E402
 from dytok_cli.apps import ray_engine  # noqa: E402
@@ -104,12 +105,14 @@ def untimed(records) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def local_run(tiny_llava_dir, videos):
-    if DYTOK is None:
-        pytest.skip("the dytok script is not installed (pip install -e .)")
-    return script(ask_args(tiny_llava_dir, videos, "--jsonl"))
+    """The local engine's answers, in this process: what a Ray run must give, record for record."""
+    result = dytok_in_this_process(*ask_args(tiny_llava_dir, videos, "--jsonl"))
+    return result.returncode, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
 def test_ray_records_equal_the_local_ones_and_both_exit_1(local_ray, local_run, tiny_llava_dir, videos):
+    if DYTOK is None:
+        pytest.skip("the dytok script is not installed (pip install -e .)")
     local_status, local_records, local_err = local_run
     status, records, err = script(ask_args(tiny_llava_dir, videos, "--jsonl", "--engine", "ray", "--workers", "2",
                                            "--ray-address", local_ray["address"]))
@@ -191,4 +194,4 @@ def test_without_ray_the_error_says_what_to_install(tiny_llava_dir, videos, caps
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     status, records, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray"), capsys, monkeypatch)
     assert status == 2 and records == []
-    assert err == "dytok: error: --engine ray needs Ray: pip install 'dytok-cli[ray]'\n"
+    assert err == "dytok: error: --engine ray needs Ray: python -m pip install 'ray[data]>=2.60'\n"

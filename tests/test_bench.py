@@ -16,7 +16,7 @@ from dytok_cli.pipeline import Pipeline
 RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
     "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
-    "speedup_next_question", "next_question_recomputed_s", "speedup_prefix_reuse",
+    "speedup_next_question", "next_question_recomputed_s", "speedup_prefix_reuse", "runs", "spread",
 }
 
 
@@ -164,10 +164,23 @@ def test_repetitions_interleave_the_cases(tiny_llava_dir, clip):
     settings = Settings(model=str(tiny_llava_dir), frames=2, device=Device.cpu, dtype=DType.float32,
                         max_new_tokens=2, decode_timeout=None, method=Method.visionzip)
     progress: list[str] = []
-    results = bench.run([settings], clip, [1.0, 0.5], model=model, question="q", repeat=2, warmup=1, on_progress=progress.append)
+    finished: list[bench.Finished] = []
+    results = bench.run([settings], clip, [1.0, 0.5], model=model, question="q", repeat=2, warmup=1,
+                        on_progress=progress.append, on_finished=finished.append)
     assert progress == [
         "ratio 1 none: warm-up 1/1", "ratio 0.5 visionzip: warm-up 1/1",
         "ratio 1 none: run 1/2", "ratio 0.5 visionzip: run 1/2",
         "ratio 1 none: run 2/2", "ratio 0.5 visionzip: run 2/2",
     ]
     assert all(r["peak_rss_bytes"] > 0 for r in results)
+    # Each run is reported as it ends, with how many are done and an estimate of the time the rest take.
+    assert [run.label for run in finished] == progress
+    assert [(run.done, run.total) for run in finished] == [(done, 6) for done in range(1, 7)]
+    assert all(run.seconds > 0 and run.left_s > 0 for run in finished[:-1]) and finished[-1].left_s == 0
+    # The median of two runs, between its two values, which the spread gives.
+    for result in results:
+        assert result["runs"] == 2
+        for measure in bench.MEASURES:
+            if result[measure] is not None:
+                low, high = result["spread"][measure]
+                assert low <= result[measure] <= high and result[measure] == (low + high) / 2

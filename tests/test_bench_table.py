@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 import pytest
+from rich.console import Console
 
 from dytok_cli import render
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # The longest cells a real run gives: seconds in the thousands, the longest method name.
 RESULT = {
@@ -72,3 +77,50 @@ def test_bench_report_says_the_dtype_and_whether_the_prefix_was_reused(dytok_her
     for row in report["results"]:  # the gain of reuse is measured only when it is on
         measured = row["next_question_recomputed_s"] is not None and row["speedup_prefix_reuse"] > 0
         assert measured is report["prefix_cache"]
+    # stderr is not a terminal: after the note on random weights, a line per finished run.
+    note, *runs = result.stderr.splitlines()
+    assert note.startswith("--random-weights: ") and len(runs) == 2
+    assert re.fullmatch(r"ratio 1 none: run 1/1: \d+\.\d\d s; 1/2 runs done, about \d+s left", runs[0])
+    assert re.fullmatch(r"ratio 0\.5 dytok-fastv: run 1/1: \d+\.\d\d s; 2/2 runs done, about 0s left", runs[1])
+
+
+def test_bench_on_a_terminal_shows_runs_done_and_time_left(dytok_here, tiny_llava_dir, clip, monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    result = dytok_here("bench", str(clip), "--model", str(tiny_llava_dir), "--random-weights", "--ratios", "1,0.5",
+                        "--frames", "2", "--repeat", "1", "--warmup", "1", "--max-new-tokens", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = [ANSI.sub("", part) for part in re.split(r"[\r\n]", screen.getvalue())]
+    # Runs done of all (two warm-ups, two timed), and the time left (unknown at first).
+    assert any(re.search(r" [0-4]/4 +(\d:\d\d:\d\d|-:--:--) ", line) for line in shown)
+    assert not any("runs done" in line for line in shown)  # the live line says it; no line per run
+
+
+def with_runs(runs: int, spreads: dict[str, float]) -> dict:
+    """REPORT as `runs` runs gave it, each row's prefill and total times spread by the given fractions."""
+    rows = []
+    for row, spread in zip(REPORT["results"], spreads.values()):
+        measured = {m: [row[m] * (1 - spread / 2), row[m] * (1 + spread / 2)] for m in ("prefill_s", "total_s")}
+        rows.append({**row, "runs": runs, "spread": measured})
+    return {**REPORT, "results": rows}
+
+
+def test_single_runs_say_so(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    render.bench_table(with_runs(1, {"a": 0.0, "b": 0.0, "c": 0.0}))
+    text = " ".join(capsys.readouterr().out.split())
+    assert "single runs (--repeat 1): one slow run shows as a speed-up" in text and "medians" not in text
+
+
+def test_several_runs_give_the_largest_spread_and_wide_shows_each(monkeypatch, capsys):
+    report = with_runs(3, {"a": 0.04, "b": 0.31, "c": 0.1})
+    monkeypatch.setenv("COLUMNS", "80")
+    render.bench_table(report)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "medians of 3 runs, which differed by up to 31% (prefill, ratio 0.125 dytok-fastv)" in text
+    render.bench_table(report, wide=True)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(index for index, line in enumerate(lines) if "spread" in line)
+    assert lines[header].split().count("spread") == 2  # beside prefill and beside total
+    rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["0.125"], ["0.25"])]
+    assert [row[6] for row in rows] == ["4%", "31%", "10%"]  # ratio, method, tokens, vision, prior, prefill, spread

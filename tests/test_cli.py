@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from clips import write_audio_only, write_clip_pyav, write_text_file, write_truncated
-from conftest import run_on_a_terminal
+from conftest import run_on_a_terminal, run_together
 
 from dytok_cli.math.budget import total_budget
 
@@ -66,8 +66,8 @@ def test_answer_on_stdout_and_nothing_else(piped_answer):
     assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1
 
 
-def test_json_record(tiny_llava_dir, clip):
-    result = run("ask", str(clip), "is there a dog?", "--model", str(tiny_llava_dir), "--frames", "6",
+def test_json_record(dytok_here, tiny_llava_dir, clip):
+    result = dytok_here("ask", str(clip), "is there a dog?", "--model", str(tiny_llava_dir), "--frames", "6",
                  "--ratio", "0.5", "--max-new-tokens", "8", "--method", "dytok", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
@@ -196,10 +196,10 @@ def test_model_of_an_unsupported_family(dytok_here, tmp_path, clip):
     assert_one_line_error(result, 2, "qwen2", "llava_onevision")
 
 
-def test_help_and_no_arguments():
-    assert run("--help").returncode == 0
-    assert "--ratio" in run("ask", "--help").stdout
-    result = run()
+def test_help_and_no_arguments(dytok_here):
+    assert dytok_here("--help").returncode == 0
+    assert "--ratio" in dytok_here("ask", "--help").stdout
+    result = dytok_here()
     assert result.returncode == 2 and "Usage" in result.stderr
 
 
@@ -207,16 +207,16 @@ def test_help_reads_plainly(dytok_here):
     overview = dytok_here("-h")
     assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval", "chat", "serve"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "bench", "eval", "chat", "serve", "make-clip"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
     for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA"),
-                           ("chat", "VIDEO")]:
+                           ("chat", "VIDEO"), ("make-clip", "FILE")]:
         text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):
             assert internal not in text, (command, internal)
     words = " ".join(dytok_here("ask", "-h").stdout.split())
-    assert "the deepest third of the prior model's (dytok); every layer up to" in words  # --prior-layers per method
+    assert "the deepest third for dytok, up to --prune-layer for dytok-fastv" in words  # --prior-layers per method
 
 
 def test_version():
@@ -277,11 +277,14 @@ def test_a_hybrids_bad_layer_choices_are_one_line_usage_errors(dytok_here, build
 
 
 def test_linear_attention_fallback_warnings_only_with_verbose(build_family, clip):
-    """Without flash-linear-attention and causal-conv1d the PyTorch kernels run, and transformers says so."""
+    """Without flash-linear-attention and causal-conv1d the PyTorch kernels run, and transformers says so.
+    Each run in a fresh process: transformers says it once per process."""
     if all(importlib.util.find_spec(package) for package in ("fla", "causal_conv1d")):
         pytest.skip("the fast kernels are installed: nothing falls back")
-    arguments = ["ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", "--max-new-tokens", "2"]
-    quiet, verbose = run(*arguments), run(*arguments, "--verbose")
+    arguments = [DYTOK, "ask", str(clip), "--model", str(build_family("qwen3_5")), "--frames", "4", "--max-new-tokens",
+                 "2", "--decode-timeout", "0"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    (quiet, _), (verbose, _) = run_together((arguments, environment), ([*arguments, "--verbose"], environment))
     assert quiet.returncode == verbose.returncode == 0, quiet.stderr + verbose.stderr
     assert quiet.stderr == ""
     assert "falling back to its reference PyTorch implementation" in verbose.stderr

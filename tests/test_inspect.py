@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import dytok_in_this_process
 from PIL import Image
 
 from dytok_cli import render
@@ -239,18 +239,7 @@ def test_failed_forced_export_keeps_the_old_one(inspected, tmp_path, monkeypatch
     assert os.listdir(tmp_path) == ["keyframes"]
 
 
-# --- the command: one run of the installed script, the others in this process ------------------
-
-DYTOK = shutil.which("dytok")
-needs_script = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})}
-    environment.pop("DYTOK_MODEL", None)
-    return subprocess.run(
-        [DYTOK, *args], capture_output=True, text=True, env=environment, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+# --- the command, in this process ---------------------------------------------------------------
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -272,13 +261,12 @@ def cli_export(tiny_llava_dir, clip, tmp_path_factory) -> SimpleNamespace:
     target = tmp_path_factory.mktemp("cli") / "keyframes"
     target.mkdir()
     (target / "stale.txt").write_text("from an earlier run")
-    result = run("inspect", str(clip), *common_flags(tiny_llava_dir), "--json", "--export-keyframes", str(target),
-                 "--top", "3", "--sheet", "--force")
+    result = dytok_in_this_process("inspect", str(clip), *common_flags(tiny_llava_dir), "--json",
+                                   "--export-keyframes", str(target), "--top", "3", "--sheet", "--force")
     assert result.returncode == 0, result.stderr
     return SimpleNamespace(result=result, record=json.loads(result.stdout), target=target)
 
 
-@needs_script
 def test_cli_json_budgets_are_the_ones_ask_uses(dytok_here, cli_export, tiny_llava_dir, clip):
     asked = dytok_here("ask", str(clip), *common_flags(tiny_llava_dir), "--max-new-tokens", "2", "--json")
     assert asked.returncode == 0, asked.stderr
@@ -295,7 +283,6 @@ def test_cli_json_budgets_are_the_ones_ask_uses(dytok_here, cli_export, tiny_lla
     assert "Describe this video." in cli_export.result.stderr and "wrote 3 keyframes" in cli_export.result.stderr
 
 
-@needs_script
 def test_cli_export_with_force_replaces_the_directory(cli_export):
     target = cli_export.target
     names = sorted(os.listdir(target))
@@ -309,7 +296,6 @@ def test_cli_export_with_force_replaces_the_directory(cli_export):
         assert sheet.size == export.contact_sheet_size(FRAMES, 48, 64)
 
 
-@needs_script
 def test_cli_table_matches_the_json_record(dytok_here, cli_export, tiny_llava_dir, clip):
     result = dytok_here("inspect", str(clip), *common_flags(tiny_llava_dir), env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr

@@ -7,17 +7,16 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_together
 
 from dytok_cli import models
 from dytok_cli.config import DType
 
 DYTOK = shutil.which("dytok")
-needs_script = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 # Nothing listens on the discard port: every request to the hub is refused at once.
 UNREACHABLE = "http://127.0.0.1:9"
 # The hub library retries an unreachable hub for 1+2+4+8+8 = 23 s before giving up. A run that ends
@@ -26,16 +25,14 @@ UNREACHABLE = "http://127.0.0.1:9"
 NO_RETRY_MARGIN_S = 15
 
 
-def dytok(*args: str, hf_home: Path, offline: bool) -> tuple[subprocess.CompletedProcess, float]:
+def script(*args: str, hf_home: Path, offline: bool) -> tuple[list[str], dict[str, str]]:
+    """`dytok ARGS` as a fresh process runs it, with its own hub cache and an unreachable hub."""
     environment = {**os.environ, "NO_COLOR": "1", "HF_HOME": str(hf_home), "HF_ENDPOINT": UNREACHABLE}
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DYTOK_MODEL", "HF_HUB_CACHE"):
         environment.pop(name, None)
     if offline:
         environment["HF_HUB_OFFLINE"] = "1"
-    started = time.monotonic()
-    result = subprocess.run([DYTOK, *args], capture_output=True, text=True, env=environment, timeout=120,
-                            stdin=subprocess.DEVNULL)
-    return result, time.monotonic() - started
+    return [DYTOK, *args], environment
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -43,32 +40,6 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("dytok: error: ") and result.returncode == 2
     return lines[0]
-
-
-@needs_script
-def test_unreachable_hub_is_one_line_without_retries(clip, tmp_path):
-    (tmp_path / "not-a-model").mkdir()
-    local, without_network = dytok("ask", str(clip), "--model", str(tmp_path / "not-a-model"), hf_home=tmp_path,
-                                   offline=False)
-    one_line(local)
-    result, elapsed = dytok("ask", str(clip), "--model", "foo/bar", hf_home=tmp_path, offline=False)
-    line = one_line(result)
-    assert "'foo/bar'" in line and "not in the local cache" in line and "not reachable" in line
-    assert elapsed < without_network + NO_RETRY_MARGIN_S
-
-
-@needs_script
-def test_offline_mode_says_not_in_the_local_cache(clip, tmp_path):
-    result, _ = dytok("ask", str(clip), "--model", "foo/bar", hf_home=tmp_path, offline=True)
-    line = one_line(result)
-    assert "not in the local cache" in line
-    assert "reachable" not in line and "set HF_HUB_OFFLINE" not in line
-
-
-@needs_script
-def test_directory_without_config_says_what_is_missing(clip, tmp_path):
-    result, _ = dytok("ask", str(clip), "--model", str(tmp_path), hf_home=tmp_path, offline=False)
-    assert f"no config.json in {tmp_path}" in one_line(result)
 
 
 def cache_as_hub_model(model_dir: Path, hf_home: Path, repo: str) -> None:
@@ -80,11 +51,47 @@ def cache_as_hub_model(model_dir: Path, hf_home: Path, repo: str) -> None:
     shutil.copytree(model_dir, storage / "snapshots" / commit)
 
 
-@needs_script
-def test_cached_hub_model_answers_with_the_hub_unreachable(tiny_llava_dir, clip, tmp_path):
-    cache_as_hub_model(tiny_llava_dir, tmp_path, "someone/tiny-llava")
-    result, _ = dytok("ask", str(clip), "--model", "someone/tiny-llava", "--frames", "2", "--max-new-tokens", "3",
-                      "--dtype", "float32", "--json", hf_home=tmp_path, offline=False)
+@pytest.fixture(scope="module")
+def hub_unreachable(tiny_llava_dir, clip, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
+    """Three runs with the hub unreachable, at once (each a fresh process, as only then does the hub library
+    read its settings): a directory without config.json (no network needed: the yardstick), a hub id in no
+    cache, and a hub id in the cache."""
+    if DYTOK is None:
+        pytest.skip("the dytok script is not installed (pip install -e .)")
+    hf_home = tmp_path_factory.mktemp("hf-home")
+    (hf_home / "not-a-model").mkdir()
+    cache_as_hub_model(tiny_llava_dir, hf_home, "someone/tiny-llava")
+    runs = {
+        "no config": script("ask", str(clip), "--model", str(hf_home / "not-a-model"), hf_home=hf_home, offline=False),
+        "uncached": script("ask", str(clip), "--model", "foo/bar", hf_home=hf_home, offline=False),
+        "cached": script("ask", str(clip), "--model", "someone/tiny-llava", "--frames", "2", "--max-new-tokens", "3",
+                         "--dtype", "float32", "--json", hf_home=hf_home, offline=False),
+    }
+    return dict(zip(runs, run_together(*runs.values())))
+
+
+def test_unreachable_hub_is_one_line_without_retries(hub_unreachable):
+    _, without_network = hub_unreachable["no config"]
+    result, elapsed = hub_unreachable["uncached"]
+    line = one_line(result)
+    assert "'foo/bar'" in line and "not in the local cache" in line and "not reachable" in line
+    assert elapsed < without_network + NO_RETRY_MARGIN_S
+
+
+def test_offline_mode_says_not_in_the_local_cache(dytok_here, clip):
+    result = dytok_here("ask", str(clip), "--model", "foo/bar")  # the suite runs with HF_HUB_OFFLINE=1
+    line = one_line(result)
+    assert "not in the local cache" in line
+    assert "reachable" not in line and "set HF_HUB_OFFLINE" not in line
+
+
+def test_directory_without_config_says_what_is_missing(hub_unreachable):
+    result, _ = hub_unreachable["no config"]
+    assert "no config.json in " in one_line(result) and "not-a-model: not a transformers model directory" in result.stderr
+
+
+def test_cached_hub_model_answers_with_the_hub_unreachable(hub_unreachable):
+    result, _ = hub_unreachable["cached"]
     assert result.returncode == 0 and result.stderr == "", result.stderr  # no retry was logged
     assert json.loads(result.stdout)["answer"] is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from .config import (
     ImageFormat,
     Method,
     Settings,
+    preset_names,
 )
 from .errors import DytokError, Interrupted
 
@@ -45,84 +47,146 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULTS = Settings()
-# Preset names for --help, read without importing torch.
-_PRESETS = sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.json"))
 
-# The options every command that runs the pipeline shares, each defined once, in the order --help lists them.
+# --help lists a command's options in panels, in this order, so what a person uses first comes first.
+# Every option names its panel with Typer's own `rich_help_panel=` (the help stays plain text: the panels
+# are drawn by `PlainHelpCommand`); within a panel options keep their order in the command's signature,
+# its own options first, then the shared `_PIPELINE_OPTIONS`. A new option or command picks one of these
+# (tests/test_first_run.py checks that every option of every command has one); -h/--help goes under BASICS.
+BASICS = "Basics"  # what is asked and of which videos
+MODEL = "Model"  # which model, where it runs, and what of its work is kept for later
+METHOD = "Method"  # the compression: method, ratio, prior and pruning
+SAMPLING = "Sampling"  # which frames are taken from a video, and how they are decoded
+SPEECH = "Speech"  # what is said in the video: subtitles and transcribed speech in the prompt
+OUTPUT = "Output"  # the answer and what is printed
+ENGINE = "Engine"  # where the work runs: this process, or Ray actors
+SERVER = "Server"  # `serve`: where it listens, what it may read and fetch, how much it queues
+HELP_PANELS = (BASICS, MODEL, METHOD, SAMPLING, SPEECH, OUTPUT, ENGINE, SERVER)
+
+
+def _fraction(text: str) -> float:
+    """--ratio's value, read so that "25%" is answered with what to write instead."""
+    try:
+        return float(text)
+    except ValueError:
+        percent = text.strip().removesuffix("%")
+        if percent != text.strip() and _is_number(percent):
+            raise typer.BadParameter(f"--ratio is a fraction of the visual tokens in (0, 1]: write "
+                                     f"{float(percent) / 100:g}, not {text!r}") from None
+        raise typer.BadParameter(f"--ratio is a fraction of the visual tokens in (0, 1], such as 0.25, not {text!r}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# The options every command that runs the pipeline shares, each defined once, in the order --help lists
+# them within their panels. A command whose model loads shows `_random_weights_note` before it loads.
 _PIPELINE_OPTIONS = [
     ("model", Annotated[str, typer.Option(
-        "--model", "-m", metavar="NAME", envvar=MODEL_ENV_VAR, show_envvar=True, help="Hub id or local model directory.")],
+        "--model", "-m", metavar="NAME", envvar=MODEL_ENV_VAR, show_envvar=True, rich_help_panel=MODEL,
+        help="Hub id, local model directory, or (--random-weights) a preset.")],
      DEFAULT_MODEL),
-    ("prior_model", Annotated[Optional[str], typer.Option(
-        "--prior-model", metavar="NAME", help="dytok: a smaller model of the same family that computes the keyframe prior.")],
-     None),
-    ("method", Annotated[Method, typer.Option(
-        "--method", metavar="METHOD", help="dytok-fastv: question-aware budgets, pruned inside one prefill; dytok: the same "
-        "budgets from a separate prior pass, VisionZip within frames; visionzip: uniform budgets; none: no compression.")],
-     _DEFAULTS.method),
-    ("ratio", Annotated[Optional[float], typer.Option(
-        "--ratio", "-r", metavar="R", show_default=f"{DEFAULT_RATIO:g}; 1 with --method none",
-        help="Fraction of visual tokens kept, in (0, 1].")],
-     None),
-    ("frames", Annotated[int, typer.Option("--frames", "-n", metavar="N", help="Frames sampled uniformly over the video.")],
-     _DEFAULTS.frames),
-    ("fps", Annotated[Optional[float], typer.Option(
-        "--fps", metavar="RATE", help="Sample this many frames per second instead of --frames.")], None),
-    ("max_frames", Annotated[Optional[int], typer.Option(
-        "--max-frames", metavar="N", help="With --fps: the most frames to sample (default: --frames).")], None),
-    ("backend", Annotated[Backend, typer.Option(
-        "--backend", metavar="NAME", help="Video decoder: auto, decord, pyav or opencv; auto tries them in that order.")],
-     _DEFAULTS.backend),
-    ("prior_layers", Annotated[Optional[str], typer.Option(
-        "--prior-layers", metavar="LAYERS", help="Layers whose attention gives the keyframe prior: all, A-B or L. Default: "
-        "the deepest third of the prior model's (dytok); every layer up to --prune-layer (dytok-fastv). On a hybrid "
-        "model (Qwen3.5) its full-attention layers among these.")],
-     None),
-    ("prune_layer", Annotated[Optional[int], typer.Option(
-        "--prune-layer", metavar="K", help="dytok-fastv: the decoder layer after which visual tokens are pruned "
-        "(default: the last of the first quarter; on a hybrid model, its last full-attention layer there).")],
-     None),
-    ("device", Annotated[Device, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
+    ("random_weights", Annotated[bool, typer.Option(
+        "--random-weights", rich_help_panel=MODEL,
+        help="No download: random weights in the model's shape (noise answers, real speed). Presets: "
+        + ", ".join(preset_names()) + ".")],
+     False),
+    ("device", Annotated[Device, typer.Option(
+        "--device", metavar="NAME", rich_help_panel=MODEL, help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
     ("dtype", Annotated[DType, typer.Option(
-        "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU; on CPU "
-        "bfloat16 where it has native bf16, else float32).")],
+        "--dtype", metavar="NAME", rich_help_panel=MODEL,
+        help="auto, float32, bfloat16 or float16.")],
      _DEFAULTS.dtype),
     ("trust_remote_code", Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
+        "--trust-remote-code", rich_help_panel=MODEL, help="Let code shipped with the model run.")],
+     False),
+    ("method", Annotated[Method, typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="dytok-fastv: question-aware, pruned in one prefill; dytok: the same from a separate prior "
+        "pass; visionzip: even budgets; none: every token.")],
+     _DEFAULTS.method),
+    ("ratio", Annotated[Optional[float], typer.Option(
+        "--ratio", "-r", metavar="R", show_default=f"{DEFAULT_RATIO:g}, or 1 with --method none", parser=_fraction,
+        rich_help_panel=METHOD, help="Fraction of visual tokens kept, in (0, 1].")],
+     None),
+    ("prior_model", Annotated[Optional[str], typer.Option(
+        "--prior-model", metavar="NAME", rich_help_panel=METHOD,
+        help="dytok: a smaller model of the family for the prior.")],
+     None),
+    ("prior_layers", Annotated[Optional[str], typer.Option(
+        "--prior-layers", metavar="LAYERS", rich_help_panel=METHOD,
+        help="Layers read for the prior: all, A-B or L (default: the deepest third for dytok, up to "
+        "--prune-layer for dytok-fastv; full-attention ones only).")],
+     None),
+    ("prune_layer", Annotated[Optional[int], typer.Option(
+        "--prune-layer", metavar="K", rich_help_panel=METHOD,
+        help="dytok-fastv: prune after this layer (default: the first quarter's last).")],
+     None),
+    ("frames", Annotated[int, typer.Option(
+        "--frames", "-n", metavar="N", rich_help_panel=SAMPLING, help="Frames sampled evenly over the video.")],
+     _DEFAULTS.frames),
+    ("fps", Annotated[Optional[float], typer.Option(
+        "--fps", metavar="RATE", rich_help_panel=SAMPLING,
+        help="Frames per second to sample, instead of --frames.")], None),
+    ("max_frames", Annotated[Optional[int], typer.Option(
+        "--max-frames", metavar="N", rich_help_panel=SAMPLING,
+        help="With --fps: at most this many (default: --frames).")], None),
+    ("backend", Annotated[Backend, typer.Option(
+        "--backend", metavar="NAME", rich_help_panel=SAMPLING,
+        help="Video decoder: auto (the first that works), decord, pyav or opencv.")],
+     _DEFAULTS.backend),
     ("decode_timeout", Annotated[Optional[float], typer.Option(
-        "--decode-timeout", metavar="SECONDS", help="Give up decoding one video after this long (0: no limit).")],
+        "--decode-timeout", metavar="SECONDS", rich_help_panel=SAMPLING,
+        help="Give up decoding a video after this long (0: never).")],
      _DEFAULTS.decode_timeout),
+    ("verbose", Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT,
+        help="Show the libraries' warnings on stderr.")],
+     False),
     ("prefix_cache", Annotated[bool, typer.Option(
-        "--prefix-cache/--no-prefix-cache", help="Compute the LLM's work on the part of the prompt up to the end of "
-        "the video once per video, and reuse it for the video's later questions.")],
+        "--prefix-cache/--no-prefix-cache", rich_help_panel=MODEL,
+        help="Reuse a video's prefix across its questions.")],
      _DEFAULTS.prefix_cache),
     ("cache_dir", Annotated[Optional[Path], typer.Option(
-        "--cache-dir", metavar="DIR", help="Keep decoded frames and vision features here, reused across runs.")], None),
-    ("verbose", Annotated[bool, typer.Option(
-        "--verbose", help="Show the libraries' warnings on stderr (such as the slow PyTorch fallback of Qwen3.5's "
-        "linear-attention kernels without flash-linear-attention).")], False),
+        "--cache-dir", metavar="DIR", rich_help_panel=MODEL,
+        help="Keep frames and vision features here for later runs.")], None),
 ]
 
 # What is said in the video, for the commands that answer questions about it (ask, inspect, eval).
 _SPEECH_OPTIONS = [
     ("subtitles", Annotated[Optional[str], typer.Option(
-        "--subtitles", metavar="FILE|DIR|auto", help="Put the subtitle lines said over the sampled frames in the prompt, "
-        "after the video: an SRT or WebVTT FILE (one video), the file named like the video in DIR, or auto: beside "
-        "the video (talk.mp4: talk.srt, talk.en.vtt, ...).")],
+        "--subtitles", metavar="FILE|DIR|auto", rich_help_panel=SPEECH, help="Subtitle lines said over the sampled frames go "
+        "in the prompt: from an SRT/WebVTT FILE, the file named like the video in DIR, or auto (talk.srt beside talk.mp4).")],
      None),
     ("speech", Annotated[bool, typer.Option(
-        "--speech", help="Transcribe the audio track (where --subtitles finds none) and put what is said over the "
-        "sampled frames in the prompt; cached with --cache-dir.")],
+        "--speech", rich_help_panel=SPEECH, help="Where no subtitles: transcribe the audio track "
+        "instead (cached with --cache-dir).")],
      False),
     ("speech_model", Annotated[Optional[str], typer.Option(
-        "--speech-model", metavar="NAME", help=f"--speech: the Whisper checkpoint (hub id or directory) [default: {DEFAULT_SPEECH_MODEL}]")],
+        "--speech-model", metavar="NAME", rich_help_panel=SPEECH, help=f"--speech: a Whisper checkpoint.  [default: {DEFAULT_SPEECH_MODEL}]")],
      None),
 ]
 
 
+def _random_weights_note(options: dict[str, Any]) -> None:
+    """Said on stderr once a command's checks passed, before its model loads: the answers mean nothing."""
+    if options.get("random_weights"):
+        render.note("--random-weights: the model's weights are random, so its answers and budgets are noise "
+                    "(its speed and memory are the real shape's)")
+
+
+_HELP_FLAG_WIDTH = 22  # columns for an option's flags in --help, so that 80 columns leave 54 for what it does
+
+
 class PlainHelpCommand(TyperCommand):
     """A command whose --help names its arguments as they are written (`VIDEO... [QUESTION]`), without
-    Typer's type annotations (`<list[str]>`, `{...}`) that read as internals."""
+    Typer's type annotations (`<list[str]>`, `{...}`) that read as internals, and lists its options in
+    the `HELP_PANELS` they name."""
 
     def _arguments(self, context: typer.Context) -> list[Any]:
         return [param for param in self.get_params(context) if param.param_type_name == "argument"]
@@ -132,12 +196,18 @@ class PlainHelpCommand(TyperCommand):
 
     def format_options(self, context: typer.Context, formatter: Any) -> None:
         arguments = [(param.metavar or param.name.upper(), param.help or "") for param in self._arguments(context)]
-        options = [record for param in self.get_params(context)
-                   if param.param_type_name == "option" and (record := param.get_help_record(context))]
-        for title, rows in (("Arguments", arguments), ("Options", options)):
+        panels: dict[str, list[tuple[str, str]]] = {panel: [] for panel in HELP_PANELS}
+        for param in self.get_params(context):
+            if param.param_type_name == "option" and (record := param.get_help_record(context)):
+                # --help is Click's own option, with no panel.
+                panels.setdefault(getattr(param, "rich_help_panel", None) or BASICS, []).append(record)
+        # One column for the flags in every panel, so the panels read as one list; a longer flag has its own line.
+        width = min(max((len(term) for section in (arguments, *panels.values()) for term, _ in section), default=0),
+                    _HELP_FLAG_WIDTH)
+        for title, rows in (("Arguments", arguments), *panels.items()):
             if rows:
                 with formatter.section(title):
-                    formatter.write_dl(rows)
+                    formatter.write_dl([(term.ljust(width), text) for term, text in rows], col_max=width)
 
 
 def pipeline_options(
@@ -161,6 +231,9 @@ def pipeline_options(
 
         def with_options(**arguments: Any) -> Any:
             options = {parameter.name: arguments.pop(parameter.name) for parameter in shared}
+            if options.get("random_weights") and options.get("cache_dir"):
+                raise typer.BadParameter("--cache-dir keeps vision features for later runs, but --random-weights "
+                                         "draws new weights every run: drop one of them")
             if options.get("verbose"):
                 _show_library_messages()
             return command(options=options, **arguments)
@@ -213,31 +286,48 @@ def ask(
         list[str],
         typer.Argument(
             metavar="VIDEO... [QUESTION]",
-            help="Video files, directories of videos, or - to read paths from stdin. Without -q, a last "
-            "argument that is not a path or a video file name is the question.",
+            help="Videos, folders, or - (paths on stdin); without -q, a last argument "
+            "that names no video is the question.",
             show_default=False,
         ),
     ],
-    question: Annotated[
-        Optional[list[str]], typer.Option("--question", "-q", metavar="TEXT", help="A question (repeat for several).")
-    ] = None,
-    questions_file: Annotated[
-        Optional[Path], typer.Option("--questions", metavar="FILE", help="File with one question per line.")
-    ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
-    null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin (-) are NUL-separated.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
-    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
-    jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line as each pair completes.")] = False,
-    engine: Annotated[Engine, typer.Option("--engine", metavar="NAME", help="local: in this process; ray: on Ray actors, one model each (pip install 'dytok-cli[ray]').")] = Engine.local,
-    workers: Annotated[Optional[int], typer.Option("--workers", metavar="N", help=f"--engine ray: actors, each loading the model once (default {RayOptions.workers}).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", metavar="G", help=f"--engine ray: GPUs per actor; a fraction shares a GPU (default {RayOptions.gpus_per_worker:g}).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS", help="--engine ray: join this Ray cluster (auto: the one `ray start` runs here); default: RAY_ADDRESS, else start a local Ray.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output", metavar="DIR", help="--engine ray: Ray writes the records as shards in DIR; a re-run skips pairs already there.")] = None,
-    output_format: Annotated[Optional[OutputFormat], typer.Option("--format", metavar="FORMAT", help="--output shard format: jsonl (default) or parquet.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="--output: replace DIR if it holds anything else, or a run with other settings.")] = False,
+    question: Annotated[Optional[list[str]], typer.Option(
+        "--question", "-q", metavar="TEXT", rich_help_panel=BASICS, help="A question (repeat for several).")] = None,
+    questions_file: Annotated[Optional[Path], typer.Option(
+        "--questions", metavar="FILE", rich_help_panel=BASICS, help="File with one question per line.")] = None,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", rich_help_panel=BASICS, help="Look for videos in subdirectories too.")] = False,
+    null_separated: Annotated[bool, typer.Option(
+        "-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", metavar="T", rich_help_panel=OUTPUT, help="0 decodes greedily; above 0 samples.")] = _DEFAULTS.temperature,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", metavar="N", rich_help_panel=OUTPUT, help="Seed for sampling (--temperature above 0).")] = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print a JSON record (an array for several pairs).")] = False,
+    jsonl_output: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=OUTPUT, help="Print a JSON record per line as each pair completes.")] = False,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", metavar="NAME", rich_help_panel=ENGINE,
+        help="local, or ray: Ray actors (pip install 'ray[data]').")] = Engine.local,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", metavar="N", rich_help_panel=ENGINE,
+        help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
+        help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
+        help="--engine ray: a cluster to join (auto, or HOST:PORT).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(
+        "--output", metavar="DIR", rich_help_panel=ENGINE,
+        help="--engine ray: write records to DIR, resumably.")] = None,
+    output_format: Annotated[Optional[OutputFormat], typer.Option(
+        "--format", metavar="FORMAT", rich_help_panel=ENGINE, help="--output: jsonl (default) or parquet.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=ENGINE, help="--output: replace DIR if it holds anything else.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -273,6 +363,9 @@ def ask(
     # One video named directly is the simple `dytok ask video.mp4 "..."`: if it cannot be read
     # nothing was done, so it is a usage error; in a batch a broken file is one failure among many.
     single = len(inputs) == 1 and inputs[0] != stdin and not Path(inputs[0]).is_dir()
+    if single and not Path(inputs[0]).exists() and not (json_output or jsonl_output or output_dir):
+        # Said before torch loads; where a record is promised (--json, --jsonl, --output) it says so instead.
+        raise DytokError(f"{inputs[0]}: no such file")
     if stdin in inputs and sys.stdin.isatty():
         separator = "NUL-separated" if null_separated else "one per line"
         render.note(f"reading video paths from stdin ({separator}); end with Ctrl-D")
@@ -283,6 +376,7 @@ def ask(
         extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {extensions})")
     _check_subtitles(options["subtitles"], videos=len(videos))
+    _random_weights_note(options)
 
     # Imported here so `--help` and usage errors answer without loading torch.
     with render.status("Loading…"):
@@ -362,40 +456,40 @@ def inspect_command(
     question: Annotated[
         Optional[str],
         typer.Option(
-            "--question", "-q", metavar="TEXT",
+            "--question", "-q", metavar="TEXT", rich_help_panel=BASICS,
             help=f"Question the keyframe prior is computed for (default: {DEFAULT_QUESTION!r}).",
         ),
     ] = None,
     show_budgets: Annotated[
         Optional[bool],
         typer.Option(
-            "--show-budgets/--no-show-budgets",
+            "--show-budgets/--no-show-budgets", rich_help_panel=OUTPUT,
             help="Print the per-frame budget table on stdout (default: on, except with --json, or with "
             "--export-keyframes when stdout is not a terminal).",
             show_default=False,
         ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the JSON record: ask's without answer, plus each frame's rank.")
+        bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the JSON record: ask's without answer, plus each frame's rank.")
     ] = False,
     export_dir: Annotated[
         Optional[Path],
         typer.Option(
-            "--export-keyframes", metavar="DIR", help="Write the top-ranked frames and keyframes.json/.csv to DIR."
+            "--export-keyframes", metavar="DIR", rich_help_panel=OUTPUT, help="Write the top-ranked frames and keyframes.json/.csv to DIR."
         ),
     ] = None,
     top: Annotated[
         Optional[int],
-        typer.Option("--top", min=1, metavar="K", help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
+        typer.Option("--top", min=1, metavar="K", rich_help_panel=OUTPUT, help=f"Keyframes to export (default {DEFAULT_TOP}, at most the frames sampled)."),
     ] = None,
     image_format: Annotated[
-        Optional[ImageFormat], typer.Option("--format", metavar="FORMAT", help="Keyframe image format: jpg (default) or png.")
+        Optional[ImageFormat], typer.Option("--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="Keyframe image format: jpg (default) or png.")
     ] = None,
     sheet: Annotated[
         bool,
-        typer.Option("--sheet", help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
+        typer.Option("--sheet", rich_help_panel=OUTPUT, help="Also write DIR/contact_sheet.png: every frame, its budget, the top K outlined."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists and is not empty.")] = False,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace DIR if it exists and is not empty.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -421,6 +515,7 @@ def inspect_command(
 
     if export_dir is not None:
         export.check_target(export_dir, force)
+    _random_weights_note(options)
     with render.status("Loading…"):
         from .media.cache import VisualCache
         from .media.video import thinning_note
@@ -478,23 +573,26 @@ def _check_subtitles(where: str | None, videos: int | None) -> None:
 @pipeline_options(exclude=("method", "ratio", "fps", "max_frames", "decode_timeout", "cache_dir"), defaults={"frames": 8})
 def bench(
     video: Annotated[Path, typer.Argument(help="Video file to run on.", show_default=False)],
-    random_weights: Annotated[
-        bool,
-        typer.Option("--random-weights", help="Random weights with the model's real shape (no download); "
-                     "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
-    ] = False,
-    methods: Annotated[
-        Optional[list[Method]],
-        typer.Option("--method", metavar="METHOD", help="dytok-fastv, dytok or visionzip: a method to measure; "
-                     "repeat to compare several in one run (default: dytok-fastv)."),
-    ] = None,
-    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
-    question: Annotated[str, typer.Option("--question", "-q", metavar="TEXT", help="Question asked on every run.")] = DEFAULT_QUESTION,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, metavar="N", help="Timed runs per ratio (the median is reported).")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N", help="Untimed runs per ratio first.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Tokens generated per run (end-of-sequence ignored).")] = 32,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    wide: Annotated[bool, typer.Option("--wide", help="Show every measure in the table, not only the main ones.")] = False,
+    methods: Annotated[Optional[list[Method]], typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="dytok-fastv, dytok or visionzip: a method to measure; repeat to compare several in one run "
+        "(default: dytok-fastv).")] = None,
+    ratios: Annotated[str, typer.Option(
+        "--ratios", metavar="R,R,...", rich_help_panel=METHOD,
+        help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
+    question: Annotated[str, typer.Option(
+        "--question", "-q", metavar="TEXT", rich_help_panel=BASICS, help="Question asked on every run.")] = DEFAULT_QUESTION,
+    repeat: Annotated[int, typer.Option(
+        "--repeat", min=1, metavar="N", rich_help_panel=BASICS,
+        help="Timed runs per ratio (the median is reported, with how far the runs were apart).")] = 3,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", min=0, metavar="N", rich_help_panel=BASICS, help="Untimed runs per ratio first.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT,
+        help="Tokens generated per run (end-of-sequence ignored).")] = 32,
+    json_output: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the results as JSON.")] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", rich_help_panel=OUTPUT, help="Show every measure in the table, not only the main ones.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -502,25 +600,34 @@ def bench(
     measured = _parse_ratios(ratios)
     if wide and json_output:
         raise typer.BadParameter("--wide shapes the table; --json already prints every measure")
-    if not video.is_file():  # before minutes of model loading
-        raise DytokError(f"{video}: no such file")
+    if video.is_dir():
+        raise DytokError(f"{video}: is a directory; bench measures one video file (name one of its videos)")
     methods = methods or [_DEFAULTS.method]
     uncompressed = [method.value for method in methods if not method.traits.compresses]
     if uncompressed:
         raise typer.BadParameter(f"--method {uncompressed[0]} has nothing to compare; ratio 1 is measured as the uncompressed baseline")
     compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, decode_timeout=None)
+    from .media.video import check_video  # torch-free: a file that is no video is refused before the model loads
+
+    check_video(video)
+    _random_weights_note(options)
     with render.status("Loading…"):
         from .apps import bench as benchmark
 
     settings = compared[0]
-    with render.status(f"Loading {settings.model}") as spinner:
-        results = benchmark.run(
-            compared, video, measured, question=question, repeat=repeat, warmup=warmup, random_weights=random_weights,
-            on_progress=spinner.update if spinner else None,
-        )
+    runs = (warmup + repeat) * len(benchmark.measured_cases(compared, measured))
+    with render.BatchProgress(runs) as progress:
+        def finished(run: benchmark.Finished) -> None:
+            progress.advance()
+            if not render.console.is_terminal:  # the live line shows it on a terminal; a log gets a line per run
+                render.note(f"{run.label}: {run.seconds:.2f} s; {run.done}/{run.total} runs done, "
+                            f"about {render.duration(run.left_s)} left")
+
+        results = benchmark.run(compared, video, measured, question=question, repeat=repeat, warmup=warmup,
+                                on_progress=progress.stage, on_finished=finished)
     report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
-              "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": random_weights,
+              "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": settings.random_weights,
               "results": results}
     if json_output:
         render.write_json(report)
@@ -535,25 +642,28 @@ def eval_(
     data: Annotated[
         Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
     ],
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", metavar="DIR", show_default=False,
-                     help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there."),
-    ],
-    methods: Annotated[
-        Optional[list[Method]],
-        typer.Option("--method", metavar="METHOD", help="none, visionzip, dytok or dytok-fastv: a method to evaluate; "
-                     "repeat for several (default: none and dytok-fastv). none runs once, at ratio 1."),
-    ] = None,
-    ratios: Annotated[str, typer.Option("--ratios", metavar="R,R,...", help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
-    video_dir: Annotated[
-        Optional[Path],
-        typer.Option("--video-dir", metavar="DIR", help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's folder)."),
-    ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, metavar="N", help="Evaluate only the first N items.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Start over in DIR although it holds other files or another run.")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = 16,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", show_default=False, rich_help_panel=BASICS,
+        help="Where predictions.jsonl, summary.json and pareto.png go; the same command again resumes there.")],
+    methods: Annotated[Optional[list[Method]], typer.Option(
+        "--method", metavar="METHOD", rich_help_panel=METHOD,
+        help="none, visionzip, dytok or dytok-fastv: a method to evaluate; repeat for several (default: none and "
+        "dytok-fastv). none runs once, at ratio 1.")] = None,
+    ratios: Annotated[str, typer.Option(
+        "--ratios", metavar="R,R,...", rich_help_panel=METHOD,
+        help="Ratios for every method but none, comma-separated.")] = "0.5,0.25,0.1",
+    video_dir: Annotated[Optional[Path], typer.Option(
+        "--video-dir", metavar="DIR", rich_help_panel=BASICS,
+        help="Folder of the videos: relative paths and VideoMME's videoID resolve here (default: the data file's "
+        "folder).")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=1, metavar="N", rich_help_panel=BASICS, help="Evaluate only the first N items.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=OUTPUT, help="Start over in DIR although it holds other files or another run.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = 16,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print the summary as JSON instead of the table.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -585,6 +695,7 @@ def eval_(
     work = evaluation.pending(items, cases, run_dir.records)
     failed = 0
     if work:
+        _random_weights_note(options)
         from .media.cache import VisualCache
 
         with render.BatchProgress(len(work)) as progress:
@@ -599,7 +710,7 @@ def eval_(
     try:
         evaluation.plot_pareto(summary, output / evaluation.PARETO)
     except ImportError:
-        render.note("no pareto.png: matplotlib is not installed (pip install 'dytok-cli[plot]')")
+        render.note("no pareto.png: matplotlib is not installed (python -m pip install matplotlib)")
     if json_output:
         render.write_json(summary)
     else:
@@ -614,10 +725,10 @@ def eval_(
 @pipeline_options(exclude=("cache_dir",))
 def chat(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file to talk about (/video PATH changes it).", show_default=False)],
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
-    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
-    jsonl_output: Annotated[bool, typer.Option("--jsonl", help="Read questions line by line and print one JSON record per answer.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=OUTPUT, metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", rich_help_panel=OUTPUT, metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
+    seed: Annotated[Optional[int], typer.Option("--seed", rich_help_panel=OUTPUT, metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
+    jsonl_output: Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUTPUT, help="Read questions line by line and print one JSON record per answer.")] = False,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -625,6 +736,7 @@ def chat(
     otherwise questions line by line from stdin, one answer per question. Earlier turns stay in the
     conversation, and the video is decoded, encoded and prefilled once."""
     settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    _random_weights_note(options)
     with render.status("Loading…"):
         from .apps import chat as talk
         from .pipeline import Pipeline
@@ -653,26 +765,26 @@ def chat(
 @app.command(cls=PlainHelpCommand, short_help="Serve the model over OpenAI's chat-completions API.")
 @pipeline_options()
 def serve(
-    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free one).")] = 8000,
+    host: Annotated[str, typer.Option("--host", rich_help_panel=SERVER, metavar="ADDRESS", help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", rich_help_panel=SERVER, metavar="PORT", help="Port to listen on (0: any free one).")] = 8000,
     media_dir: Annotated[Optional[Path], typer.Option(
-        "--media-dir", "--allowed-media-dir", metavar="DIR",
+        "--media-dir", "--allowed-media-dir", rich_help_panel=SERVER, metavar="DIR",
         help="file:// videos are read from this folder only (symlinks and .. cannot leave it); without it, none.")] = None,
     allow_remote_media: Annotated[bool, typer.Option(
-        "--allow-remote-media", help="Fetch http(s):// videos (public addresses only, each redirect checked).")] = False,
+        "--allow-remote-media", rich_help_panel=SERVER, help="Fetch http(s):// videos (public addresses only, each redirect checked).")] = False,
     allow_private_media: Annotated[bool, typer.Option(
-        "--allow-private-media", help="With --allow-remote-media: also fetch from private, loopback and link-local addresses.")] = False,
-    max_media_mb: Annotated[float, typer.Option("--max-media-mb", metavar="MB", help="Largest video a data: URL or a download may bring.")] = 256,
-    media_timeout: Annotated[float, typer.Option("--media-timeout", metavar="SECONDS", help="Longest a download may take.")] = 30,
+        "--allow-private-media", rich_help_panel=SERVER, help="With --allow-remote-media: also fetch from private, loopback and link-local addresses.")] = False,
+    max_media_mb: Annotated[float, typer.Option("--max-media-mb", rich_help_panel=SERVER, metavar="MB", help="Largest video a data: URL or a download may bring.")] = 256,
+    media_timeout: Annotated[float, typer.Option("--media-timeout", rich_help_panel=SERVER, metavar="SECONDS", help="Longest a download may take.")] = 30,
     api_key: Annotated[Optional[str], typer.Option(
-        "--api-key", metavar="KEY", envvar="DYTOK_API_KEY", show_envvar=True,
+        "--api-key", rich_help_panel=SERVER, metavar="KEY", envvar="DYTOK_API_KEY", show_envvar=True,
         help="Require Authorization: Bearer KEY on every route but /health.")] = None,
     served_model_name: Annotated[Optional[str], typer.Option(
-        "--served-model-name", metavar="NAME", help="The model's name in the API (default: --model).")] = None,
-    queue: Annotated[int, typer.Option("--queue", min=0, metavar="N", help="Requests that may wait for the model; more are answered 429.")] = 16,
-    keep_videos: Annotated[int, typer.Option("--keep-videos", min=1, metavar="N", help="Videos kept decoded, encoded and prefilled for later requests.")] = 4,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, and the most a request's max_tokens gets.")] = _DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature when a request sets none; 0 decodes greedily.")] = _DEFAULTS.temperature,
+        "--served-model-name", rich_help_panel=SERVER, metavar="NAME", help="The model's name in the API (default: --model).")] = None,
+    queue: Annotated[int, typer.Option("--queue", rich_help_panel=SERVER, min=0, metavar="N", help="Requests that may wait for the model; more are answered 429.")] = 16,
+    keep_videos: Annotated[int, typer.Option("--keep-videos", rich_help_panel=SERVER, min=1, metavar="N", help="Videos kept decoded, encoded and prefilled for later requests.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=OUTPUT, metavar="N", help="Longest answer, and the most a request's max_tokens gets.")] = _DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", rich_help_panel=OUTPUT, metavar="T", help="Sampling temperature when a request sets none; 0 decodes greedily.")] = _DEFAULTS.temperature,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -691,7 +803,7 @@ def serve(
         from .apps.serve import app as server
         from .apps.serve.service import Limits, Service
     except ImportError as error:
-        raise DytokError(f"dytok serve needs its extra: pip install 'dytok-cli[serve]' ({error})") from None
+        raise DytokError(f"dytok serve needs FastAPI and uvicorn: python -m pip install fastapi uvicorn ({error})") from None
     from .media.cache import VisualCache
     from .media.sources import MediaPolicy
 
@@ -704,6 +816,7 @@ def serve(
     policy = MediaPolicy(media_dir=media_dir, allow_remote=allow_remote_media, allow_private=allow_private_media,
                          max_bytes=int(max_media_mb * 2**20), timeout_s=media_timeout)
     cache_dir = options["cache_dir"]
+    _random_weights_note(options)
     with render.status(f"Loading {settings.model}"):
         service = Service(settings, Limits(queue=queue, keep_videos=keep_videos), cache=VisualCache(cache_dir) if cache_dir else None)
     name = served_model_name or settings.model
@@ -717,14 +830,44 @@ def serve(
     return EXIT_OK
 
 
+@app.command("make-clip", cls=PlainHelpCommand, short_help="Write a short test video, for a first run.")
+def make_clip_command(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The video file to write (MP4).", show_default=False)],
+    seconds: Annotated[float, typer.Option(
+        "--seconds", metavar="S", rich_help_panel=BASICS, help="How long the clip is (8 frames a second).")] = 4.0,
+    size: Annotated[str, typer.Option(
+        "--size", metavar="WxH", rich_help_panel=BASICS, help="Width and height in pixels (even numbers).")] = "320x240",
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace FILE if it exists.")] = False,
+) -> int:
+    """Write a short video made here (a ball bouncing across a field, a white square from its middle on):
+    something to run dytok on without a file or a download."""
+    width, _, height = size.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) % 2 == int(height) % 2 == 0
+            and 16 <= min(int(width), int(height)) and max(int(width), int(height)) <= 4096):
+        raise typer.BadParameter(f"--size is WIDTHxHEIGHT in pixels, even numbers from 16 to 4096, not {size!r}")
+    if not 0 < seconds <= 600:
+        raise typer.BadParameter(f"--seconds must be more than 0 and at most 600, not {seconds:g}")
+    from .apps import make_clip  # PyAV and numpy only: no torch
+
+    frames = make_clip.make_clip(path, seconds=seconds, width=int(width), height=int(height), force=force)
+    render.note(f"wrote {path}: {frames} frames, {width}x{height}, {frames / make_clip.FPS:g} s")
+    return EXIT_OK
+
+
 def _quiet_libraries() -> None:
-    """Keep stderr to our own messages: library warnings and weight-loading bars are noise here."""
+    """Keep stderr to our own messages: library warnings and weight-loading bars are noise here.
+
+    Without importing transformers (a second), so that what needs no model answers at once: its
+    settings are read from the environment when it loads, and set directly where it has loaded."""
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def _show_library_messages() -> None:
@@ -735,14 +878,55 @@ def _show_library_messages() -> None:
     hf_logging.set_verbosity_warning()
 
 
+def _usage_message(error: typer.TyperException) -> str:
+    """A usage error in one plain line: the flag, then the reason, without the parser's wording."""
+    message = (error.format_message() or "bad usage").splitlines()[0].replace("Value error, ", "")
+    message = message.removeprefix("Invalid value: ")  # our own reasons already name the flag
+    if named := re.match(r"Invalid value for '(-[^']+)'(?: / '[^']+')?: (.*)", message):
+        flag, reason = named.groups()
+        message = reason if reason.startswith(flag) else f"{flag}: {reason}"
+    for parser_words, plain in _PARSER_WORDS.items():
+        message = message.replace(parser_words, plain)
+    return message
+
+
+_PARSER_WORDS = {
+    "Input should be a valid integer, unable to parse string as an integer": "not a whole number",
+    "Input should be a valid number, unable to parse string as a number": "not a number",
+}
+
+
+def _broken_install(error: BaseException) -> str | None:
+    """What to do when the installed libraries do not fit together, from the root of `error`'s chain (a
+    library that fails to import is reported several wrappings up, as another error), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cause: BaseException | None = error
+    while cause is not None:
+        operator = re.search(r"operator torchvision::\w+ does not exist", str(cause))
+        if operator:
+            try:
+                torch_version, vision_version = version("torch"), version("torchvision")
+            except PackageNotFoundError:
+                return None
+            mismatch = f"torchvision {vision_version} was not built for torch {torch_version} ({operator.group(0)})"
+            major, minor = (torch_version.split(".") + ["", ""])[:2]
+            if major != "2" or not minor.isdigit():
+                return f"{mismatch}: install the torchvision release made for this torch"
+            # Each torch 2.N release has its torchvision 0.(N+15); a build tagged +cpu, +cu130, ... came from
+            # PyTorch's index of that name, and its torchvision is there.
+            build = torch_version.partition("+")[2]
+            index = f" --index-url https://download.pytorch.org/whl/{build}" if build else ""
+            return f"{mismatch}: install the one that was, python -m pip install 'torchvision==0.{int(minor) + 15}.*'{index}"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors, meaningful exit codes, no tracebacks."""
-    command = typer.main.get_command(app)
     try:
-        if "--help" not in (argv or sys.argv[1:]):
-            with render.status("Loading…"):
-                _quiet_libraries()
-        status = command.main(args=argv, prog_name="dytok", standalone_mode=False)
+        _quiet_libraries()
+        status = typer.main.get_command(app).main(args=argv, prog_name="dytok", standalone_mode=False)
     except typer.Exit as error:
         status = error.exit_code
     except (typer.Abort, KeyboardInterrupt):
@@ -751,10 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         render.error(str(error))
         return error.exit_code
     except typer.TyperException as error:  # usage errors: bad flags, missing arguments
-        # Typer's validation prefixes what it checked with its own wording; the reason alone reads plainly.
-        message = (error.format_message() or "bad usage").splitlines()[0].replace("Value error, ", "")
-        message = message.removeprefix("Invalid value: ")  # our own reasons already name the flag
-        render.error(message.replace("Input should be a valid integer, unable to parse string as an integer", "not a whole number"))
+        render.error(_usage_message(error))
         status = getattr(error, "exit_code", EXIT_USAGE)
     except (render.StdoutClosed, BrokenPipeError):
         # The reader went away (`| head -1`): stop quietly, and keep Python from complaining at exit.
@@ -764,7 +945,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DYTOK_DEBUG"):
             raise
         reason = str(error).splitlines()[0] if str(error) else ""
-        render.error(f"unexpected {type(error).__name__}: {reason} (set DYTOK_DEBUG=1 for a traceback)")
+        render.error(_broken_install(error)
+                     or f"unexpected {type(error).__name__}: {reason} (set DYTOK_DEBUG=1 for a traceback)")
         status = EXIT_FAILED
     if status == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into an exit status of 130 before we see it
         render.error("interrupted")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from .math.layers import parse_prior_layers
@@ -18,6 +20,14 @@ DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
 # The smallest Whisper whose transcripts are worth reading (docs/subtitles.md says why and what it costs).
 DEFAULT_SPEECH_MODEL = "openai/whisper-base"
+
+# Shipped model shapes (configs only, values from the public checkpoints) for `--random-weights`.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets' names, read without importing torch (for --help and early errors)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,7 @@ class Settings:
     seed: int | None = None
     trust_remote_code: bool = False
     decode_timeout: float | None = 120.0  # seconds per video; None or 0 decodes in-process, unbounded
-    # Keep the LLM's work on a video's prompt prefix for its later questions (DESIGN §2.6).
+    # Keep the LLM's work on a video's prompt prefix for its later questions.
     prefix_cache: bool = True
     # What is said in the video, placed after it in the prompt: a subtitle file ("auto": the one named like
     # the video beside it; a directory: the one named like the video there), and/or with `speech` its audio
@@ -121,6 +131,9 @@ class Settings:
     subtitles: str | None = None
     speech: bool = False
     speech_model: str | None = None
+
+    # Models of the named shape (a preset, or a model's config) with random weights: no download, noise answers.
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.decode_timeout == 0:  # "no limit", as `--decode-timeout 0` says
@@ -164,6 +177,10 @@ class Settings:
             parse_prior_layers(self.prior_layers, num_layers=10**6)
         if self.prune_layer is not None and self.prune_layer < 0:
             raise ValueError(f"--prune-layer must be a layer number (0 or more), not {self.prune_layer}")
+        if self.random_weights:
+            for flag, name in (("--model", self.model), ("--prior-model", self.prior_model)):
+                if name is not None and (problem := shape_name_problem(flag, name)):
+                    raise ValueError(problem)
         if self.subtitles is not None and not isinstance(self.subtitles, str):
             object.__setattr__(self, "subtitles", os.fspath(self.subtitles))  # a Path names a file or directory too
         if self.subtitles is not None and not self.subtitles.strip():
@@ -214,6 +231,19 @@ def _taken(fields: dict[str, Any], method: Method) -> dict[str, Any]:
 
 def _methods_that(trait: str) -> str:
     return " or ".join(method.value for method in Method if getattr(method.traits, trait))
+
+
+def shape_name_problem(flag: str, name: str) -> str | None:
+    """Why `name` cannot give a random-weight model its shape, or None. A name without "/" that is no
+    preset nor a local directory is a misspelled preset (a model's hub id has an owner): said at once,
+    with the presets, rather than after asking the hub."""
+    shipped = preset_names()
+    if "/" in name or name in shipped or Path(name).expanduser().exists():
+        return None
+    close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"{flag} {name!r} is not a preset; {hint}presets: {', '.join(shipped)} "
+            "(or give a hub id or model directory, whose config gives the shape)")
 
 
 def _coerce(name: str, choice: type[Enum], value: object) -> Enum:

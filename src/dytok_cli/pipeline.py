@@ -26,7 +26,7 @@ from .media.cache import VisualCache
 from .media.speech import FRAMES_ALONE, Transcriber
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
-from .models import VideoModel, load_model
+from .models import VideoModel, load_model, load_random_model
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
@@ -86,6 +86,10 @@ class Pipeline:
         prior: VideoModel | None = None,
         cache: VisualCache | None = None,
     ):
+        if cache is not None and settings.random_weights:
+            # Random weights differ in every process: their vision features are worth nothing to a later run.
+            raise InputError("--cache-dir keeps vision features for later runs; with --random-weights the weights "
+                             "are new in every run, so drop one of them")
         self.settings = settings
         self.cache = cache
         # The prompt prefix of the video whose questions are being asked, with that video's encoding.
@@ -97,6 +101,8 @@ class Pipeline:
 
     def _load(self, name: str) -> VideoModel:
         settings = self.settings
+        if settings.random_weights:
+            return load_random_model(name, device=settings.device, dtype=settings.dtype)
         return load_model(
             name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code
         )
@@ -309,7 +315,8 @@ class Pipeline:
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
-        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
+        # Without a tokenizer (random weights) there are no words to stream: the ids come whole at the end.
+        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text and self.model.tokenizer else None
         started = time.perf_counter()
         reuse = self._prefix_reuse(plan.encoded)
         if reuse is not None:
@@ -329,7 +336,10 @@ class Pipeline:
         earlier = plan.timings.get("prefill_s", 0.0)
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
-        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings,
+        text = self.model.decode(token_ids)
+        if on_text and streamer is None:
+            on_text(text)
+        return Answer(plan=plan, text=text, token_ids=token_ids.tolist(), timings=timings,
                       stopped=bool(stopper and stopper.fired))
 
     def ask(

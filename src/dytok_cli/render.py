@@ -16,7 +16,7 @@ console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    # Escaped: a path or hint in brackets ("clip[1].mp4", "dytok-cli[plot]") is text, not markup.
+    # Escaped: a path or hint in brackets ("clip[1].mp4", "ray[data]") is text, not markup.
     console.print(f"[bold red]dytok: error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
@@ -72,6 +72,16 @@ def shorten(text: str, width: int) -> str:
         return text
     tail = (width - 1) // 2
     return f"{text[: width - 1 - tail]}…{text[len(text) - tail:]}"
+
+
+def duration(seconds: float) -> str:
+    """A time left as people say it: 45s, 3m05s, 1h20m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 VIDEO_NAME_WIDTH = 32  # cells of the progress line a video's file name may take
@@ -270,6 +280,30 @@ BENCH_DEFAULT_COLUMNS = (
     "ratio", "method", "visual_tokens", "prefill_s", "total_s", "next_question_s",
     "speedup_prefill", "speedup_total", "speedup_next_question",
 )
+# With several runs, how far apart a measure's runs were: (largest - smallest) / median. The caption gives
+# the largest of these; --wide shows them beside their measures.
+_BENCH_SPREAD = {"prefill_s": ("prefill\nspread", "prefill"), "total_s": ("total\nspread", "total")}
+
+
+def _spread(result: dict[str, Any], measure: str) -> float | None:
+    low_high = (result.get("spread") or {}).get(measure)
+    median = result[measure]
+    return (low_high[1] - low_high[0]) / median if low_high and median else None
+
+
+def _bench_figures(report: dict[str, Any]) -> str:
+    """What the table's figures are: single runs, or medians and how far their runs were apart."""
+    results = report["results"]
+    runs = max((result.get("runs", 1) for result in results), default=1)
+    if runs == 1:
+        return "single runs (--repeat 1): one slow run shows as a speed-up; repeat to read them"
+    spreads = [(spread, measure, result) for result in results for measure in _BENCH_SPREAD
+               if (spread := _spread(result, measure)) is not None]
+    if not spreads:
+        return f"medians of {runs} runs"
+    spread, measure, result = max(spreads, key=lambda entry: entry[0])
+    return (f"medians of {runs} runs, which differed by up to {spread:.0%} ({_BENCH_SPREAD[measure][1]}, ratio "
+            f"{result['ratio']:g} {result['method']}): a speed-up within that of 1 may be noise")
 
 
 def _speedup(value: float | None) -> str:
@@ -290,9 +324,11 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
     from rich.table import Table
 
     names = tuple(_BENCH_COLUMNS) if wide else BENCH_DEFAULT_COLUMNS
+    if wide and any(result.get("runs", 1) > 1 for result in report["results"]):
+        names = tuple(name for column in names for name in (column, *(["spread:" + column] if column in _BENCH_SPREAD else [])))
     table = Table(
         title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
-        caption=f"{report['machine']}; medians; speed-ups (×) against ratio 1 in this run; next q: a later "
+        caption=f"{report['machine']}; {_bench_figures(report)}; speed-ups (×) against ratio 1 in this run; next q: a later "
         "question on the same video, decoding and vision reused"
         + (", and the prompt prefix's LLM work (--no-prefix-cache to recompute it)" if report["prefix_cache"]
            else "; the prompt prefix recomputed (--no-prefix-cache)")
@@ -304,10 +340,18 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
         collapse_padding=True,
         header_style="bold",
     )
+    def cell(result: dict[str, Any], name: str) -> str:
+        if name.startswith("spread:"):
+            spread = _spread(result, name.removeprefix("spread:"))
+            return "-" if spread is None else f"{spread:.0%}"
+        return _BENCH_COLUMNS[name][1](result)
+
     for name in names:
-        table.add_column(_BENCH_COLUMNS[name][0], justify="right", no_wrap=True)
+        measure = name.removeprefix("spread:")
+        header = _BENCH_SPREAD[measure][0] if name != measure else _BENCH_COLUMNS[name][0]
+        table.add_column(header, justify="right", no_wrap=True)
     for result in report["results"]:
-        table.add_row(*(_BENCH_COLUMNS[name][1](result) for name in names))
+        table.add_row(*(cell(result, name) for name in names))
     output = Console(highlight=False)
     if wide:
         unlimited = output.options.update_width(10_000)

@@ -1,7 +1,7 @@
 """Measured cost per ratio, in one process: the speed-ups are ratios taken in the same run.
 
 Every ratio (and method, when several are compared) runs the whole pipeline (decode, vision, prior, prefill, decode steps) after warm-up
-runs, several times; the median of each measure is reported. Each run then asks the question again
+runs, several times; the median of each measure is reported, with its smallest and largest value. Each run then asks the question again
 on the same video, its decoded frames and vision passes reused, as a later question in one process
 (or with `--cache-dir`) is, and with the prompt prefix's LLM work reused too (prefix reuse, unless
 `prefix_cache` is off); then once more with that work done again, so the gain of prefix reuse is a
@@ -16,8 +16,10 @@ import platform
 import resource
 import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +119,38 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
     }
 
 
-def load_models(settings: Settings, prior_model: str | None, random_weights: bool) -> tuple[VideoModel, VideoModel | None]:
+def load_models(settings: Settings, prior_model: str | None) -> tuple[VideoModel, VideoModel | None]:
     """The answering model and the assistant prior model (None without one); with `random_weights`,
     models of the named shape (a preset or a config) with random weights, so no download is needed."""
 
     def load(name: str) -> VideoModel:
-        if random_weights:
+        if settings.random_weights:
             return load_random_model(name, device=settings.device, dtype=settings.dtype)
         return load_model(name, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code)
 
     return load(settings.model), load(prior_model) if prior_model else None
+
+
+def measured_cases(compared: list[Settings], ratios: list[float]) -> list[Settings]:
+    """What `run` measures, in order: ratio 1 once, as the uncompressed baseline, and every compared
+    method at each other ratio."""
+    return [
+        settings.with_method(settings.method, ratio)
+        for ratio in ratios
+        for settings in ([compared[0].with_method(BASELINE, 1.0)] if ratio == 1 else compared)
+    ]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One run done, for a progress display: which (`label`), the `done`th of `total` runs (warm-ups
+    included), its first question's seconds, and an estimate of the seconds the remaining runs take."""
+
+    label: str
+    done: int
+    total: int
+    seconds: float
+    left_s: float
 
 
 def run(
@@ -139,13 +163,14 @@ def run(
     warmup: int,
     model: VideoModel | None = None,
     prior: VideoModel | None = None,
-    random_weights: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    on_finished: Callable[[Finished], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One result per (ratio, method), ratios in the order given and the `compared` methods' settings
-    (one per method, `Settings.for_methods`) within each, each the median over `repeat` timed runs.
-    Ratio 1 is measured once, as the uncompressed baseline every method is compared with. Models are
-    loaded from the settings unless given.
+    (one per method, `Settings.for_methods`) within each, each the median over `repeat` timed runs, with
+    `runs` (how many) and `spread` (each measure's smallest and largest value). Ratio 1 is measured once,
+    as the uncompressed baseline every method is compared with. Models are loaded from the settings unless
+    given. `on_progress` is told what starts, `on_finished` what ended.
 
     Each repetition runs every case once, in turn: a shared machine's speed drifts over minutes,
     and interleaving lays that drift on all cases alike instead of on whichever ran last."""
@@ -153,35 +178,47 @@ def run(
     if model is None:
         if on_progress:
             on_progress(f"Loading {compared[0].model}")
-        model, prior = load_models(compared[0], prior_model, random_weights)
-    cases = [
-        settings.with_method(settings.method, ratio)
-        for ratio in ratios
-        for settings in ([compared[0].with_method(BASELINE, 1.0)] if ratio == 1 else compared)
-    ]
+        model, prior = load_models(compared[0], prior_model)
+    cases = measured_cases(compared, ratios)
     pipelines = [Pipeline(case, model=model, prior=prior if case.prior_model else None) for case in cases]
     labels = [f"ratio {case.ratio:g} {case.method.value}" for case in cases]
+    total = (warmup + repeat) * len(cases)
+    elapsed = 0.0  # seconds the runs so far took, to tell how long the rest will
+    done = 0
+
+    def timed(number: int, step: str) -> dict[str, Any]:
+        nonlocal elapsed, done
+        label = f"{labels[number]}: {step}"
+        if on_progress:
+            on_progress(label)
+        started = time.perf_counter()
+        measured = _one_run(pipelines[number], video, question)
+        elapsed += time.perf_counter() - started
+        done += 1
+        if on_finished:
+            on_finished(Finished(label, done, total, measured["total_s"], elapsed / done * (total - done)))
+        return measured
+
     for index in range(warmup):
-        for label, pipeline in zip(labels, pipelines):
-            if on_progress:
-                on_progress(f"{label}: warm-up {index + 1}/{warmup}")
-            _one_run(pipeline, video, question)
+        for number in range(len(cases)):
+            timed(number, f"warm-up {index + 1}/{warmup}")
     runs: list[list[dict[str, float]]] = [[] for _ in cases]
     peaks = [0] * len(cases)
     for index in range(repeat):
-        for number, (label, pipeline) in enumerate(zip(labels, pipelines)):
-            if on_progress:
-                on_progress(f"{label}: run {index + 1}/{repeat}")
+        for number in range(len(cases)):
             with peak_rss() as peak:
-                runs[number].append(_one_run(pipeline, video, question))
+                runs[number].append(timed(number, f"run {index + 1}/{repeat}"))
             peaks[number] = max(peaks[number], peak())
     results = []
     for case, measured, peak in zip(cases, runs, peaks):
-        result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value}
+        result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value, "runs": len(measured)}
         result["visual_tokens"] = measured[0]["visual_tokens"]
+        spread: dict[str, list[float] | None] = {}
         for measure in MEASURES:
             values = [run[measure] for run in measured if run[measure] is not None]
             result[measure] = statistics.median(values) if values else None
+            spread[measure] = [min(values), max(values)] if values else None
+        result["spread"] = spread
         result["kv_cache_bytes"] = measured[0]["kv_cache_bytes"]
         result["peak_rss_bytes"] = peak
         results.append(result)

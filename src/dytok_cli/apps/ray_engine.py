@@ -33,7 +33,7 @@ from ..errors import DytokError, InputError, Interrupted
 
 Say = Callable[[str], None]  # where a run's notes (or failed pairs' one-line errors) go: the CLI's stderr
 
-INSTALL_HINT = "pip install 'dytok-cli[ray]'"
+INSTALL_HINT = "python -m pip install 'ray[data]>=2.60'"
 # A video whose worker dies (killed, out of memory) is run again on the restarted worker this many
 # times; after that its pairs get error records and the run goes on. (Ray Data itself retries an
 # actor's tasks without end, so the count is kept here.)

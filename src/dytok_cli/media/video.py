@@ -268,6 +268,15 @@ def _probe_rotation(path: Path) -> float:
         return float(getattr(first, "rotation", 0) or 0)
 
 
+def check_video(path: str | os.PathLike) -> None:
+    """Raise VideoError (one line, naming the file) unless `path` opens as a video with a decodable first
+    frame: a quick check, for a command that would otherwise find out only after loading a model."""
+    path = Path(path)
+    _check_path(path)
+    with native_stderr_silenced():
+        _probe_rotation(path)
+
+
 # --- backends -----------------------------------------------------------------------------------
 
 

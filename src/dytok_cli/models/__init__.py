@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Device, DType
+from ..config import PRESETS_DIR, Device, DType, shape_name_problem
 from ..errors import ModelError
 from .base import VideoModel
 
@@ -187,8 +187,7 @@ def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bo
 
 def presets() -> dict[str, Path]:
     """Shipped model shapes (configs only, values from the public checkpoints) by name."""
-    folder = Path(__file__).resolve().parent.parent / "presets"
-    return {path.stem: path for path in sorted(folder.glob("*.json"))}
+    return {path.stem: path for path in sorted(PRESETS_DIR.glob("*.json"))}
 
 
 def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
@@ -200,6 +199,8 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     shipped = presets()
+    if problem := shape_name_problem("--model", name):
+        raise ModelError(problem)
     if name in shipped:
         description = json.loads(shipped[name].read_text())
         description.pop("source", None)
