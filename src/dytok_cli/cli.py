@@ -86,6 +86,10 @@ _PIPELINE_OPTIONS = [
         "--dtype", metavar="NAME", help="auto, float32, bfloat16 or float16 (auto: bfloat16/float16 on GPU; on CPU "
         "bfloat16 where it has native bf16, else float32).")],
      _DEFAULTS.dtype),
+    ("think", Annotated[bool, typer.Option(
+        "--think", help="Let the model reason before it answers, where its chat template has a thinking mode (Qwen3.5); "
+        "the reasoning is kept out of the answer (JSON: reasoning). Off, such a model answers directly.")],
+     _DEFAULTS.think),
     ("trust_remote_code", Annotated[bool, typer.Option(
         "--trust-remote-code", help="Allow code shipped with the model to run. Off by default.")], False),
     ("decode_timeout", Annotated[Optional[float], typer.Option(
@@ -186,6 +190,11 @@ def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, *
         raise typer.BadParameter(str(error)) from None
 
 
+_REASONING_TOKENS_HELP = (
+    "Longest reasoning before the answer, in tokens (--think, or a model that always reasons); then the model answers."
+)
+
+
 @app.command(cls=PlainHelpCommand, short_help="Answer questions about videos.")
 @pipeline_options()
 def ask(
@@ -207,6 +216,8 @@ def ask(
     recursive: Annotated[bool, typer.Option("--recursive", help="Look for videos in subdirectories too.")] = False,
     null_separated: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin (-) are NUL-separated.")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    max_reasoning_tokens: Annotated[int, typer.Option("--max-reasoning-tokens", metavar="N", help=_REASONING_TOKENS_HELP)] = _DEFAULTS.max_reasoning_tokens,
+    show_reasoning: Annotated[bool, typer.Option("--show-reasoning", help="Show the model's reasoning on stderr, dimmed, as it comes (--think, or a model that always reasons).")] = False,
     temperature: Annotated[float, typer.Option("--temperature", metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record (an array of them for several pairs).")] = False,
@@ -222,8 +233,11 @@ def ask(
     options: dict[str, Any],
 ) -> int:
     """Answer questions about videos (default question: "Describe this video.")."""
-    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
+                         temperature=temperature, seed=seed)
     cache_dir = options["cache_dir"]
+    if show_reasoning and engine is not Engine.local:
+        raise typer.BadParameter("--show-reasoning shows what this process generates: only with --engine local")
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
     ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
@@ -319,6 +333,7 @@ def ask(
                 failed = batch.run(
                     pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
                     on_text=progress.streaming(render.write) if stream else None,
+                    on_reasoning=progress.streaming(render.reasoning) if show_reasoning else None,
                 )
         except KeyboardInterrupt:
             render.end_line()  # a partly streamed answer: the message goes below it
@@ -354,7 +369,7 @@ def inspect_command(
         ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the JSON record: ask's without answer, plus each frame's rank.")
+        bool, typer.Option("--json", help="Print the JSON record: ask's without answer and reasoning, plus each frame's rank.")
     ] = False,
     export_dir: Annotated[
         Optional[Path],
@@ -518,6 +533,7 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, metavar="N", help="Evaluate only the first N items.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over in DIR although it holds other files or another run.")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", metavar="N", help="Longest answer, in tokens.")] = 16,
+    max_reasoning_tokens: Annotated[int, typer.Option("--max-reasoning-tokens", metavar="N", help=_REASONING_TOKENS_HELP)] = _DEFAULTS.max_reasoning_tokens,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
     *,
     options: dict[str, Any],
@@ -525,7 +541,7 @@ def eval_(
     """Accuracy and speed per method and ratio on a multiple-choice video QA set, resumable."""
     measured = _parse_ratios(ratios)
     methods = list(dict.fromkeys(methods or [BASELINE, _DEFAULTS.method]))
-    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens)
+    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens)
     cache_dir = options["cache_dir"]
     from .apps import (
         eval as evaluation,  # imported here so --help and usage errors answer without torch

@@ -39,6 +39,7 @@ class PlanContext:
     prune_layer: int | None  # None: the method does not prune inside the prefill
     stage: Callable[[str], None]  # told what is happening now, for progress displays
     reuse: PrefixReuse | None = None  # the video's prompt prefix kept for its later questions; None: no reuse
+    thinking: bool = False  # the chat template's thinking switch, for every prompt the plan builds
 
 
 class Strategy:
@@ -68,12 +69,13 @@ class Strategy:
         if reuse is not None and self.traits.same_tokens_for_every_question:
             from .prefill.prefix import cache_before_last
 
-            prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack)
+            prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack,
+                                          thinking=plan.thinking)
             cache = cache_before_last(model, prompt, reuse)
             if cache is not None:
                 return _handover(model, prompt, cache)
         return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
-                                  deepstack=plan.deepstack)
+                                  deepstack=plan.deepstack, thinking=plan.thinking)
 
 
 def _handover(model: VideoModel, prompt: PromptTensors, cache: Any) -> dict[str, Any]:
@@ -100,6 +102,7 @@ def stacked_features(encoded: EncodedVideo) -> torch.Tensor:
 
 
 def _plan(
+    context: PlanContext,
     visual: Visual,
     question: Question,
     weights: torch.Tensor,
@@ -139,6 +142,7 @@ def _plan(
         kept_index=kept_index,
         timings=timings,
         deepstack=tuple(deepstack),
+        thinking=context.thinking,
         **rest,
     )
 
@@ -154,7 +158,7 @@ class NoCompression(Strategy):
         encoded = visual.encoded
         timings["prior_s"] = 0.0
         budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)
-        return _plan(visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
+        return _plan(context, visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
 
 
 class VisionZip(Strategy):
@@ -179,7 +183,7 @@ class VisionZip(Strategy):
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
         _, selections = select_video(stacked_features(encoded), encoded.attention, encoded.keys, budgets)
-        return _plan(visual, question, weights, budgets, selections, timings)
+        return _plan(context, visual, question, weights, budgets, selections, timings)
 
 
 class DyToK(VisionZip):
@@ -196,7 +200,8 @@ class DyToK(VisionZip):
         from .prefill.prior_pass import keyframe_prior
 
         context.stage("Computing the keyframe prior")
-        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers, reuse=context.reuse)
+        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers, reuse=context.reuse,
+                              thinking=context.thinking)
 
 
 class DyToKFastV(Strategy):
@@ -230,7 +235,7 @@ class DyToKFastV(Strategy):
         context.stage(f"Prefilling to layer {context.prune_layer}")
         started = time.perf_counter()
         probe = single_pass.run_to_prune_layer(
-            context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse
+            context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse, context.thinking
         )
         weights = combine_layers([probe.scores[layer] for layer in context.prior_layers]).cpu()
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
@@ -240,7 +245,7 @@ class DyToKFastV(Strategy):
         prefill = single_pass.prune(context.model, probe, kept_index)
         timings["prior_s"] = 0.0
         timings["prefill_s"] = time.perf_counter() - started
-        return _plan(visual, question, weights, budgets, selections, timings, prefill=prefill)
+        return _plan(context, visual, question, weights, budgets, selections, timings, prefill=prefill)
 
     def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
         # Its prefix was reused, if at all, up to the prune layer in `plan`.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TextStreamer
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 from .config import Settings
 from .errors import InputError, ModelError
@@ -23,6 +23,7 @@ from .media.cache import VisualCache
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model
+from .models.thinking import AnswerLength, ReasoningBudget, ReasoningStreamer
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Visual
 
@@ -39,18 +40,6 @@ class _FirstTokenClock(LogitsProcessor):
         if self.at is None:
             self.at = time.perf_counter()
         return scores
-
-
-class _CallbackStreamer(TextStreamer):
-    """Hands decoded text to a callback as whole words become available."""
-
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.on_text = on_text
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.on_text(text)
 
 
 class Pipeline:
@@ -197,6 +186,8 @@ class Pipeline:
         """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
         question = Question.of(question)
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
+        if self.settings.think and not self.model.can_think():
+            raise ModelError(f"--think: {self.settings.model} has no chat template with a thinking mode")
         reuse = self._prefix_reuse(visual.encoded)
         if reuse is not None:
             reuse.reused = 0
@@ -208,45 +199,65 @@ class Pipeline:
             prune_layer=self.prune_layer,
             stage=on_stage or (lambda message: None),
             reuse=reuse,
+            thinking=self.settings.think,
         )
         plan = self.strategy.plan(context, visual, question, visual.take_timings())
         plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
         return plan
 
     def answer(
-        self, plan: Plan, on_text: Callable[[str], None] | None = None, force_length: bool = False
+        self,
+        plan: Plan,
+        on_text: Callable[[str], None] | None = None,
+        force_length: bool = False,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Generate the answer for `plan`. `force_length` ignores end-of-sequence so every answer is
+        """Generate the answer for `plan`, its text to `on_text` as it comes, and the text of any reasoning
+        before it to `on_reasoning`. `force_length` ignores end-of-sequence so every answer is
         `max_new_tokens` long: benchmarks compare decoding speed over equal lengths."""
         settings = self.settings
-        generation = copy.deepcopy(self.model.model.generation_config)
+        model = self.model
+        generation = copy.deepcopy(model.model.generation_config)
         if force_length:
             generation.min_new_tokens = settings.max_new_tokens
         if settings.temperature > 0:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
+            generation.update(do_sample=True, temperature=settings.temperature)
         else:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+            generation.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
-        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
+        streamer = ReasoningStreamer(model.tokenizer, model.markers, on_text, on_reasoning) if on_text or on_reasoning else None
         started = time.perf_counter()
         reuse = self._prefix_reuse(plan.encoded)
         if reuse is not None:
             reuse.reused = 0
-        inputs = self.strategy.generation_inputs(self.model, plan, reuse)
+        inputs = self.strategy.generation_inputs(model, plan, reuse)
         if reuse is not None:
             # A method reuses its prefix in the plan or here, never in both.
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
+        prompt_ids = inputs["input_ids"]
+        processors, stopping = LogitsProcessorList([clock]), StoppingCriteriaList()
+        generation.max_new_tokens = settings.max_new_tokens
+        if model.markers is not None and not force_length:
+            # A reasoning block (opened by the prompt, or by the model's first token) has an allowance of its
+            # own, then is closed; --max-new-tokens counts the answer after it.
+            budget = (model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
+            processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
+            stopping.append(AnswerLength(*budget, settings.max_new_tokens))
+            generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
         with torch.inference_mode():
-            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer)
+            token_ids = model.generate(inputs, generation, processors, streamer, stopping)
         finished = time.perf_counter()
         timings = dict(plan.timings)
         # A single pass began in `plan`, up to the prune layer.
         earlier = plan.timings.get("prefill_s", 0.0)
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
-        return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
+        split = model.split_reasoning(prompt_ids, token_ids)
+        text = model.decode(token_ids.new_tensor(split.answer))
+        reasoning = model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
+        return Answer(plan, text, token_ids.tolist(), timings, reasoning)
 
     def ask(
         self,
@@ -255,11 +266,12 @@ class Pipeline:
         on_text: Callable[[str], None] | None = None,
         on_stage: StageCallback | None = None,
         force_length: bool = False,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Answer:
         plan = self.plan(video, question, on_stage)
         if on_stage:
             on_stage("Generating")
-        answer = self.answer(plan, on_text, force_length)
+        answer = self.answer(plan, on_text, force_length, on_reasoning)
         # Model loading is a one-off per process, so it is not part of a question's cost.
         answer.timings["total_s"] = sum(answer.timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
         return answer

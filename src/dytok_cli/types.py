@@ -213,6 +213,8 @@ class Plan:
     # Prompt tokens whose work through the layers the method reuses an earlier question about the same
     # video did (prefix reuse, DESIGN §2.6); set by the pipeline.
     reused_prefix_tokens: int = 0
+    # The chat template's thinking switch the prompt was built with (`VideoModel.chat_text`).
+    thinking: bool = False
 
     @property
     def kept_tokens(self) -> int:
@@ -222,6 +224,7 @@ class Plan:
 @dataclass
 class Answer:
     plan: Plan
-    text: str
-    token_ids: list[int]
+    text: str  # the answer alone, without any reasoning before it
+    token_ids: list[int]  # every token generated, reasoning and its markers included
     timings: dict[str, float]
+    reasoning: str | None = None  # what the model reasoned before answering; None when it did not

@@ -359,7 +359,7 @@ def record_schema() -> Any:
 
     frame = pa.struct([(name, pa.int64()) for name in ("index", "frame")] + [("timestamp", pa.float64()), ("weight", pa.float64())]
                       + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
-    text = ("video", "question", "answer", "model", "prior_model", "method")
+    text = ("video", "question", "answer", "reasoning", "model", "prior_model", "method")
     return pa.schema(
         [(name, pa.string()) for name in text]
         + [("ratio", pa.float64()), ("dtype", pa.string()), ("backend", pa.string()), ("frames", pa.list_(frame)),

@@ -114,11 +114,12 @@ class Qwen3VL(QwenVideoModel):
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
         deepstack: tuple[torch.Tensor, ...] | None = None,
+        thinking: bool = False,
     ) -> dict[str, Any]:
         """The prompt with every timestamp and frame n_f placeholders, where n_f is how many of frame f's
         tokens `kept_index` (N,) picks, frame-major (None: all of them); `visual_tokens` (N, D) fill
         them in order. `deepstack` holds those tokens' DeepStack features, each (N, D); None takes
-        `video`'s own, which only a prompt that keeps every token can."""
+        `video`'s own, which only a prompt that keeps every token can. `thinking`: see `chat_text`."""
         if video is None or video.grid is None:
             raise ValueError("Qwen3-VL prompts need the encoded video the visual tokens were taken from")
         frames, per_frame = video.num_frames, video.tokens_per_frame
@@ -137,7 +138,7 @@ class Qwen3VL(QwenVideoModel):
                 raise ValueError("a compressed Qwen3-VL prompt needs the kept tokens' own DeepStack features")
             deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
 
-        full = self._uncompressed_ids(question, video)  # (S_full,)
+        full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
         placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
         counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
         # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
@@ -159,10 +160,10 @@ class Qwen3VL(QwenVideoModel):
             "position_ids": self._uncompressed_positions(full, video)[:, :, source[keep].to(self.device)],
         }
 
-    def _uncompressed_ids(self, question: Question | str, video: EncodedVideo) -> torch.Tensor:
+    def _uncompressed_ids(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> torch.Tensor:
         """(S_full,) the prompt the processor builds for `video`: every patch's timestamp, markers and T
         placeholders in place of the chat template's single video placeholder."""
-        prompt = self.prompt_ids(question)[0]
+        prompt = self.prompt_ids(question, thinking)[0]
         at = int((prompt == self.video_token_id()).nonzero()[0])
         if self.tokenizer is None:
             timestamp = prompt[: _SYNTHETIC_TIMESTAMP_TOKENS]  # ordinary vocabulary, as `synthetic_prompt_ids` uses
@@ -170,7 +171,7 @@ class Qwen3VL(QwenVideoModel):
             patch = [*timestamp.tolist(), config.vision_start_token_id,
                      *[self.video_token_id()] * video.tokens_per_frame, config.vision_end_token_id]
             return torch.cat([prompt[:at], torch.tensor(patch * video.num_frames, dtype=prompt.dtype), prompt[at + 1 :]])
-        text = self.chat_text(question)
+        text = self.chat_text(question, thinking)
         per_group = video.frames_per_group
         # Times in seconds as frame indices at 1 frame per second: the processor's timestamp of each patch,
         # the mean of its frames' index / fps, is then exactly the patch's time.
