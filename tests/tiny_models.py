@@ -264,7 +264,8 @@ def build_qwen2_5_vl(
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**shared),
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        # Frames capped per frame as qwen-vl-utils caps them, which dytok asks its processor for too.
+        video_processor=Qwen2VLVideoProcessor(**shared, cap_pixels_per_frame=True),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
     processor.save_pretrained(path)
@@ -393,7 +394,8 @@ def _build_qwen3_style(
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**shared),
         tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        # Frames capped per frame as qwen-vl-utils caps them, which dytok asks its processor for too.
+        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=True),
         chat_template=template,
     )
     processor.save_pretrained(path)

@@ -48,7 +48,7 @@ from transformers.video_utils import VideoMetadata
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames, Question
 from . import register
-from .qwen import QwenVideoModel
+from .qwen import QwenVideoModel, video_patches
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -70,7 +70,7 @@ class Qwen3VL(QwenVideoModel):
         video_processor = Qwen3VLVideoProcessor(
             patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size,
             merge_size=vision.spatial_merge_size, size={"shortest_edge": 4096, "longest_edge": 25165824},
-            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], cap_pixels_per_frame=False,
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
         )
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
 
@@ -82,7 +82,7 @@ class Qwen3VL(QwenVideoModel):
         per_group = vision.temporal_patch_size
         if len(images) < per_group:  # the processor refuses less than one temporal patch; it pads with the last frame
             images = np.concatenate([images, np.repeat(images[-1:], per_group - len(images), axis=0)])
-        processed = self.processor.video_processor(videos=[images], do_sample_frames=False, return_tensors="pt")
+        processed = video_patches(self.processor.video_processor, images)
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
