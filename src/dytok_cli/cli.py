@@ -461,7 +461,7 @@ def bench(
     random_weights: Annotated[
         bool,
         typer.Option("--random-weights", help="Random weights with the model's real shape (no download); "
-                     "--model may then name a preset: " + ", ".join(_PRESETS) + "."),
+                     "--model may then name a preset: " + ", ".join(_PRESETS) + " (or the hub id of one)."),
     ] = False,
     methods: Annotated[
         Optional[list[Method]],
