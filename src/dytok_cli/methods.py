@@ -102,7 +102,6 @@ def stacked_features(encoded: EncodedVideo) -> torch.Tensor:
 
 
 def _plan(
-    context: PlanContext,
     visual: Visual,
     question: Question,
     weights: torch.Tensor,
@@ -142,7 +141,6 @@ def _plan(
         kept_index=kept_index,
         timings=timings,
         deepstack=tuple(deepstack),
-        thinking=context.thinking,
         **rest,
     )
 
@@ -158,7 +156,7 @@ class NoCompression(Strategy):
         encoded = visual.encoded
         timings["prior_s"] = 0.0
         budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)
-        return _plan(context, visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
+        return _plan(visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
 
 
 class VisionZip(Strategy):
@@ -183,7 +181,7 @@ class VisionZip(Strategy):
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
         _, selections = select_video(stacked_features(encoded), encoded.attention, encoded.keys, budgets)
-        return _plan(context, visual, question, weights, budgets, selections, timings)
+        return _plan(visual, question, weights, budgets, selections, timings)
 
 
 class DyToK(VisionZip):
@@ -245,7 +243,7 @@ class DyToKFastV(Strategy):
         prefill = single_pass.prune(context.model, probe, kept_index)
         timings["prior_s"] = 0.0
         timings["prefill_s"] = time.perf_counter() - started
-        return _plan(context, visual, question, weights, budgets, selections, timings, prefill=prefill)
+        return _plan(visual, question, weights, budgets, selections, timings, prefill=prefill)
 
     def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:
         # Its prefix was reused, if at all, up to the prune layer in `plan`.

@@ -203,6 +203,7 @@ class Pipeline:
         )
         plan = self.strategy.plan(context, visual, question, visual.take_timings())
         plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
+        plan.thinking = context.thinking
         return plan
 
     def answer(

@@ -213,7 +213,7 @@ class Plan:
     # Prompt tokens whose work through the layers the method reuses an earlier question about the same
     # video did (prefix reuse, DESIGN §2.6); set by the pipeline.
     reused_prefix_tokens: int = 0
-    # The chat template's thinking switch the prompt was built with (`VideoModel.chat_text`).
+    # The chat template's thinking switch the prompt was built with (`VideoModel.chat_text`); set by the pipeline.
     thinking: bool = False
 
     @property
