@@ -23,8 +23,8 @@ DYTOK = shutil.which("dytok")
 pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 
 RECORD_KEYS = {
-    "video", "question", "answer", "model", "prior_model", "method", "ratio", "dtype", "backend", "frames",
-    "visual_tokens", "tokens_per_frame", "reused_prefix_tokens", "subtitles", "timings", "error",
+    "video", "question", "answer", "reasoning", "model", "prior_model", "method", "ratio", "dtype", "backend",
+    "frames", "visual_tokens", "tokens_per_frame", "reused_prefix_tokens", "subtitles", "timings", "error",
 }
 FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}
 TIMING_KEYS = {"decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s"}

@@ -60,10 +60,11 @@ def deeper_layer(family) -> int:
     return [layer for layer in attention_layers(family.adapter.model) if layer >= 1][1]
 
 
-def own_inputs(adapter, frames: Frames, question: str):
-    """The model's own processor on the same sampled frames, told where they were sampled from."""
+def own_inputs(adapter, frames: Frames, question: str, **template):
+    """The model's own processor on the same sampled frames, told where they were sampled from; `template`
+    holds the chat template's own keywords (`enable_thinking`)."""
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    prompt = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True)
+    prompt = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True, **template)
     metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
     return adapter.processor(
         text=prompt, videos=[frames.images], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"

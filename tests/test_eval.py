@@ -19,7 +19,8 @@ from dytok_cli.errors import InputError
 from dytok_cli.apps.eval import Item
 
 OPTIONS = ["a dog runs", "a cat sits", "the sky is blue", "a man opens the door"]
-PREDICTION_KEYS = {"id", "method", "ratio", "prediction", "answer", "correct", "error", "visual_tokens", "timings", "response"}
+PREDICTION_KEYS = {"id", "method", "ratio", "prediction", "answer", "correct", "error", "visual_tokens", "timings", "response",
+                   "reasoning"}
 
 
 @pytest.fixture(scope="module")

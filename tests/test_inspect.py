@@ -62,7 +62,7 @@ def test_record_is_the_ask_record_without_answer_plus_rank(inspected, tiny_llava
     answer = Pipeline(inspected.settings, model=tiny_llava).ask(clip, QUESTION)
     asked = answer_record(answer, inspected.settings, inspected.pipeline.prior_name)
     record = inspected.record
-    assert set(record) == set(asked) - {"answer"}
+    assert set(record) == set(asked) - {"answer", "reasoning"}
     without_rank = [{key: value for key, value in frame.items() if key != "rank"} for frame in record["frames"]]
     assert without_rank == asked["frames"]
     assert record["visual_tokens"] == asked["visual_tokens"] == {"full": FRAMES * 16, "kept": 48}
@@ -272,7 +272,7 @@ def test_cli_json_budgets_are_the_ones_ask_uses(dytok_here, cli_export, tiny_lla
     assert asked.returncode == 0, asked.stderr
     asked = json.loads(asked.stdout)
     record = cli_export.record
-    assert set(record) == set(asked) - {"answer"} and record["question"] == asked["question"] == "Describe this video."
+    assert set(record) == set(asked) - {"answer", "reasoning"} and record["question"] == asked["question"] == "Describe this video."
     for mine, theirs in zip(record["frames"], asked["frames"], strict=True):
         assert mine["weight"] == pytest.approx(theirs["weight"], abs=1e-6)
         assert {key: mine[key] for key in ("index", "frame", "budget", "dominant", "contextual")} == {

@@ -264,7 +264,8 @@ def build_qwen2_5_vl(
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**shared),
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**shared, cap_pixels_per_frame=False),
+        # Frames capped per frame as qwen-vl-utils caps them, which dytok asks its processor for too.
+        video_processor=Qwen2VLVideoProcessor(**shared, cap_pixels_per_frame=True),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
     processor.save_pretrained(path)
@@ -290,6 +291,26 @@ QWEN3_VL_CHAT_TEMPLATE = (
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# How the published templates of each kind end the generation prompt, by kind (written here, not copied):
+# "direct" (Qwen3.5 0.8B and 2B) an empty reasoning block unless `enable_thinking` is true; "reasons" (Qwen3.5
+# 4B and larger) an open one unless it is false; "always" (Qwen3-VL -Thinking, no switch) an open one.
+OPEN_BLOCK, EMPTY_BLOCK = "<think>\n", "<think>\n\n</think>\n\n"
+THINKING_TAILS = {
+    "direct": f"{{% if enable_thinking | default(false) %}}{OPEN_BLOCK}{{% else %}}{EMPTY_BLOCK}{{% endif %}}",
+    "reasons": f"{{% if enable_thinking | default(true) %}}{OPEN_BLOCK}{{% else %}}{EMPTY_BLOCK}{{% endif %}}",
+    "always": OPEN_BLOCK,
+}
+THINKING_MARKERS = ["<think>", "</think>"]
+
+
+def qwen3_chat_template(thinking: str | None) -> str:
+    """Qwen3-VL's template shape, its generation prompt ended as the published templates of kind `thinking`
+    (a key of `THINKING_TAILS`) end it; None: as the -Instruct ones, without reasoning."""
+    if thinking is None:
+        return QWEN3_VL_CHAT_TEMPLATE
+    generation_prompt = "<|im_start|>assistant\n{% endif %}"
+    assert QWEN3_VL_CHAT_TEMPLATE.endswith(generation_prompt)
+    return QWEN3_VL_CHAT_TEMPLATE.removesuffix("{% endif %}") + THINKING_TAILS[thinking] + "{% endif %}"
 # What Qwen3-VL's timestamps need beyond the shared words: "<12.5 seconds>" is "<", digits, ".", "seconds", ">".
 TIMESTAMP_WORDS = ("seconds", "<", ">", *"0123456789")
 
@@ -310,11 +331,17 @@ def _build_qwen3_style(
     text_extra: dict,
     vision_extra: dict,
     tokenizer_builder: Callable[..., PreTrainedTokenizerFast] = build_tokenizer,
+    thinking: str | None = None,
 ) -> Path:
     """Save a tiny model of Qwen3-VL's shape (its processors, prompts and vision tower, interleaved M-RoPE
     over the first `rotary` dimensions of each head) with a family's own `text_extra` / `vision_extra`
-    config entries, and return `path`."""
-    tokenizer = tokenizer_builder(QWEN_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, TIMESTAMP_WORDS)
+    config entries, and a chat template of the published kind `thinking` (see `qwen3_chat_template`), and
+    return `path`."""
+    template = qwen3_chat_template(thinking)
+    tokenizer = tokenizer_builder(QWEN_SPECIAL_TOKENS, template, TIMESTAMP_WORDS)
+    if thinking is not None:
+        # As in the published tokenizers: single tokens that are not special, so decoding keeps them.
+        tokenizer.add_tokens(THINKING_MARKERS)
     head_dim = hidden // heads
     # Interleaved M-RoPE over the rotary // 2 frequencies, in Qwen3-VL's 24:20:20 proportion.
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
@@ -367,8 +394,9 @@ def _build_qwen3_style(
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**shared),
         tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=False),
-        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+        # Frames capped per frame as qwen-vl-utils caps them, which dytok asks its processor for too.
+        video_processor=Qwen3VLVideoProcessor(**shared, cap_pixels_per_frame=True),
+        chat_template=template,
     )
     processor.save_pretrained(path)
     return path
@@ -386,19 +414,21 @@ def build_qwen3_vl(
     patch_size: int = 8,
     vision_depth: int = 3,
     deepstack_layers: tuple[int, ...] = (0, 1),
+    thinking: str | None = None,
 ) -> Path:
     """Save a tiny Qwen3-VL, dense or MoE (4 experts, 2 per token, in every decoder layer), with its
     processor to `path` and return it.
 
     Its vision tower hands DeepStack features from blocks `deepstack_layers` to the decoder, which adds
-    them to the visual positions after its first len(deepstack_layers) layers."""
+    them to the visual positions after its first len(deepstack_layers) layers. Its chat template is an
+    -Instruct one, or with `thinking="always"` a -Thinking one."""
     experts = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden, decoder_sparse_step=1)
     classes = (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe else (
         Qwen3VLConfig, Qwen3VLForConditionalGeneration)
     return _build_qwen3_style(
         path, *classes, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
         rotary=hidden // heads, patch_size=patch_size, vision_depth=vision_depth, text_extra=experts if moe else {},
-        vision_extra={"deepstack_visual_indexes": list(deepstack_layers)},
+        vision_extra={"deepstack_visual_indexes": list(deepstack_layers)}, thinking=thinking,
     )
 
 
@@ -429,10 +459,13 @@ def build_qwen3_5(
     kv_heads: int = 2,
     patch_size: int = 8,
     vision_depth: int = 2,
+    thinking: str | None = None,
 ) -> Path:
     """Save a tiny Qwen3.5, dense or MoE (4 experts, 2 per token, and a shared expert), with Qwen3-VL's
     processors to `path` and return it. Its hybrid decoder has full attention at layers 3 and 7 and
-    Gated DeltaNet linear attention in the others; its vision tower has no DeepStack."""
+    Gated DeltaNet linear attention in the others; its vision tower has no DeepStack. Its chat template has
+    no thinking mode, or the published ones' (`thinking`: "direct" as in 0.8B and 2B, "reasons" as in 4B
+    and larger)."""
     text = {
         "layer_types": _qwen3_5_layer_types(text_layers),
         # Gated DeltaNet: 2 query/key heads shared by 4 value heads, as the checkpoints share 16 among 32.
@@ -451,6 +484,7 @@ def build_qwen3_5(
         path, *classes, seed=seed, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
         rotary=hidden // heads // 2, patch_size=patch_size, vision_depth=vision_depth, text_extra=text, vision_extra={},
         tokenizer_builder=build_byte_level_tokenizer,  # `transformers` loads Qwen3.5's as a byte-level BPE
+        thinking=thinking,
     )
 
 

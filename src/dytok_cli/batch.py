@@ -35,6 +35,7 @@ def run(
     on_prepared: Callable[[Visual], None] | None = None,
     on_stage: StageCallback | None = None,
     on_text: Callable[[str], None] | None = None,
+    on_reasoning: Callable[[str], None] | None = None,
 ) -> int:
     """Answer every question on every video, in input order; returns the number of failed pairs.
 
@@ -56,7 +57,7 @@ def run(
                         visual = pipeline.prepare(video, on_stage)
                         if on_prepared:
                             on_prepared(visual)
-                    answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage)
+                    answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage, on_reasoning=on_reasoning)
                 except PER_VIDEO_ERRORS as error:
                     message = _reason(error, video)
                     if visual is None:

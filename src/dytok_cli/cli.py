@@ -32,7 +32,6 @@ from .config import (
     ImageFormat,
     Method,
     Settings,
-    preset_names,
 )
 from .errors import DytokError, Interrupted
 
@@ -93,8 +92,8 @@ _PIPELINE_OPTIONS = [
      DEFAULT_MODEL),
     ("random_weights", Annotated[bool, typer.Option(
         "--random-weights", rich_help_panel=MODEL,
-        help="No download: random weights in the model's shape (noise answers, real speed). Presets: "
-        + ", ".join(preset_names()) + ".")],
+        help="No download: random weights in the model's shape (noise answers, real speed); --model "
+        "may then name a preset, such as qwen3.5-0.8b.")],
      False),
     ("device", Annotated[Device, typer.Option(
         "--device", metavar="NAME", rich_help_panel=MODEL, help="auto, cpu, cuda or mps.")], _DEFAULTS.device),
@@ -102,6 +101,10 @@ _PIPELINE_OPTIONS = [
         "--dtype", metavar="NAME", rich_help_panel=MODEL,
         help="auto, float32, bfloat16 or float16.")],
      _DEFAULTS.dtype),
+    ("think", Annotated[bool, typer.Option(
+        "--think", rich_help_panel=MODEL, help="Reason before answering (Qwen3.5): the reasoning is "
+        "kept out of the answer.")],
+     _DEFAULTS.think),
     ("trust_remote_code", Annotated[bool, typer.Option(
         "--trust-remote-code", rich_help_panel=MODEL, help="Let code shipped with the model run.")],
      False),
@@ -279,6 +282,9 @@ def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, *
         raise typer.BadParameter(str(error)) from None
 
 
+_REASONING_TOKENS_HELP = "Longest reasoning before the answer, in tokens (--think, or a model that always reasons)."
+
+
 @app.command(cls=PlainHelpCommand, short_help="Answer questions about videos.")
 @pipeline_options(extra=_SPEECH_OPTIONS)
 def ask(
@@ -301,6 +307,11 @@ def ask(
         "-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    max_reasoning_tokens: Annotated[int, typer.Option(
+        "--max-reasoning-tokens", metavar="N", rich_help_panel=OUTPUT,
+        help=_REASONING_TOKENS_HELP)] = _DEFAULTS.max_reasoning_tokens,
+    show_reasoning: Annotated[bool, typer.Option(
+        "--show-reasoning", rich_help_panel=OUTPUT, help="Show the reasoning on stderr, dimmed, as it comes.")] = False,
     temperature: Annotated[float, typer.Option(
         "--temperature", metavar="T", rich_help_panel=OUTPUT, help="0 decodes greedily; above 0 samples.")] = _DEFAULTS.temperature,
     seed: Annotated[Optional[int], typer.Option(
@@ -332,8 +343,11 @@ def ask(
     options: dict[str, Any],
 ) -> int:
     """Answer questions about videos (default question: "Describe this video.")."""
-    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
+                         temperature=temperature, seed=seed)
     cache_dir = options["cache_dir"]
+    if show_reasoning and engine is not Engine.local:
+        raise typer.BadParameter("--show-reasoning shows what this process generates: only with --engine local")
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
     ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
@@ -435,6 +449,7 @@ def ask(
                 failed = batch.run(
                     pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
                     on_text=progress.streaming(render.write) if stream else None,
+                    on_reasoning=progress.streaming(render.reasoning) if show_reasoning else None,
                 )
         except KeyboardInterrupt:
             render.end_line()  # a partly streamed answer: the message goes below it
@@ -470,7 +485,7 @@ def inspect_command(
         ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the JSON record: ask's without answer, plus each frame's rank.")
+        bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the JSON record: ask's without answer and reasoning, plus each frame's rank.")
     ] = False,
     export_dir: Annotated[
         Optional[Path],
@@ -662,6 +677,9 @@ def eval_(
         "--force", rich_help_panel=OUTPUT, help="Start over in DIR although it holds other files or another run.")] = False,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = 16,
+    max_reasoning_tokens: Annotated[int, typer.Option(
+        "--max-reasoning-tokens", metavar="N", rich_help_panel=OUTPUT,
+        help=_REASONING_TOKENS_HELP)] = _DEFAULTS.max_reasoning_tokens,
     json_output: Annotated[bool, typer.Option(
         "--json", rich_help_panel=OUTPUT, help="Print the summary as JSON instead of the table.")] = False,
     *,
@@ -671,7 +689,7 @@ def eval_(
     measured = _parse_ratios(ratios)
     _check_subtitles(options["subtitles"], videos=None)
     methods = list(dict.fromkeys(methods or [BASELINE, _DEFAULTS.method]))
-    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens)
+    compared = _settings(options, methods=methods, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens)
     cache_dir = options["cache_dir"]
     from .apps import (
         eval as evaluation,  # imported here so --help and usage errors answer without torch

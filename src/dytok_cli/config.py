@@ -13,7 +13,9 @@ from typing import Any, get_type_hints
 
 from .math.layers import parse_prior_layers
 
-DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+# The model a laptop user starts from: of the shipped shapes under 1B, the more accurate on Video-MME and
+# measured the quicker to a first answer on a CPU (docs/models.md, "The default model").
+DEFAULT_MODEL = "Qwen/Qwen3.5-0.8B"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
@@ -117,7 +119,13 @@ class Settings:
     prune_layer: int | None = None  # dytok-fastv's K; None: `default_prune_layer`
     device: Device = Device.auto
     dtype: DType = DType.auto
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # the answer's; reasoning before it has its own allowance
+    # Let a model whose chat template has a thinking mode reason before it answers; off, it answers directly
+    # (a model that always reasons still does, and its reasoning is kept apart from the answer either way).
+    think: bool = False
+    # The most reasoning tokens before the answer, for `think` and for models that always reason: then the
+    # reasoning is ended, so there is always an answer.
+    max_reasoning_tokens: int = 4096
     temperature: float = 0.0  # 0: greedy decoding
     seed: int | None = None
     trust_remote_code: bool = False
@@ -168,6 +176,8 @@ class Settings:
             raise ValueError(f"--max-frames must be at least 1, not {self.max_frames}")
         if self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
+        if self.max_reasoning_tokens < 1:
+            raise ValueError(f"--max-reasoning-tokens must be at least 1, not {self.max_reasoning_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise ValueError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
         if self.decode_timeout is not None and not self.decode_timeout > 0:

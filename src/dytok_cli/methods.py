@@ -39,6 +39,7 @@ class PlanContext:
     prune_layer: int | None  # None: the method does not prune inside the prefill
     stage: Callable[[str], None]  # told what is happening now, for progress displays
     reuse: PrefixReuse | None = None  # the video's prompt prefix kept for its later questions; None: no reuse
+    thinking: bool = False  # the chat template's thinking switch, for every prompt the plan builds
 
 
 class Strategy:
@@ -68,12 +69,13 @@ class Strategy:
         if reuse is not None and self.traits.same_tokens_for_every_question:
             from .prefill.prefix import cache_before_last
 
-            prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack)
+            prompt = model.prompt_tensors(plan.question, plan.encoded, plan.visual_tokens, plan.kept_index, plan.deepstack,
+                                          thinking=plan.thinking)
             cache = cache_before_last(model, prompt, reuse)
             if cache is not None:
                 return _handover(model, prompt, cache)
         return model.build_inputs(plan.question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
-                                  deepstack=plan.deepstack)
+                                  deepstack=plan.deepstack, thinking=plan.thinking)
 
 
 def _handover(model: VideoModel, prompt: PromptTensors, cache: Any) -> dict[str, Any]:
@@ -196,7 +198,8 @@ class DyToK(VisionZip):
         from .prefill.prior_pass import keyframe_prior
 
         context.stage("Computing the keyframe prior")
-        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers, reuse=context.reuse)
+        return keyframe_prior(context.prior, visual.prior_encoded, question, context.prior_layers, reuse=context.reuse,
+                              thinking=context.thinking)
 
 
 class DyToKFastV(Strategy):
@@ -230,7 +233,7 @@ class DyToKFastV(Strategy):
         context.stage(f"Prefilling to layer {context.prune_layer}")
         started = time.perf_counter()
         probe = single_pass.run_to_prune_layer(
-            context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse
+            context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse, context.thinking
         )
         weights = combine_layers([probe.scores[layer] for layer in context.prior_layers]).cpu()
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)

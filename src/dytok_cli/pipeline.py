@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from .config import DEFAULT_SPEECH_MODEL, Settings
 from .errors import InputError, ModelError
@@ -27,6 +27,7 @@ from .media.speech import FRAMES_ALONE, Transcriber
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model, load_random_model
+from .models.thinking import AnswerLength, ReasoningBudget, ReasoningStreamer
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
@@ -56,18 +57,6 @@ class _StopWhenSet(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         self.fired = self.event.is_set()
         return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
-
-
-class _CallbackStreamer(TextStreamer):
-    """Hands decoded text to a callback as whole words become available."""
-
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.on_text = on_text
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.on_text(text)
 
 
 class Pipeline:
@@ -264,6 +253,8 @@ class Pipeline:
         """Everything but the answer for (video, question): frame weights, budgets and kept tokens."""
         question = Question.of(question)
         visual = video if isinstance(video, Visual) else self.prepare(video, on_stage)
+        if self.settings.think and not self.model.can_think():
+            raise ModelError(f"--think: {self.settings.model} has no chat template with a thinking mode")
         said = visual.transcript if self.settings.uses_transcript else None
         lines = ()
         if said is not None and not question.context:  # a question with text of its own beside the video keeps it
@@ -280,12 +271,14 @@ class Pipeline:
             prune_layer=self.prune_layer,
             stage=on_stage or (lambda message: None),
             reuse=reuse,
+            thinking=self.settings.think,
         )
         plan = self.strategy.plan(context, visual, question, visual.take_timings())
         plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
         if said is not None:
             plan.transcript, plan.subtitles = said, lines
             plan.subtitle_tokens = self._context_tokens(question) if lines else 0
+        plan.thinking = context.thinking
         return plan
 
     def _context_tokens(self, question: Question) -> int:
@@ -299,48 +292,63 @@ class Pipeline:
         on_text: Callable[[str], None] | None = None,
         force_length: bool = False,
         stop: threading.Event | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Generate the answer for `plan`. `force_length` ignores end-of-sequence so every answer is
+        """Generate the answer for `plan`, its text to `on_text` as it comes, and the text of any reasoning
+        before it to `on_reasoning`. `force_length` ignores end-of-sequence so every answer is
         `max_new_tokens` long: benchmarks compare decoding speed over equal lengths. Setting `stop` (from
         another thread or a signal handler) ends the answer after the token being generated; the answer
         then says `stopped`."""
         settings = self.settings
-        generation = copy.deepcopy(self.model.model.generation_config)
+        model = self.model
+        generation = copy.deepcopy(model.model.generation_config)
         if force_length:
             generation.min_new_tokens = settings.max_new_tokens
         if settings.temperature > 0:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
+            generation.update(do_sample=True, temperature=settings.temperature)
         else:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+            generation.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
         # Without a tokenizer (random weights) there are no words to stream: the ids come whole at the end.
-        streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text and self.model.tokenizer else None
+        streams = (on_text or on_reasoning) and model.tokenizer is not None
+        streamer = ReasoningStreamer(model.tokenizer, model.markers, on_text, on_reasoning) if streams else None
         started = time.perf_counter()
         reuse = self._prefix_reuse(plan.encoded)
         if reuse is not None:
             reuse.reused = 0
-        inputs = self.strategy.generation_inputs(self.model, plan, reuse)
+        inputs = self.strategy.generation_inputs(model, plan, reuse)
         if reuse is not None:
             # A method reuses its prefix in the plan or here, never in both.
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
+        prompt_ids = inputs["input_ids"]
+        processors, stopping = LogitsProcessorList([clock]), StoppingCriteriaList()
+        generation.max_new_tokens = settings.max_new_tokens
+        if model.markers is not None and not force_length:
+            # A reasoning block (opened by the prompt, or by the model's first token) has an allowance of its
+            # own, then is closed; --max-new-tokens counts the answer after it.
+            budget = (model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
+            processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
+            stopping.append(AnswerLength(*budget, settings.max_new_tokens))
+            generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
         stopper = _StopWhenSet(stop) if stop is not None else None
+        if stopper is not None:
+            stopping.append(stopper)
         with torch.inference_mode():
-            # Only when asked to, so `generate` is called as before otherwise.
-            stopping = {"stopping_criteria": StoppingCriteriaList([stopper])} if stopper else {}
-            token_ids = self.model.generate(inputs, generation, LogitsProcessorList([clock]), streamer, **stopping)
+            token_ids = model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)
         finished = time.perf_counter()
         timings = dict(plan.timings)
         # A single pass began in `plan`, up to the prune layer.
         earlier = plan.timings.get("prefill_s", 0.0)
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
-        text = self.model.decode(token_ids)
+        split = model.split_reasoning(prompt_ids, token_ids)
+        text = model.decode(token_ids.new_tensor(split.answer))
+        reasoning = model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
         if on_text and streamer is None:
             on_text(text)
-        return Answer(plan=plan, text=text, token_ids=token_ids.tolist(), timings=timings,
-                      stopped=bool(stopper and stopper.fired))
+        return Answer(plan, text, token_ids.tolist(), timings, stopped=bool(stopper and stopper.fired), reasoning=reasoning)
 
     def ask(
         self,
@@ -350,11 +358,12 @@ class Pipeline:
         on_stage: StageCallback | None = None,
         force_length: bool = False,
         stop: threading.Event | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Answer:
         plan = self.plan(video, question, on_stage)
         if on_stage:
             on_stage("Generating")
-        answer = self.answer(plan, on_text, force_length, stop)
+        answer = self.answer(plan, on_text, force_length, stop, on_reasoning)
         # Model loading is a one-off per process, so it is not part of a question's cost.
         answer.timings["total_s"] = sum(answer.timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
         return answer

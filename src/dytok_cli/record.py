@@ -16,6 +16,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "video": video,
         "question": question,
         "answer": None,
+        "reasoning": None,  # what the model reasoned before answering (--think, or a model that always reasons)
         "model": settings.model,
         "prior_model": prior_model,
         "method": settings.method.value,
@@ -98,7 +99,7 @@ def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> d
     for dytok-fastv (whose prior is its prefill up to the prune layer) `prefill_s`, 0 otherwise.
     """
     record = plan_record(plan, settings, prior_model)
-    del record["answer"]
+    del record["answer"], record["reasoning"]
     # Ranked from the weights as printed, so a reader of the JSON can reproduce every rank.
     for frame, rank in zip(record["frames"], frame_ranks([frame["weight"] for frame in record["frames"]])):
         frame["rank"] = rank
@@ -110,6 +111,7 @@ def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> d
 def answer_record(answer: Answer, settings: Settings, prior_model: str | None) -> dict[str, Any]:
     record = plan_record(answer.plan, settings, prior_model)
     record["answer"] = answer.text
+    record["reasoning"] = answer.reasoning
     record["timings"] = {key: round(answer.timings.get(key, 0.0), 4) for key in TIMING_KEYS}
     return record
 

@@ -62,6 +62,11 @@ def end_line() -> None:
         write("\n")
 
 
+def reasoning(text: str) -> None:
+    """A model's reasoning as it streams, on stderr, dimmed where stderr is a terminal."""
+    console.print(text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+
+
 def write_json(record: dict[str, Any], *, indent: int | None = 2) -> None:
     write(json.dumps(record, indent=indent, ensure_ascii=False) + "\n")
 

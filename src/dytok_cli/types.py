@@ -243,6 +243,8 @@ class Plan:
     transcript: Transcript | None = None
     subtitles: tuple[Line, ...] = ()
     subtitle_tokens: int = 0
+    # The chat template's thinking switch the prompt was built with (`VideoModel.chat_text`); set by the pipeline.
+    thinking: bool = False
 
     @property
     def kept_tokens(self) -> int:
@@ -252,7 +254,8 @@ class Plan:
 @dataclass
 class Answer:
     plan: Plan
-    text: str
-    token_ids: list[int]
+    text: str  # the answer alone, without any reasoning before it
+    token_ids: list[int]  # every token generated, reasoning and its markers included
     timings: dict[str, float]
     stopped: bool = False  # ended early because the caller asked (`Pipeline.answer`'s `stop`)
+    reasoning: str | None = None  # what the model reasoned before answering; None when it did not

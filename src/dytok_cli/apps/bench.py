@@ -103,7 +103,7 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
     # The prompt as the model ran it: the kept visual tokens and, for families that write time into the
     # text (Qwen3-VL, Qwen3.5), every frame's timestamp and markers.
     inputs = pipeline.model.build_inputs(question, plan.visual_tokens, plan.kept_index, video=plan.encoded,
-                                         deepstack=plan.deepstack)
+                                         deepstack=plan.deepstack, thinking=plan.thinking)
     prompt = inputs["input_ids"].shape[1]
     return {
         "visual_tokens": plan.kept_tokens,

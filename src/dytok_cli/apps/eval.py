@@ -56,7 +56,7 @@ VIDEO_ID_SUFFIXES = (".mp4", ".MP4", ".mkv")
 # Settings that change what a pair answers: a run resumes only under the same ones.
 IDENTITY = (
     "model", "prior_model", "frames", "fps", "max_frames", "backend", "prior_layers", "prune_layer", "device",
-    "dtype", "max_new_tokens",
+    "dtype", "max_new_tokens", "think", "max_reasoning_tokens",
 )
 SPEECH_IDENTITY = ("subtitles", "speech", "speech_model")  # what is said in the video goes into the prompt
 
@@ -534,7 +534,8 @@ def _answered(item: Item, case: Case, answer: Answer) -> dict[str, Any]:
         "answer": item.answer, "correct": prediction == item.answer, "error": None,
         "visual_tokens": answer.plan.kept_tokens,
         "timings": {key: round(answer.timings.get(key, 0.0), 4) for key in TIMING_KEYS},
-        "response": answer.text,
+        "response": answer.text,  # what is scored: the answer alone, never the reasoning before it
+        "reasoning": answer.reasoning,
     }
 
 
@@ -542,7 +543,7 @@ def _failed(item: Item, case: Case, message: str) -> dict[str, Any]:
     return {
         "id": item.id, "method": case.method.value, "ratio": case.ratio, "prediction": None,
         "answer": item.answer, "correct": False, "error": message, "visual_tokens": None, "timings": None,
-        "response": None,
+        "response": None, "reasoning": None,
     }
 
 

@@ -359,7 +359,7 @@ def record_schema() -> Any:
 
     frame = pa.struct([(name, pa.int64()) for name in ("index", "frame")] + [("timestamp", pa.float64()), ("weight", pa.float64())]
                       + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
-    text = ("video", "question", "answer", "model", "prior_model", "method")
+    text = ("video", "question", "answer", "reasoning", "model", "prior_model", "method")
     line = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
     subtitles = pa.struct([("source", pa.string()), ("lines", pa.list_(line)), ("tokens", pa.int64()),
                            ("note", pa.string()), ("speech_s", pa.float64())])

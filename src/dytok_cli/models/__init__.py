@@ -190,10 +190,21 @@ def presets() -> dict[str, Path]:
     return {path.stem: path for path in sorted(PRESETS_DIR.glob("*.json"))}
 
 
+def preset_for(name: str) -> Path | None:
+    """The shipped preset `name` names: by its own name, or by the hub id of the checkpoint it is the
+    shape of (so the default model runs with random weights offline); None for neither."""
+    import json
+
+    shipped = presets()
+    if name in shipped:
+        return shipped[name]
+    return next((path for path in shipped.values() if json.loads(path.read_text()).get("source") == name), None)
+
+
 def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
-    """A model with the real shape of `name` (a preset, hub id or local directory) and random
-    weights: compute cost does not depend on the weights, so timings need no download. There is
-    no tokenizer; prompts are synthetic token ids of realistic length."""
+    """A model with the real shape of `name` (a preset, the hub id of one, another hub id or a local
+    directory) and random weights: compute cost does not depend on the weights, so timings need no
+    download. There is no tokenizer; prompts are synthetic token ids of realistic length."""
     import json
 
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -201,8 +212,9 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     shipped = presets()
     if problem := shape_name_problem("--model", name):
         raise ModelError(problem)
-    if name in shipped:
-        description = json.loads(shipped[name].read_text())
+    preset = preset_for(name)
+    if preset is not None:
+        description = json.loads(preset.read_text())
         description.pop("source", None)
         config = AutoConfig.for_model(description.pop("model_type"), **description)
     else:
@@ -222,6 +234,6 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
 
 
 __all__ = [
-    "VideoModel", "load_model", "load_random_model", "model_source", "presets", "register", "resolve_device",
-    "resolve_dtype", "supported_model_types",
+    "VideoModel", "load_model", "load_random_model", "model_source", "preset_for", "presets", "register",
+    "resolve_device", "resolve_dtype", "supported_model_types",
 ]

@@ -17,6 +17,7 @@ from transformers import (
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames, PromptTensors, Question
 from .decoder import Decoder
+from .thinking import Markers, Split, template_has_switch
 
 
 class VideoModel:
@@ -46,6 +47,10 @@ class VideoModel:
             getattr(source, "chat_template", None) is None for source in (processor, self.tokenizer)
         ):
             raise ModelError(f"model {name!r} ships no chat template, so a prompt cannot be built for it")
+        # Reasoning (see `thinking`): the tokenizer's markers, and whether the template has a thinking switch.
+        self.markers = Markers.of(self.tokenizer)
+        template = getattr(processor, "chat_template", None)
+        self.thinking_switch = template_has_switch(template.get("default") if isinstance(template, dict) else template)
 
     @classmethod
     def processor_for(cls, config: Any) -> Any:
@@ -117,9 +122,12 @@ class VideoModel:
         before, after = text[: self.SYNTHETIC_TEXT_BEFORE], text[self.SYNTHETIC_TEXT_BEFORE :]
         return torch.tensor([[*before, *self.video_span_ids(), *after]])
 
-    def chat_text(self, question: Question | str) -> str:
+    def chat_text(self, question: Question | str, thinking: bool = False) -> str:
         """The chat template's text for `question` with one video placeholder, ending where the answer
-        begins: the video and the first question in the first user turn, then any earlier turns."""
+        begins: the video and the first question in the first user turn, then any earlier turns.
+
+        `thinking` is the template's thinking switch where it has one (off: the model answers directly);
+        it changes only the text after the last turn, so never the prompt up to the video."""
         question = Question.of(question)
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question.first_turn_text()}]}]
         for turn, (asked, answered) in enumerate(question.history):
@@ -128,13 +136,15 @@ class VideoModel:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answered}]})
         if question.history:
             messages.append({"role": "user", "content": [{"type": "text", "text": question.text}]})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        switch = {"enable_thinking": thinking} if self.thinking_switch else {}
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switch)
 
-    def prompt_ids(self, question: Question | str) -> torch.Tensor:
+    def prompt_ids(self, question: Question | str, thinking: bool = False) -> torch.Tensor:
         """The chat prompt (1, S) with a single video placeholder, ending where the answer begins."""
         if self.tokenizer is None:
             return self.synthetic_prompt_ids()
-        ids = self.tokenizer(self.chat_text(question), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        text = self.chat_text(question, thinking)
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         if int((ids == self.video_token_id()).sum()) != 1:
             raise ModelError(f"the chat template of {self.name!r} does not place exactly one video token")
         return ids
@@ -146,15 +156,17 @@ class VideoModel:
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
         deepstack: tuple[torch.Tensor, ...] | None = None,
+        thinking: bool = False,
     ) -> dict[str, Any]:
         """Prompt with exactly as many video placeholders as `visual_tokens` (N, D) has rows.
 
         `video` is the encoded video the tokens were taken from; families with M-RoPE need it.
         `deepstack` is what families with DeepStack inject beside the tokens (each (N, D)); others have none.
+        `thinking` is the chat template's thinking switch (`chat_text`).
         """
         if deepstack:
             raise ValueError(f"{type(self).__name__} takes no DeepStack features")
-        ids = self.prompt_ids(question)[0]
+        ids = self.prompt_ids(question, thinking)[0]
         at = int((ids == self.video_token_id()).nonzero()[0])
         placeholders = torch.full((visual_tokens.shape[0],), self.video_token_id(), dtype=ids.dtype)
         input_ids = torch.cat([ids[:at], placeholders, ids[at + 1 :]])[None].to(self.device)
@@ -176,6 +188,7 @@ class VideoModel:
         visual_tokens: torch.Tensor | None = None,
         kept_index: torch.Tensor | None = None,
         deepstack: tuple[torch.Tensor, ...] = (),
+        thinking: bool = False,
     ) -> PromptTensors:
         """The prompt for a walk of our own through the decoder layers: with every visual token of
         `video`, or with the `visual_tokens` (N, D) that `kept_index` (N,) picks from it, frames' first
@@ -186,7 +199,9 @@ class VideoModel:
             deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
         else:
             frame_tokens = int((kept_index < frame_tokens).sum())
-        inputs = self.build_inputs(question, visual_tokens, kept_index, video=video, deepstack=deepstack or None)
+        inputs = self.build_inputs(
+            question, visual_tokens, kept_index, video=video, deepstack=deepstack or None, thinking=thinking
+        )
         visual = self.video_positions(inputs)
         embeddings = self.model.get_input_embeddings()(inputs["input_ids"])
         embeddings[0, visual] = visual_tokens.to(embeddings)
@@ -225,3 +240,19 @@ class VideoModel:
         if self.tokenizer is None:  # random weights of a shape without a tokenizer: the ids are the answer
             return "token ids " + " ".join(str(int(token)) for token in token_ids.flatten())
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+    def can_think(self) -> bool:
+        """Whether the model can reason before answering: its chat template has a thinking switch, or its
+        prompt opens a reasoning block anyway (a model that always reasons)."""
+        return self.thinking_switch or (self.tokenizer is not None and self.reasons_first(self.prompt_ids("")))
+
+    def reasons_first(self, prompt_ids: torch.Tensor) -> bool:
+        """Whether the answer to the prompt `prompt_ids` (1, S) begins inside a reasoning block."""
+        return self.markers is not None and self.markers.opens(prompt_ids[0].tolist())
+
+    def split_reasoning(self, prompt_ids: torch.Tensor, token_ids: torch.Tensor) -> Split:
+        """The new tokens `token_ids` (n,) of the prompt `prompt_ids` (1, S), reasoning apart from answer."""
+        generated = token_ids.tolist()
+        if self.markers is None:
+            return Split(None, generated, closed=True)
+        return self.markers.split(generated, self.reasons_first(prompt_ids))

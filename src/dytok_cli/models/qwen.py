@@ -6,10 +6,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .base import VideoModel
+
+
+def video_patches(video_processor: Any, images: np.ndarray, **options: Any) -> Any:
+    """The video processor's patches (`pixel_values_videos`) and grid (`video_grid_thw`) for the sampled
+    frames `images` (F, H, W, 3), every one of them, each frame sized as the reference preprocessing
+    (qwen-vl-utils) sizes it: at most the pixels of 768 visual tokens a frame and an even share of the
+    video's pixel budget. That is the processor's own `cap_pixels_per_frame`; without it `transformers`
+    spends the whole budget on however few frames there are (a 1080p frame keeps its size when 8 are
+    sampled, 2.8 times the tokens), and says it will become its default."""
+    return video_processor(
+        videos=[images], do_sample_frames=False, cap_pixels_per_frame=True, return_tensors="pt", **options
+    )
 
 
 class QwenVideoModel(VideoModel):

@@ -36,7 +36,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from ..types import EncodedVideo, Frames
 from . import register
-from .qwen import QwenVideoModel
+from .qwen import QwenVideoModel, video_patches
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -69,9 +69,7 @@ class Qwen2_5_VL(QwenVideoModel):
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
-        processed = self.processor.video_processor(
-            videos=[images], video_metadata=metadata, do_sample_frames=False, return_tensors="pt"
-        )
+        processed = video_patches(self.processor.video_processor, images, video_metadata=metadata)
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         vision = self.model.config.vision_config

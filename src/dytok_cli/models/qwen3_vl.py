@@ -48,7 +48,7 @@ from transformers.video_utils import VideoMetadata
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames, Question
 from . import register
-from .qwen import QwenVideoModel
+from .qwen import QwenVideoModel, video_patches
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -70,7 +70,7 @@ class Qwen3VL(QwenVideoModel):
         video_processor = Qwen3VLVideoProcessor(
             patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size,
             merge_size=vision.spatial_merge_size, size={"shortest_edge": 4096, "longest_edge": 25165824},
-            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], cap_pixels_per_frame=False,
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
         )
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
 
@@ -82,7 +82,7 @@ class Qwen3VL(QwenVideoModel):
         per_group = vision.temporal_patch_size
         if len(images) < per_group:  # the processor refuses less than one temporal patch; it pads with the last frame
             images = np.concatenate([images, np.repeat(images[-1:], per_group - len(images), axis=0)])
-        processed = self.processor.video_processor(videos=[images], do_sample_frames=False, return_tensors="pt")
+        processed = video_patches(self.processor.video_processor, images)
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
@@ -114,11 +114,12 @@ class Qwen3VL(QwenVideoModel):
         kept_index: torch.Tensor | None = None,
         video: EncodedVideo | None = None,
         deepstack: tuple[torch.Tensor, ...] | None = None,
+        thinking: bool = False,
     ) -> dict[str, Any]:
         """The prompt with every timestamp and frame n_f placeholders, where n_f is how many of frame f's
         tokens `kept_index` (N,) picks, frame-major (None: all of them); `visual_tokens` (N, D) fill
         them in order. `deepstack` holds those tokens' DeepStack features, each (N, D); None takes
-        `video`'s own, which only a prompt that keeps every token can."""
+        `video`'s own, which only a prompt that keeps every token can. `thinking`: see `chat_text`."""
         if video is None or video.grid is None:
             raise ValueError("Qwen3-VL prompts need the encoded video the visual tokens were taken from")
         frames, per_frame = video.num_frames, video.tokens_per_frame
@@ -137,7 +138,7 @@ class Qwen3VL(QwenVideoModel):
                 raise ValueError("a compressed Qwen3-VL prompt needs the kept tokens' own DeepStack features")
             deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
 
-        full = self._uncompressed_ids(question, video)  # (S_full,)
+        full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
         placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
         counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
         # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
@@ -159,10 +160,10 @@ class Qwen3VL(QwenVideoModel):
             "position_ids": self._uncompressed_positions(full, video)[:, :, source[keep].to(self.device)],
         }
 
-    def _uncompressed_ids(self, question: Question | str, video: EncodedVideo) -> torch.Tensor:
+    def _uncompressed_ids(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> torch.Tensor:
         """(S_full,) the prompt the processor builds for `video`: every patch's timestamp, markers and T
         placeholders in place of the chat template's single video placeholder."""
-        prompt = self.prompt_ids(question)[0]
+        prompt = self.prompt_ids(question, thinking)[0]
         at = int((prompt == self.video_token_id()).nonzero()[0])
         if self.tokenizer is None:
             timestamp = prompt[: _SYNTHETIC_TIMESTAMP_TOKENS]  # ordinary vocabulary, as `synthetic_prompt_ids` uses
@@ -170,7 +171,7 @@ class Qwen3VL(QwenVideoModel):
             patch = [*timestamp.tolist(), config.vision_start_token_id,
                      *[self.video_token_id()] * video.tokens_per_frame, config.vision_end_token_id]
             return torch.cat([prompt[:at], torch.tensor(patch * video.num_frames, dtype=prompt.dtype), prompt[at + 1 :]])
-        text = self.chat_text(question)
+        text = self.chat_text(question, thinking)
         per_group = video.frames_per_group
         # Times in seconds as frame indices at 1 frame per second: the processor's timestamp of each patch,
         # the mean of its frames' index / fps, is then exactly the patch's time.

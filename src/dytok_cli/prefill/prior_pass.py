@@ -22,13 +22,14 @@ def keyframe_prior(
     layers: tuple[int, ...],
     early_exit: bool = True,
     reuse: PrefixReuse | None = None,
+    thinking: bool = False,
 ) -> torch.Tensor:
     """Normalised frame weights (F,) from a prefill of `question` with every visual token of `video`.
 
     The per-layer scores are averaged over `layers`; with `early_exit` the walk ends after the deepest
-    of them, else it runs every layer.
+    of them, else it runs every layer. `thinking` is the chat template's thinking switch (`VideoModel.chat_text`).
     """
-    prompt = prior.prompt_tensors(question, video)
+    prompt = prior.prompt_tensors(question, video, thinking=thinking)
     decoder = prior.decoder()
     walk = range(max(layers) + 1 if early_exit else decoder.num_layers)
     head = reuse.head(decoder, prompt, walk) if reuse is not None else None

@@ -55,12 +55,14 @@ def run_to_prune_layer(
     prune_layer: int,
     prior_layers: tuple[int, ...],
     reuse: PrefixReuse | None = None,
+    thinking: bool = False,
 ) -> Probe:
     """Run the prompt with every visual token of `video` through layers 0..`prune_layer`; with `reuse`,
-    only the question's own tokens, after the video's prefix (run once, for its first question)."""
+    only the question's own tokens, after the video's prefix (run once, for its first question). `thinking` is
+    the chat template's thinking switch (`VideoModel.chat_text`)."""
     if not prior_layers or max(prior_layers) > prune_layer:
         raise ValueError(f"prior layers must lie within 0-{prune_layer} (the prune layer)")
-    prompt = model.prompt_tensors(question, video)
+    prompt = model.prompt_tensors(question, video, thinking=thinking)
     frame_positions = prompt.frame_positions
     scores: dict[int, torch.Tensor] = {}
     captured: dict[str, torch.Tensor] = {}
