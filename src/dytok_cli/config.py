@@ -15,6 +15,13 @@ MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
+# `dytok summarize`: frames per second over the whole video, by where the model runs (docs/summarize.md
+# measures what an hour costs on a CPU); the most frames a window keeps; windows between shot cuts of at
+# least and at most these seconds; the longest text written at a time (a description, a chapter, the summary).
+SUMMARY_FPS = {"cpu": 0.25, "accelerator": 0.5}
+SUMMARY_MAX_FRAMES = 32
+SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S = 10.0, 60.0
+SUMMARY_MAX_NEW_TOKENS = 160
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,17 @@ class Backend(str, Enum):
 class ImageFormat(str, Enum):
     jpg = "jpg"
     png = "png"
+
+
+class SummaryFormat(str, Enum):
+    """What `dytok summarize` writes: the summary and chapters (md, json), or a chapter file."""
+
+    md = "md"
+    json = "json"
+    vtt = "vtt"
+    srt = "srt"
+    youtube = "youtube"
+    ffmetadata = "ffmetadata"
 
 
 class Device(str, Enum):

@@ -140,13 +140,23 @@ class Pipeline:
         stage("Decoding")
         frames = self.read(video)
         decoded = time.perf_counter()
+        visual = self.encode(str(video), frames, on_stage)
+        visual.timings["decode_s"] = decoded - started
+        if self.cache is not None:
+            self.cache.store(key, visual)
+        return visual
+
+    def encode(self, video: str, frames: Frames, on_stage: StageCallback | None = None) -> Visual:
+        """The vision stage for frames decoded elsewhere (one window of a long video); `prepare` is this
+        after decoding the video's own sample."""
+        stage = on_stage or (lambda message: None)
         if "model" not in self.__dict__:
             stage(f"Loading {self.settings.model}")
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
         encoded = model.encode(frames)
-        timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
+        timings = {"decode_s": 0.0, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
         if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
@@ -159,10 +169,7 @@ class Pipeline:
                 )
             # Part of what the prior costs, not the answering model's vision.
             timings["prior_vision_s"] = time.perf_counter() - encoding_started
-        visual = Visual(str(video), frames, encoded, prior_encoded, timings)
-        if self.cache is not None:
-            self.cache.store(key, visual)
-        return visual
+        return Visual(video, frames, encoded, prior_encoded, timings)
 
     def _cache_identity(self) -> dict[str, Any]:
         """Everything besides the file's bytes that changes the query-independent result."""
@@ -218,16 +225,7 @@ class Pipeline:
     ) -> Answer:
         """Generate the answer for `plan`. `force_length` ignores end-of-sequence so every answer is
         `max_new_tokens` long: benchmarks compare decoding speed over equal lengths."""
-        settings = self.settings
-        generation = copy.deepcopy(self.model.model.generation_config)
-        if force_length:
-            generation.min_new_tokens = settings.max_new_tokens
-        if settings.temperature > 0:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
-        else:
-            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
+        generation = self._generation_config(force_length)
         clock = _FirstTokenClock()
         streamer = _CallbackStreamer(self.model.tokenizer, on_text) if on_text else None
         started = time.perf_counter()
@@ -247,6 +245,29 @@ class Pipeline:
         timings["prefill_s"] = earlier + (clock.at or finished) - started
         timings["generate_s"] = earlier + finished - started
         return Answer(plan=plan, text=self.model.decode(token_ids), token_ids=token_ids.tolist(), timings=timings)
+
+    def _generation_config(self, force_length: bool = False) -> Any:
+        settings = self.settings
+        generation = copy.deepcopy(self.model.model.generation_config)
+        if force_length:
+            generation.min_new_tokens = settings.max_new_tokens
+        if settings.temperature > 0:
+            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=True, temperature=settings.temperature)
+        else:
+            generation.update(max_new_tokens=settings.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        return generation
+
+    def complete(self, prompt: str) -> tuple[str, float]:
+        """The answering model's reply to `prompt` alone, no video (what is written about a video after
+        its frames were seen: chapter titles, a summary), and the seconds it took."""
+        started = time.perf_counter()
+        input_ids = self.model.text_prompt_ids(prompt).to(self.model.device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        with torch.inference_mode():
+            token_ids = self.model.generate(inputs, self._generation_config())
+        return self.model.decode(token_ids), time.perf_counter() - started
 
     def ask(
         self,

@@ -440,8 +440,11 @@ class _Request:
     max_frames: int | None
     max_side: int | None
     rotation: float
+    explicit: tuple[int, ...] | None = None  # these source frames, not a sampling (`read_frames`)
 
     def indices(self, total: int, video_fps: float, times: np.ndarray | None, capped: bool = True) -> list[int]:
+        if self.explicit is not None:
+            return [index for index in self.explicit if index < total]
         return sample_indices(total, num_frames=self.num_frames, fps=self.fps, video_fps=video_fps,
                               max_frames=self.max_frames if capped else None, frame_times=times)
 
@@ -451,6 +454,8 @@ def _collect(reader: _Reader, indices: list[int],
     images: list[np.ndarray] = []
     got: list[int] = []
     seconds: list[float] = []
+    if not indices:
+        raise _BackendFailed("none of the frames asked for is in the file")
     for index, image, time_s in reader.read(indices):
         images.append(upright(fit(image, request.max_side), request.rotation))
         got.append(index)
@@ -529,6 +534,58 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
         return _decode(path, request, backend)
 
 
+def read_frames(path: str | os.PathLike, indices: Sequence[int], *, backend: str = "auto",
+                max_side: int | None = None) -> Frames:
+    """Decode exactly the source frames `indices` (ascending, unique), such as one window's of a long video
+    sampled piece by piece (see `video_timeline`). Frames past the end of what can be decoded are left
+    out; `Frames` describes the whole video. Errors as `read_video`'s."""
+    if not indices or any(index < 0 for index in indices) or any(b <= a for a, b in zip(indices, indices[1:])):
+        raise ValueError(f"indices must be ascending, unique and non-negative, got {list(indices)[:8]}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    path = Path(path)
+    _check_path(path)
+    with native_stderr_silenced():
+        rotation = _probe_rotation(path)
+        return _decode(path, _Request(None, None, None, max_side, rotation, tuple(indices)), backend)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When every frame of a video starts, read from its packets without decoding anything: what a caller
+    needs to cut a long video into windows and sample each on its own, never holding its frames at once."""
+
+    times: np.ndarray  # (N,) float64 seconds from the stream start, presentation order; frame n is times[n]
+    video_fps: float
+
+    @property
+    def total_frames(self) -> int:
+        return len(self.times)
+
+    @property
+    def duration_s(self) -> float:
+        """Until the last frame ends: its start plus one frame at the average rate."""
+        return float(self.times[-1]) + 1 / self.video_fps
+
+
+def video_timeline(path: str | os.PathLike) -> Timeline:
+    """Every frame's start time (see `Timeline`). Raises VideoError, one line naming the file, for what
+    `read_video` would refuse: not a video, no video stream, nothing decodable."""
+    path = Path(path)
+    _check_path(path)
+    with native_stderr_silenced():
+        _probe_rotation(path)
+        times = _packet_times(path)
+        reader = _PyAVReader(path)
+    if not reader.fps > 0:
+        raise VideoError(f"{path}: has no frame rate, so its frames cannot be timed")
+    if times is None:  # packets without timestamps: the frames at the average rate
+        times = np.arange(reader.total_frames) / reader.fps
+    if not len(times):
+        raise VideoError(f"{path}: has no video frames")
+    return Timeline(times=times, video_fps=reader.fps)
+
+
 # --- bounded decoding ---------------------------------------------------------------------------
 
 # The worker is a fresh interpreter that imports this module and nothing of the caller's: a
@@ -542,21 +599,24 @@ _WORKER_BOOTSTRAP = (
 
 
 def _serve(request: dict[str, Any]) -> None:
-    """The worker's side: decode as asked and write the pickled `Frames` (or the error) to stdout."""
+    """The worker's side: run the call asked for (`read_video` unless it names another function of the
+    package) and write its pickled result (or the error) to stdout."""
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a native library printing to stdout must not corrupt the result
-    path = request["path"]
+    path, what = request["path"], request.get("what", "decoding")
     try:
-        result: object = read_video(path, **request["kwargs"])
+        # Unpickled only now that sys.path is the caller's, so the function's module can be imported.
+        function = pickle.loads(request["function"]) if "function" in request else read_video
+        result: object = function(path, **request["kwargs"])
     except (VideoError, ValueError, TypeError) as error:
         result = error
     except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
-        result = VideoError(f"{path}: decoding failed ({type(error).__name__}: {_describe(error)})")
+        result = VideoError(f"{path}: {what} failed ({type(error).__name__}: {_describe(error)})")
     with results:
         pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> VideoError:
+def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes, what: str = "decoding") -> VideoError:
     """Why the worker ended without a result, in one line: its last words, else how it ended."""
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     if lines:
@@ -565,7 +625,7 @@ def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes) -> 
         cause = f"killed by signal {-returncode}"
     else:
         cause = f"exit code {returncode}"
-    return VideoError(f"{path}: the decoding process failed ({cause})")
+    return VideoError(f"{path}: the {what} process failed ({cause})")
 
 
 def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw: Any) -> Frames:
@@ -575,13 +635,22 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     Works from any caller (a script without a main guard, code fed on stdin, a notebook). Where no
     interpreter can be started (an embedded or frozen Python), it decodes in this process, unbounded.
     """
+    return call_bounded(read_video, path, timeout_s=timeout_s, **kw)
+
+
+def call_bounded(function: Callable[..., Any], path: str | os.PathLike, *, timeout_s: float | None,
+                 what: str = "decoding", **kw: Any) -> Any:
+    """`function(path, **kw)` as `read_video_bounded` runs `read_video`: in a killable worker process,
+    for any module-level function of the package that reads a media file (`read_frames`,
+    `video_timeline`, shot detection); `what` names the work in a timeout's or a crash's message."""
     if timeout_s is None:
-        return read_video(path, **kw)
+        return function(path, **kw)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
     if not sys.executable or getattr(sys, "frozen", False):
-        return read_video(path, **kw)
-    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw})
+        return function(path, **kw)
+    call = {} if function is read_video else {"function": pickle.dumps(function), "what": what}
+    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw, **call})
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER_BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -589,7 +658,7 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     try:
         output, errors = worker.communicate(request, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise VideoError(f"{path}: decoding timed out after {timeout_s:g} s") from None
+        raise VideoError(f"{path}: {what} timed out after {timeout_s:g} s") from None
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -597,7 +666,7 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     try:
         result = pickle.loads(output)
     except Exception:  # noqa: BLE001 - no answer, or half of one: the worker died
-        raise _worker_failure(path, worker.returncode, errors) from None
+        raise _worker_failure(path, worker.returncode, errors, what) from None
     if isinstance(result, Exception):
         raise result
     return result
