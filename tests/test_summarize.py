@@ -1,0 +1,236 @@
+"""`dytok summarize` end to end on videos with hard cuts at known times, with tiny models of the real classes:
+cuts found, chapters on window boundaries whatever the model writes, frames released window by window,
+true frame times in the prompt, resume after Ctrl-C, outputs that are written whole, and bad input."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from pathlib import Path
+
+import pytest
+from clips import write_audio_only, write_empty_video, write_shots, write_text_file
+
+from dytok_cli.apps import summarize as summarizing
+from dytok_cli.math.windows import MIN_CHAPTER_S
+from dytok_cli.pipeline import Pipeline
+
+CUTS = [12.5, 25.0, 41.0]
+DURATION = 60.0
+# Small and quick: a frame every 4 s, one-token texts, decoding in this process.
+FAST = ["--fps", "0.25", "--max-new-tokens", "1", "--decode-timeout", "0"]
+# The four families (their MoE variants differ only in the decoder's MLP).
+FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("summarize")
+    return {
+        "shots": write_shots(folder / "shots.mp4", CUTS, DURATION, fps=4),
+        "two": write_shots(folder / "two.mp4", [12.0], 24.0, fps=4),
+        "short": write_shots(folder / "short.mp4", [], 4.0, fps=4),
+        "text": write_text_file(folder / "notes.mp4"),
+        "empty": write_empty_video(folder / "empty.mkv"),
+        "audio": write_audio_only(folder / "voice.m4a"),
+    }
+
+
+@pytest.fixture
+def scripted_model(monkeypatch):
+    """The model's text steps answer from a script (its window descriptions are still its own): what it
+    names as chapter starts, then a title with every character a chapter file escapes."""
+
+    def complete(self, prompt):
+        if "Which parts begin a new chapter?" in prompt:
+            return "New chapters at 00:00:14 and 14:00, after 7.5 s, in part 3 and part 99.", 0.0
+        return "Title: The = Part; # of \\ it\nIt shows things.", 0.0
+
+    monkeypatch.setattr(Pipeline, "complete", complete)
+
+
+def summarize_json(dytok_here, *args: str) -> dict:
+    result = dytok_here("summarize", *args, "--format", "json", *FAST)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_chapters_on_window_boundaries(record: dict) -> None:
+    windows, chapters = record["windows"], record["chapters"]
+    starts = [window["start"] for window in windows]
+    assert windows[0]["start"] == 0 and windows[-1]["end"] == record["duration_s"]
+    assert all(a["end"] == b["start"] for a, b in zip(windows, windows[1:]))
+    assert chapters[0]["start"] == 0 and chapters[-1]["end"] == record["duration_s"]
+    assert all(a["end"] == b["start"] for a, b in zip(chapters, chapters[1:]))
+    for chapter in chapters:
+        first, last = chapter["windows"]
+        assert chapter["start"] == windows[first]["start"] and chapter["end"] == windows[last]["end"]
+        assert chapter["start"] in starts
+        assert chapter["end"] - chapter["start"] >= MIN_CHAPTER_S
+
+
+def test_the_cuts_are_found_and_chapters_start_where_windows_do_whatever_the_model_writes(
+    tiny_llava_dir, videos, dytok_here, scripted_model
+):
+    """The model names times that are no boundary (14:00, 0:14), a decimal, part 3 and a part that does not
+    exist: only part 3 counts, and its chapter starts exactly where window 3 does."""
+    record = summarize_json(dytok_here, str(videos["shots"]), "-m", str(tiny_llava_dir))
+    cuts = record["segmentation"]["cuts"]
+    assert len(cuts) == len(CUTS) and all(abs(found - true) <= 0.5 for found, true in zip(cuts, CUTS))
+    assert [window["start"] for window in record["windows"]] == [0.0, *cuts]
+    assert [window["opens"] for window in record["windows"]] == ["start", "cut", "cut", "cut"]
+    assert_chapters_on_window_boundaries(record)
+    assert record["chapters_from"] == "model"
+    third = record["windows"][2]["start"]
+    assert [(c["start"], c["end"]) for c in record["chapters"]] == [(0.0, third), (third, DURATION)]
+    assert record["chapters"][0]["title"] == "The = Part; # of \\ it"
+    assert record["chapters"][0]["description"] == "It shows things."
+    for window in record["windows"]:  # frames that start inside the window, at their true times
+        assert window["timestamps"] and all(window["start"] <= t < window["end"] for t in window["timestamps"])
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_every_family_describes_windows_at_their_true_times(model_type, build_family, videos, dytok_here, monkeypatch):
+    seen: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
+    encode = Pipeline.encode
+
+    def spying(self, video, frames, on_stage=None):
+        visual = encode(self, video, frames, on_stage)
+        seen.append((frames.timestamps, visual.encoded.timestamps))
+        return visual
+
+    monkeypatch.setattr(Pipeline, "encode", spying)
+    record = summarize_json(dytok_here, str(videos["two"]), "-m", str(build_family(model_type)), "--window", "12")
+    assert [(w["start"], w["end"], w["opens"]) for w in record["windows"]] == [(0.0, 12.0, "start"), (12.0, 24.0, "fixed")]
+    assert record["segmentation"] == {"mode": "fixed", "window_s": 12.0, "cuts": None}
+    assert_chapters_on_window_boundaries(record)
+    assert record["settings"]["method"] == "dytok-fastv" and record["settings"]["ratio"] == 0.25
+    assert len(seen) == 2
+    for (frame_times, prompt_times), window in zip(seen, record["windows"]):
+        assert list(frame_times) == window["timestamps"] == [window["start"] + 4 * k for k in range(3)]
+        assert 0 < window["visual_tokens"]["kept"] < window["visual_tokens"]["full"]
+        if model_type in ("qwen3_vl", "qwen3_5"):
+            # Each temporal patch of two frames is written into the prompt at the mean of its frames' times
+            # in the video (an odd count repeats the last frame).
+            pairs = [frame_times[i : i + 2] for i in range(0, len(frame_times), 2)]
+            assert list(prompt_times) == pytest.approx([sum(pair) / len(pair) for pair in pairs])
+
+
+def test_the_two_pass_method(tiny_llava_dir, videos, dytok_here):
+    record = summarize_json(dytok_here, str(videos["two"]), "-m", str(tiny_llava_dir), "--method", "dytok", "--window", "12")
+    assert record["settings"]["method"] == "dytok" and len(record["windows"]) == 2
+    assert all(0 < window["visual_tokens"]["kept"] < window["visual_tokens"]["full"] for window in record["windows"])
+    assert_chapters_on_window_boundaries(record)
+
+
+def test_frames_and_visual_tokens_are_released_window_by_window(tiny_llava_dir, tmp_path, dytok_here, monkeypatch,
+                                                               scripted_model):
+    """A 20-minute video in 10 windows: when a window is encoded, no earlier window's frames or visual
+    tokens are alive (freed by reference counting, without a garbage collection)."""
+    long_video = write_shots(tmp_path / "long.mp4", [300.0, 700.0], 1200.0, fps=1, size=(32, 32))
+    alive: list[weakref.ref] = []
+    encode = Pipeline.encode
+
+    def watching(self, video, frames, on_stage=None):
+        assert [ref for ref in alive if ref() is not None] == [], "an earlier window is still in memory"
+        visual = encode(self, video, frames, on_stage)
+        alive.extend([weakref.ref(frames), weakref.ref(frames.images), weakref.ref(visual.encoded),
+                      weakref.ref(visual.encoded.features)])
+        return visual
+
+    monkeypatch.setattr(Pipeline, "encode", watching)
+    result = dytok_here("summarize", str(long_video), "-m", str(tiny_llava_dir), "--window", "120", "--fps", "0.025",
+                        "--max-new-tokens", "1", "--decode-timeout", "0", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert len(record["windows"]) == 10 and len(alive) == 4 * 10
+    assert all(len(window["frames"]) == 3 for window in record["windows"])
+    assert_chapters_on_window_boundaries(record)
+
+
+def test_bad_videos_fail_alone_with_one_line_each(tiny_llava_dir, videos, dytok_here, tmp_path):
+    """And a video shorter than one window is one window and one chapter, not an error."""
+    bad = [str(tmp_path / "missing.mp4"), str(videos["text"]), str(videos["empty"]), str(videos["audio"])]
+    result = dytok_here("summarize", *bad, str(videos["short"]), "-m", str(tiny_llava_dir), "--jsonl", *FAST)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["video"] for record in records] == [*bad, str(videos["short"])]
+    reasons = ["no such file", "not a video file", "no decodable video frames", "has no video stream"]
+    for record, reason in zip(records, reasons):
+        assert reason in record["error"] and "\n" not in record["error"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dytok: error:")]
+    assert len(errors) == 4 and all(reason in line for line, reason in zip(errors, reasons))
+    assert "Traceback" not in result.stderr
+    short = records[-1]
+    assert short["error"] is None and short["chapters_from"] == "one window" and isinstance(short["summary"], str)
+    assert [(w["start"], w["end"]) for w in short["windows"]] == [(0.0, 4.0)]
+    assert [(c["start"], c["end"]) for c in short["chapters"]] == [(0.0, 4.0)]
+
+
+
+def test_in_the_bounded_worker(tiny_llava_dir, videos, dytok_here):
+    """The default --decode-timeout: frame times, shot detection and each window's frames are read in a worker
+    process that can be killed; what it finds, and why it fails, are the same."""
+    single = dytok_here("summarize", str(videos["text"]), "-m", str(tiny_llava_dir))
+    assert single.returncode == 2 and single.stdout == ""
+    assert single.stderr.strip().splitlines() == [f"dytok: error: {videos['text']}: is not a video file (no known container format)"]
+    result = dytok_here("summarize", str(videos["two"]), "-m", str(tiny_llava_dir), "--fps", "0.25", "--max-new-tokens", "1",
+                        "--format", "json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["segmentation"]["cuts"] == [12.0]
+    assert [(w["start"], w["end"], w["opens"]) for w in record["windows"]] == [(0.0, 12.0, "start"), (12.0, 24.0, "cut")]
+    assert [w["frames"] for w in record["windows"]] == [[0, 16, 32], [48, 64, 80]]
+
+
+def test_output_is_written_whole_and_never_replaced_without_force(tiny_llava_dir, videos, dytok_here, tmp_path,
+                                                                  scripted_model):
+    target = tmp_path / "chapters.vtt"
+    target.write_text("keep me")
+    args = [str(videos["short"]), "-m", str(tiny_llava_dir), *FAST]
+    refused = dytok_here("summarize", *args, "--format", "vtt", "-o", str(target))
+    assert refused.returncode == 2 and "exists; use --force" in refused.stderr and target.read_text() == "keep me"
+    done = dytok_here("summarize", *args, "--format", "vtt", "-o", str(target), "--force")
+    assert done.returncode == 0 and done.stdout == ""
+    assert target.read_text() == "WEBVTT\n\n1\n00:00:00.000 --> 00:00:04.000\nThe = Part; # of \\ it\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["chapters.vtt"]  # no temporary file left
+
+    folder = tmp_path / "out"
+    several = dytok_here("summarize", str(videos["short"]), str(videos["two"]), "-m", str(tiny_llava_dir),
+                         "--format", "youtube", "-o", str(folder), "--window", "12", *FAST)
+    assert several.returncode == 0, several.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["short.youtube.txt", "two.youtube.txt"]
+    assert (folder / "short.youtube.txt").read_text() == "0:00 The = Part; # of \\ it\n"
+    assert f"{videos['short']}: YouTube shows chapters only when there are at least 3; this video has 1" in several.stderr
+
+    usage = dytok_here("summarize", str(videos["short"]), str(videos["two"]), "--format", "srt")
+    assert usage.returncode == 2 and "give --output DIR" in usage.stderr
+
+
+def test_ctrl_c_leaves_nothing_half_written_and_the_rerun_resumes(tiny_llava_dir, videos, dytok_here, tmp_path,
+                                                                  monkeypatch, scripted_model):
+    cache, target = tmp_path / "cache", tmp_path / "summary.json"
+    args = ["summarize", str(videos["shots"]), "-m", str(tiny_llava_dir), "-o", str(target), "--format", "json",
+            "--cache-dir", str(cache), *FAST]
+    describe = summarizing.describe
+    calls: list[float] = []
+
+    def interrupted_on_the_third(pipeline, video, line, index, window, *rest):
+        calls.append(window.start)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return describe(pipeline, video, line, index, window, *rest)
+
+    monkeypatch.setattr(summarizing, "describe", interrupted_on_the_third)
+    stopped = dytok_here(*args)
+    assert stopped.returncode == 130 and "resumes from --cache-dir" in stopped.stderr
+    assert list(tmp_path.iterdir()) == [cache]  # no output, not even part of one
+
+    calls.clear()
+    monkeypatch.setattr(summarizing, "describe", lambda *arguments: calls.append(arguments[4].start) or describe(*arguments))
+    resumed = dytok_here(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(target.read_text())
+    assert calls == [25.0, 41.0]  # the two windows not finished, and only those
+    assert [window["resumed"] for window in record["windows"]] == [True, True, False, False]
+    assert_chapters_on_window_boundaries(record)
