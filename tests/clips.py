@@ -78,9 +78,10 @@ def write_clip(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int
 
 
 def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int] = (64, 48),
-                    fps: int = 10, *, rotation: int = 0, faststart: bool = False) -> Path:
+                    fps: int = 10, *, rotation: int = 0, faststart: bool = False, keyframe_every: int | None = None) -> Path:
     """An H.264 .mp4 written by PyAV, optionally with a display rotation (counter-clockwise degrees,
-    as a phone records it) and with the moov atom first (`faststart`), so a cut file still opens."""
+    as a phone records it), with the moov atom first (`faststart`), so a cut file still opens, and with a
+    keyframe every `keyframe_every` frames (x264's default: 250)."""
     path = Path(path)
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
@@ -88,7 +89,7 @@ def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "10", "preset": "ultrafast"}
+        stream.options = {"crf": "10", "preset": "ultrafast", **({"g": str(keyframe_every)} if keyframe_every else {})}
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(n_frames):

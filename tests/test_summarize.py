@@ -234,3 +234,55 @@ def test_ctrl_c_leaves_nothing_half_written_and_the_rerun_resumes(tiny_llava_dir
     assert calls == [25.0, 41.0]  # the two windows not finished, and only those
     assert [window["resumed"] for window in record["windows"]] == [True, True, False, False]
     assert_chapters_on_window_boundaries(record)
+
+
+class ScriptedPipeline:
+    """What the text stages use of a pipeline: a model without a tokenizer (4 characters a token) and a
+    `complete` that answers from `reply(prompt)`, keeping every prompt it was given."""
+
+    def __init__(self, reply):
+        self.model = type("Model", (), {"tokenizer": None})()
+        self.prompts: list[str] = []
+        self.reply = reply
+
+    def complete(self, prompt):
+        self.prompts.append(prompt)
+        return self.reply(prompt), 0.0
+
+
+def described(count: int, seconds: float = 20.0, text: str = "a person talks " * 10) -> list:
+    from dytok_cli.math.windows import fixed_windows
+
+    return [summarizing.DescribedWindow(index=i, window=w, frames=(i,), timestamps=(w.start,), description=text,
+                                        visual_tokens={"full": 1, "kept": 1}, timings={}, signature=[1.0, float(i)])
+            for i, w in enumerate(fixed_windows(count * seconds, seconds))]
+
+
+def test_too_many_windows_for_one_prompt_are_chaptered_group_by_group(monkeypatch):
+    monkeypatch.setattr(summarizing, "PROMPT_BUDGET", 100)  # about 2 part lines a prompt
+    pipeline = ScriptedPipeline(lambda prompt: "3, 4, 6")
+    starts, chosen_by = summarizing.chapter(pipeline, described(6), 120.0, summarizing._Quiet())
+    assert len(pipeline.prompts) == 3 and chosen_by == "model"
+    assert ["Part 1 always does" in p for p in pipeline.prompts] == [True, False, False]
+    assert ["Part 3 (" in p for p in pipeline.prompts] == [False, True, False]
+    # Each group may only open chapters at its own parts: "3, 4" count in the group of parts 3-4, "6" in 5-6.
+    assert starts == [0, 2, 3, 5]
+
+
+def test_a_long_summary_is_a_summary_of_summaries(monkeypatch):
+    monkeypatch.setattr(summarizing, "PROMPT_BUDGET", 120)
+
+    def reply(prompt: str) -> str:
+        if prompt.startswith("These consecutive parts"):  # a chapter: a title and a long paragraph
+            return "A title\n" + "it goes on " * 20
+        return "in short"
+
+    pipeline = ScriptedPipeline(reply)
+    windows = described(8)
+    spans = summarizing.chapter_spans([item.window for item in windows], [0, 2, 4, 6])
+    chapters, summary = summarizing.write_up(pipeline, windows, spans, summarizing._Quiet())
+    assert summary == "in short" and [c.title for c in chapters] == ["A title"] * 4
+    groups = [p for p in pipeline.prompts if p.startswith("These are consecutive parts of a video")]
+    final = pipeline.prompts[-1]
+    assert groups and final.startswith("These are the chapters of a video")
+    assert "Parts 1-" in final and "it goes on" not in final

@@ -86,7 +86,7 @@ WINDOW_PROMPT = (
 CHAPTER_PROMPT = (
     "These are consecutive parts of one video, in order, each with its time span and what it shows.\n\n"
     "{parts}\n\nGroup the parts into chapters, each a stretch about one thing. Which parts begin a new "
-    "chapter? Part {first} always does. Answer with the part numbers only, separated by commas."
+    "chapter?{first} Answer with the part numbers only, separated by commas."
 )
 TITLE_PROMPT = (
     "These consecutive parts of a video make one chapter:\n\n{parts}\n\nOn the first line, write a short "
@@ -316,10 +316,10 @@ def chapter(pipeline: Pipeline, described: Sequence[DescribedWindow], duration: 
     groups = pack([_token_count(pipeline, line) for line in lines], PROMPT_BUDGET)
     for number, group in enumerate(groups, start=1):
         progress.stage(f"Choosing chapters{f' ({number}/{len(groups)})' if len(groups) > 1 else ''}")
-        prompt = CHAPTER_PROMPT.format(parts="\n".join(lines[i] for i in group), first=group.start + 1)
-        answer, _ = pipeline.complete(prompt)
+        first = " Part 1 always does." if group.start == 0 else ""
+        answer, _ = pipeline.complete(CHAPTER_PROMPT.format(parts="\n".join(lines[i] for i in group), first=first))
         # A group's answer may only choose among the group's own parts.
-        chosen |= {part - 1 for part in chosen_parts(answer) if group.start < part - 1 < group.stop}
+        chosen |= {part - 1 for part in chosen_parts(answer) if group.start <= part - 1 < group.stop}
     starts = chapter_starts(windows, chosen)
     if len(starts) > 1:
         return starts, "model"
@@ -349,16 +349,18 @@ def title_and_description(answer: str, number: int) -> tuple[str, str]:
 def condense(pipeline: Pipeline, lines: list[str], progress: Progress, what: str) -> list[str]:
     """`lines` as they are if they fit one prompt; else each group that fits summarised in a paragraph,
     again until the paragraphs fit (a summary of summaries)."""
-    while sum(_token_count(pipeline, line) for line in lines) > PROMPT_BUDGET and len(lines) > 1:
-        groups = pack([_token_count(pipeline, line) for line in lines], PROMPT_BUDGET)
-        if len(groups) == len(lines):  # every line alone is too long: nothing more to merge
-            break
+    counts = [_token_count(pipeline, line) for line in lines]
+    while len(lines) > 1 and sum(counts) > PROMPT_BUDGET:
+        groups = pack(counts, PROMPT_BUDGET)
         condensed = []
         for number, group in enumerate(groups, start=1):
             progress.stage(f"{what}: summarising group {number}/{len(groups)}")
             answer, _ = pipeline.complete(GROUP_PROMPT.format(parts="\n".join(lines[i] for i in group)))
             condensed.append(f"Parts {group.start + 1}-{group.stop}: {' '.join(answer.split()) or '(no summary)'}")
-        lines = condensed
+        shorter = [_token_count(pipeline, line) for line in condensed]
+        if sum(shorter) >= sum(counts):  # the model's paragraphs are no shorter: stop here
+            break
+        lines, counts = condensed, shorter
     return lines
 
 

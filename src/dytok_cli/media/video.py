@@ -335,6 +335,13 @@ def _packet_times(path: Path) -> np.ndarray | None:
     Every backend decodes through FFmpeg, so its frame n is the n-th of these. Exact integer pts
     times the time base, in float64: decord's own timestamps are float32, whose rounding is enough
     to put an instant on the wrong side of a frame's start."""
+    stamps = _packet_pts(path)
+    return None if stamps is None else (stamps[0] - stamps[1]) * stamps[2]
+
+
+def _packet_pts(path: Path) -> tuple[np.ndarray, int, float] | None:
+    """(every frame's pts in presentation order, the stream's start pts, its time base in seconds) from
+    the packets; None when a packet carries no timestamp (see `_packet_times`)."""
     stamps = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -347,7 +354,11 @@ def _packet_times(path: Path) -> np.ndarray | None:
             pass  # a damaged or cut file: only the frames before the damage are sampled
     if not stamps or not unit or None in stamps:
         return None
-    return (np.sort(np.array(stamps, dtype=np.int64)) - start) * unit
+    return np.sort(np.array(stamps, dtype=np.int64)), start, unit
+
+
+# PyAV seeks instead of decoding from the start when the first frame asked for is at least this far in.
+_SEEK_AFTER = 120
 
 
 class _PyAVReader(_Reader):
@@ -370,18 +381,30 @@ class _PyAVReader(_Reader):
 
     def read(self, indices: Sequence[int]) -> _Decoded:
         wanted, last = set(indices), indices[-1]
+        # Far into the video, seek to the keyframe before the first frame asked for rather than decode up
+        # to it, and tell frames by their pts: one window of a long video costs its own length.
+        stamps = _packet_pts(self._path) if indices[0] >= _SEEK_AFTER else None
+        pts = stamps[0] if stamps is not None and indices[0] < len(stamps[0]) else None
         with av.open(str(self._path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             decoded = 0
+            if pts is not None:
+                container.seek(int(pts[indices[0]]), stream=stream, backward=True, any_frame=False)
             try:
                 for frame in container.decode(stream):
-                    index, decoded = decoded, decoded + 1
+                    if pts is None:
+                        index = decoded
+                    else:
+                        index = int(np.searchsorted(pts, frame.pts)) if frame.pts is not None else len(pts)
+                        if index >= len(pts) or pts[index] != frame.pts:
+                            raise _BackendFailed("after seeking, a frame's time is not one of the file's")
+                    decoded = index + 1
                     if index in wanted:
                         seconds = frame.time - start if frame.time is not None else index / self.fps
                         yield index, frame.to_ndarray(format="rgb24"), seconds
-                    if index == last:
+                    if index >= last:
                         return
             except av.error.FFmpegError:
                 pass  # a damaged or cut stream: the frames before it are still good
