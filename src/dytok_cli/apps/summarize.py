@@ -206,8 +206,9 @@ def timeline(video: str, settings: Settings) -> Timeline:
 
 
 def _shot_timeout(settings: Settings, duration: float) -> float | None:
-    """Shot detection reads every frame: --decode-timeout for each 10 minutes of video."""
-    return None if settings.decode_timeout is None else settings.decode_timeout * max(1.0, duration / 600)
+    """Shot detection reads every frame: --decode-timeout for every 2 minutes of video (at the default,
+    detection at real-time speed; a hung decoder makes none)."""
+    return None if settings.decode_timeout is None else settings.decode_timeout * max(1.0, duration / 120)
 
 
 def segment(video: str, line: Timeline, segmentation: Segmentation, settings: Settings,
