@@ -286,3 +286,24 @@ def test_a_long_summary_is_a_summary_of_summaries(monkeypatch):
     final = pipeline.prompts[-1]
     assert groups and final.startswith("These are the chapters of a video")
     assert "Parts 1-" in final and "it goes on" not in final
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_text_alone_is_answered_as_the_model_answers_it(model_type, build_family, load_family):
+    """`Pipeline.complete` (chapter titles, the summary) == the model's own `generate` on its processor's chat
+    template for the same text, token for token (greedy, float32)."""
+    import torch
+
+    from dytok_cli.config import Settings
+
+    model = load_family(model_type)
+    prompt = "describe this video : one man walks , then a dog runs"
+    pipeline = Pipeline(Settings(model=str(build_family(model_type)), max_new_tokens=6), model=model)
+    text, _ = pipeline.complete(prompt)
+    inputs = model.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": prompt}]}], add_generation_prompt=True, tokenize=True,
+        return_dict=True, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    expected = model.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert text == expected and text
