@@ -1,12 +1,15 @@
 """What `dytok summarize` costs on this machine: seconds per stage, and peak memory, for one synthetic video.
 
 A random-weight model with the real shape of a shipped preset (nothing is downloaded; compute does not depend
-on the weights), or a local model directory (`--model`), summarises a video that `ffmpeg` generates in /tmp (its `testsrc2` pattern, which moves but has
+on the weights), a local model directory (`--model`), or (`--small`) a random LLaVA-OneVision of the real
+classes with 384 px frames (196 tokens a frame, as the real model) and a small vision tower and LLM, whose
+own memory does not hide what the video adds, summarises a video that `ffmpeg` generates in /tmp (its `testsrc2` pattern, which moves but has
 no cuts, so shots longer than --max-window split into windows of that length). Run it once per video length, each
 in a fresh process, so the peak resident memory (`ru_maxrss`) is that run's alone:
 
-    python benchmarks/summarize_cost.py --minutes 5 --fps 0.02
-    python benchmarks/summarize_cost.py --minutes 60 --fps 0.02
+    python benchmarks/summarize_cost.py --small --minutes 5
+    python benchmarks/summarize_cost.py --small --minutes 60
+    python benchmarks/summarize_cost.py --minutes 2 --method none
 
 Prints one JSON object: the stage timings of the summary record, the windows and frames, and this process's
 peak RSS (the decoding workers are processes of their own, each holding one window's frames). Times on a shared machine are noise: compare runs made together.
@@ -28,6 +31,9 @@ from dytok_cli.config import SUMMARY_MAX_FRAMES, Settings
 from dytok_cli.models import load_model, load_random_model
 from dytok_cli.pipeline import Pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+SMALL_MODEL = Path("/tmp/dytok-summarize-small-llava")
+
 
 def synthetic_video(minutes: float, size: str, rate: int) -> Path:
     """A `minutes`-long H.264 video of ffmpeg's test pattern in /tmp, made once and reused."""
@@ -47,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llava-ov-0.5b", help="model shape (a shipped preset), random weights")
     parser.add_argument("--model", help="a local model directory to load instead")
+    parser.add_argument("--small", action="store_true", help="a small random LLaVA-OneVision (built in /tmp once)")
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--fps", type=float, default=0.25)
     parser.add_argument("--method", default="dytok-fastv")
@@ -58,6 +65,12 @@ def main() -> None:
     args = parser.parse_args()
 
     video = synthetic_video(args.minutes, args.size, args.rate)
+    if args.small:
+        from tiny_models import build_llava_onevision
+
+        if not SMALL_MODEL.exists():
+            build_llava_onevision(SMALL_MODEL, image_size=384, patch_size=14, text_layers=8, hidden=256, heads=4)
+        args.model = str(SMALL_MODEL)
     settings = Settings(model=args.model or args.preset, method=args.method, ratio=args.ratio, fps=args.fps,
                         max_frames=SUMMARY_MAX_FRAMES, max_new_tokens=args.max_new_tokens)
     started = time.perf_counter()

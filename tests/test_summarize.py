@@ -90,7 +90,10 @@ def test_the_cuts_are_found_and_chapters_start_where_windows_do_whatever_the_mod
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
-def test_every_family_describes_windows_at_their_true_times(model_type, build_family, videos, dytok_here, monkeypatch):
+def test_every_family_describes_windows_at_their_true_times(model_type, build_family, videos, dytok_here, monkeypatch,
+                                                            scripted_model):
+    """Each window described by the model from its own frames (the text steps after it are scripted here;
+    `test_text_alone_is_answered_as_the_model_answers_it` checks them against the model)."""
     seen: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
     encode = Pipeline.encode
 
@@ -161,6 +164,9 @@ def test_bad_videos_fail_alone_with_one_line_each(tiny_llava_dir, videos, dytok_
     errors = [line for line in result.stderr.splitlines() if line.startswith("dytok: error:")]
     assert len(errors) == 4 and all(reason in line for line, reason in zip(errors, reasons))
     assert "Traceback" not in result.stderr
+    single = dytok_here("summarize", str(videos["text"]), "-m", str(tiny_llava_dir), *FAST)
+    assert single.returncode == 2 and single.stdout == ""
+    assert single.stderr.strip().splitlines() == [f"dytok: error: {videos['text']}: is not a video file (no known container format)"]
     short = records[-1]
     assert short["error"] is None and short["chapters_from"] == "one window" and isinstance(short["summary"], str)
     assert [(w["start"], w["end"]) for w in short["windows"]] == [(0.0, 4.0)]
@@ -171,9 +177,6 @@ def test_bad_videos_fail_alone_with_one_line_each(tiny_llava_dir, videos, dytok_
 def test_in_the_bounded_worker(tiny_llava_dir, videos, dytok_here):
     """The default --decode-timeout: frame times, shot detection and each window's frames are read in a worker
     process that can be killed; what it finds, and why it fails, are the same."""
-    single = dytok_here("summarize", str(videos["text"]), "-m", str(tiny_llava_dir))
-    assert single.returncode == 2 and single.stdout == ""
-    assert single.stderr.strip().splitlines() == [f"dytok: error: {videos['text']}: is not a video file (no known container format)"]
     result = dytok_here("summarize", str(videos["two"]), "-m", str(tiny_llava_dir), "--fps", "0.25", "--max-new-tokens", "1",
                         "--format", "json")
     assert result.returncode == 0, result.stderr
