@@ -310,3 +310,22 @@ def test_text_alone_is_answered_as_the_model_answers_it(model_type, build_family
         output = model.model.generate(**inputs, max_new_tokens=6, do_sample=False)
     expected = model.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     assert text == expected and text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--window", "0"], "--window must be a positive number of seconds"),
+    (["--max-window", "15"], "--max-window (15 s) must be at least twice --min-window (10 s)"),
+    (["--window", "30", "--min-window", "5"], "--window makes fixed ones"),
+    (["--jsonl", "--format", "md"], "--jsonl prints JSON records"),
+    (["--force"], "--force: only used with --output"),
+    (["--format", "nope"], "'nope' is not one of 'md', 'json', 'vtt', 'srt', 'youtube', 'ffmetadata'"),
+])
+def test_usage_errors_say_which_flag(videos, dytok_here, args, message):
+    result = dytok_here("summarize", str(videos["short"]), *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_a_misplaced_argument_is_refused_before_anything_runs(dytok_here):
+    result = dytok_here("summarize", "what happens?")
+    assert result.returncode == 2 and "'what happens?' is not a video file, a directory or -" in result.stderr
