@@ -538,6 +538,8 @@ def summarize(
     targets: dict[str, Path] = {}
     if output is not None:
         into_directory = len(videos) > 1 or output.is_dir() or str(output).endswith(("/", os.sep))
+        if into_directory and output.exists() and not output.is_dir():
+            raise typer.BadParameter(f"--output {output} is a file; several videos need a directory")
         for video in videos:
             target = summarizing.output_path(output, video, fmt, into_directory)
             if target in targets.values():
