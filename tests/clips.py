@@ -78,9 +78,10 @@ def write_clip(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int
 
 
 def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int] = (64, 48),
-                    fps: int = 10, *, rotation: int = 0, faststart: bool = False) -> Path:
+                    fps: int = 10, *, rotation: int = 0, faststart: bool = False, keyframe_every: int | None = None) -> Path:
     """An H.264 .mp4 written by PyAV, optionally with a display rotation (counter-clockwise degrees,
-    as a phone records it) and with the moov atom first (`faststart`), so a cut file still opens."""
+    as a phone records it), with the moov atom first (`faststart`), so a cut file still opens, and with a
+    keyframe every `keyframe_every` frames (x264's default: 250)."""
     path = Path(path)
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
@@ -88,7 +89,7 @@ def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "10", "preset": "ultrafast"}
+        stream.options = {"crf": "10", "preset": "ultrafast", **({"g": str(keyframe_every)} if keyframe_every else {})}
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(n_frames):
@@ -161,4 +162,56 @@ def write_vfr_clip(path: str | os.PathLike, times: list[float], size: tuple[int,
             frame.time_base = Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    return path
+
+
+# Colours of successive shots in `write_shots`: far apart in hue, so each cut is a plain content change.
+SHOT_COLOURS = [(230, 40, 40), (40, 200, 60), (50, 60, 230), (230, 220, 40), (200, 60, 200), (40, 220, 220)]
+
+
+def write_shots(path: str | os.PathLike, cuts: list[float], duration: float, fps: int = 4,
+                size: tuple[int, int] = (64, 48)) -> Path:
+    """An H.264 .mp4 of `duration` seconds whose shots change at `cuts` (seconds, on frame starts): each shot
+    one colour of SHOT_COLOURS with a square moving across it, so frames within a shot differ a little and
+    a cut changes everything."""
+    path = Path(path)
+    width, height = size
+    bounds = [0.0, *cuts]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for i in range(round(duration * fps)):
+            shot = max(k for k, start in enumerate(bounds) if start <= i / fps + 1e-9)
+            colour = np.array(SHOT_COLOURS[shot % len(SHOT_COLOURS)], np.uint8)
+            image = np.broadcast_to(colour, (height, width, 3)).copy()
+            x = (2 * i) % max(1, width - width // 8)
+            image[height // 5 : 2 * height // 5, x : x + width // 8] = 255 - colour
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_empty_video(path: str | os.PathLike, size: tuple[int, int] = (64, 48), rate: int = 16000) -> Path:
+    """A Matroska file (use .mkv) with a video stream that holds not one frame, beside a second of silence
+    (a container is only written once some stream has a packet)."""
+    path = Path(path)
+    with av.open(str(path), "w", format="matroska") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        silence = np.zeros((1, rate), np.float32)
+        for start in range(0, rate, 1024):
+            frame = av.AudioFrame.from_ndarray(silence[:, start : start + 1024], format="flt", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+        container.mux(video.encode())
     return path

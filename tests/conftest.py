@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -185,3 +187,14 @@ def run_on_a_terminal(argv: list[str], stream: str) -> tuple[int, str]:
     os.close(controller)
     process.communicate(timeout=120)
     return process.returncode, shown.decode(errors="replace")
+
+
+@pytest.fixture
+def endless_model(tiny_llava_dir, tmp_path) -> Path:
+    """The tiny model without an end-of-sequence token: it answers until --max-new-tokens, so an answer
+    is still running when Ctrl-C comes."""
+    folder = tmp_path / "endless"
+    shutil.copytree(tiny_llava_dir, folder)
+    generation = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": None}))
+    return folder

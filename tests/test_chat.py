@@ -140,17 +140,6 @@ class Terminal:
             os.close(self.fd)
 
 
-@pytest.fixture
-def endless_model(tiny_llava_dir, tmp_path) -> Path:
-    """The tiny model without an end-of-sequence token: it answers until --max-new-tokens, so an answer
-    is still running when Ctrl-C comes."""
-    folder = tmp_path / "endless"
-    shutil.copytree(tiny_llava_dir, folder)
-    generation = json.loads((folder / "generation_config.json").read_text())
-    (folder / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": None}))
-    return folder
-
-
 @pytest.mark.skipif(DYTOK is None, reason="the dytok script is not installed (pip install -e .)")
 def test_the_prompt_on_a_terminal(endless_model, clip, tmp_path):
     other = write_clip(tmp_path / "other.mp4", n_frames=12, size=(64, 48), fps=8.0)

@@ -513,8 +513,8 @@ def answer_with_first_logits(pipeline, plan, monkeypatch):
     adapter, first = pipeline.model, _FirstScores()
     generate = adapter.generate
 
-    def recording(inputs, generation, logits_processor=None, streamer=None):
-        return generate(inputs, generation, LogitsProcessorList([first, *(logits_processor or [])]), streamer)
+    def recording(inputs, generation, logits_processor=None, streamer=None, **rest):
+        return generate(inputs, generation, LogitsProcessorList([first, *(logits_processor or [])]), streamer, **rest)
 
     with monkeypatch.context() as patch:
         patch.setattr(adapter, "generate", recording)

@@ -26,12 +26,18 @@ from .config import (
     DEFAULT_SPEECH_MODEL,
     DEFAULT_TOP,
     MODEL_ENV_VAR,
+    SUMMARY_FPS,
+    SUMMARY_MAX_FRAMES,
+    SUMMARY_MAX_NEW_TOKENS,
+    SUMMARY_MAX_WINDOW_S,
+    SUMMARY_MIN_WINDOW_S,
     Backend,
     Device,
     DType,
     ImageFormat,
     Method,
     Settings,
+    SummaryFormat,
 )
 from .errors import DytokError, Interrupted
 
@@ -561,6 +567,177 @@ def inspect_command(
     if show_budgets:
         render.budgets_table(record, pipeline.prior_layers if pipeline.prior_name else None)
     return EXIT_OK
+
+
+class _WindowProgress:
+    """The summarize display for one video on a terminal: its stage, then windows done/total with an ETA
+    once the windows are known (nothing when stderr is not a terminal)."""
+
+    def __init__(self, video: str) -> None:
+        self.video = video
+        self.bar = render.BatchProgress(0, live=False)
+        self.bar.start_video(video)
+        self.bar.__enter__()
+
+    def windows(self, total: int, done: int) -> None:
+        self.bar.__exit__(None, None, None)
+        if done:
+            render.note(f"{self.video}: {done} of {total} windows already described (--cache-dir); resuming")
+        # Counted from the windows left, so the ETA reflects this run's speed.
+        self.bar = render.BatchProgress(total - done)
+        self.bar.start_video(self.video)
+        self.bar.__enter__()
+
+    def stage(self, message: str) -> None:
+        self.bar.stage(message)
+
+    def advance(self) -> None:
+        self.bar.advance()
+
+    def close(self) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+@app.command(cls=PlainHelpCommand, short_help="Chapters and a summary of long videos, window by window.")
+@pipeline_options(exclude=("frames", "fps", "max_frames", "cache_dir"), extra=_SPEECH_OPTIONS)
+def summarize(
+    arguments: Annotated[
+        list[str],
+        typer.Argument(metavar="VIDEO...", help="Video files, directories of videos, or - to read paths from stdin.",
+                       show_default=False),
+    ],
+    output_format: Annotated[Optional[SummaryFormat], typer.Option(
+        "--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="md (summary, then chapters; the default), json (windows, shot cuts, "
+        "chapters, summary, timings), vtt or srt (a cue per chapter), youtube (chapter lines for a description), "
+        "ffmetadata (chapters for `ffmpeg -map_chapters`).")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="FILE|DIR", rich_help_panel=OUTPUT, help="Write to FILE (one video) or into DIR as VIDEO_NAME.md, .json, "
+        ".vtt, .srt, .youtube.txt or .ffmetadata (a DIR for several videos), each file whole or not at all.")] = None,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--output: replace files that exist.")] = False,
+    jsonl_output: Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUTPUT, help="Print one JSON record per video, on one line, as each completes.")] = False,
+    window: Annotated[Optional[float], typer.Option(
+        "--window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Fixed windows of this length instead of windows at shot cuts.")] = None,
+    min_window: Annotated[float, typer.Option(
+        "--min-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Shots shorter than this join the next one.")] = SUMMARY_MIN_WINDOW_S,
+    max_window: Annotated[float, typer.Option(
+        "--max-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Longer shots are split into equal windows of at most this.")] = SUMMARY_MAX_WINDOW_S,
+    fps: Annotated[Optional[float], typer.Option(
+        "--fps", metavar="RATE", show_default=f"{SUMMARY_FPS['cpu']:g} on a CPU, {SUMMARY_FPS['accelerator']:g} on a GPU",
+        rich_help_panel=SAMPLING, help="Frames sampled per second over the whole video.")] = None,
+    max_frames: Annotated[int, typer.Option(
+        "--max-frames", metavar="N", rich_help_panel=SAMPLING, help="The most frames one window keeps (thinned uniformly).")] = SUMMARY_MAX_FRAMES,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest text the model writes at a time (a window's description, "
+        "a chapter, the summary), in tokens.")] = SUMMARY_MAX_NEW_TOKENS,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", metavar="DIR", rich_help_panel=MODEL, help="Keep each video's shot cuts and described windows here as they "
+        "complete, so a run stopped by Ctrl-C or a crash resumes where it was.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", rich_help_panel=BASICS, help="Look for videos in subdirectories too.")] = False,
+    null_separated: Annotated[bool, typer.Option("-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Summarise long videos as timestamped chapters and one summary, window by window in bounded memory."""
+    from .apps import summarize as summarizing  # torch-free until a model is needed
+    from .media import inputs as given_inputs
+
+    fmt = output_format or SummaryFormat.md
+    if jsonl_output and output_format not in (None, SummaryFormat.json):
+        raise typer.BadParameter("--jsonl prints JSON records; drop --format")
+    if jsonl_output and output is not None:
+        raise typer.BadParameter("--jsonl prints to stdout; drop --output")
+    if force and output is None:
+        raise typer.BadParameter("--force: only used with --output")
+    if options["random_weights"] and cache_dir is not None:
+        raise typer.BadParameter("--cache-dir keeps described windows for a later run, but --random-weights draws "
+                                 "new weights every run: drop one of them")
+    if window is not None and (min_window, max_window) != (SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S):
+        raise typer.BadParameter("--min-window and --max-window shape windows at shot cuts; --window makes fixed ones")
+    try:
+        segmentation = summarizing.Segmentation(window=window, min_window=min_window, max_window=max_window)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    stdin = given_inputs.STDIN
+    for argument in arguments:
+        if not (argument == stdin or Path(argument).exists() or given_inputs.is_video_name(argument)):
+            raise typer.BadParameter(f"{argument!r} is not a video file, a directory or -")
+    if arguments.count(stdin) > 1:
+        raise typer.BadParameter("- (stdin) can be given only once")
+    if null_separated and stdin not in arguments:
+        raise typer.BadParameter("-0/--null only applies to paths read from stdin (-)")
+    single = len(arguments) == 1 and arguments[0] != stdin and not Path(arguments[0]).is_dir()
+    videos = list(given_inputs.expand_inputs(arguments, recursive=recursive, stdin=sys.stdin, nul=null_separated))
+    if not videos:
+        raise DytokError("no video paths on stdin" if arguments == [stdin] else f"no video files in {' '.join(arguments)}")
+    _check_subtitles(options["subtitles"], videos=len(videos))
+    chapter_file = fmt not in (SummaryFormat.md, SummaryFormat.json)
+    if chapter_file and len(videos) > 1 and output is None:
+        raise typer.BadParameter(f"--format {fmt.value} writes a file per video; give --output DIR")
+    targets: dict[str, Path] = {}
+    if output is not None:
+        into_directory = len(videos) > 1 or output.is_dir() or str(output).endswith(("/", os.sep))
+        if into_directory and output.exists() and not output.is_dir():
+            raise typer.BadParameter(f"--output {output} is a file; several videos need a directory")
+        for video in videos:
+            target = summarizing.output_path(output, video, fmt, into_directory)
+            if target in targets.values():
+                raise typer.BadParameter(f"two videos would both write {target}; summarise them in separate runs")
+            if target.exists() and not force:
+                raise DytokError(f"{target} exists; use --force to replace it")
+            targets[video] = target
+
+    _random_weights_note(options)
+    with render.status("Loading…"):
+        from .batch import PER_VIDEO_ERRORS, one_line
+        from .media.cache import VisualCache
+        from .pipeline import Pipeline
+
+        rate = fps if fps is not None else summarizing.default_fps(options["device"])
+    settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
+    # The cache folder keeps a transcript too (--speech), beside the described windows.
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    prior_name = pipeline.prior_name
+    collected: list[dict] = []
+    errors: list[str] = []
+    for number, video in enumerate(videos):
+        progress = _WindowProgress(video)
+        try:
+            summary = summarizing.summarize(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
+        except PER_VIDEO_ERRORS as error:
+            message = one_line(error)
+            message = message if message.startswith(f"{video}: ") else f"{video}: {message}"
+            errors.append(message)
+            progress.close()
+            if not single:
+                render.error(message)
+            if jsonl_output:
+                render.write_json(summarizing.error_record(video, settings, prior_name, message), indent=None)
+            elif fmt is SummaryFormat.json and output is None:
+                collected.append(summarizing.error_record(video, settings, prior_name, message))
+            continue
+        except KeyboardInterrupt:
+            progress.close()
+            resume = ("the same command resumes from --cache-dir" if cache_dir is not None
+                      else "with --cache-dir DIR a rerun resumes where it stopped")
+            raise Interrupted(f"interrupted while summarising {video} ({number} of {len(videos)} videos done); {resume}") from None
+        progress.close()
+        for note in summarizing.notes(summary, fmt):
+            render.note(f"{video}: {note}")
+        if jsonl_output:
+            render.write_json(summarizing.record(summary, settings, prior_name), indent=None)
+        elif video in targets:
+            summarizing.write_file(targets[video], summarizing.formatted(summary, fmt, settings, prior_name), force)
+            render.note(f"wrote {targets[video]}")
+        elif fmt is SummaryFormat.json:
+            collected.append(summarizing.record(summary, settings, prior_name))
+        else:
+            text = summarizing.formatted(summary, fmt, settings, prior_name)
+            render.write(("\n" if number and fmt is SummaryFormat.md else "") + text)
+    if collected:
+        render.write_json(collected[0] if single else collected)
+    if errors and single:
+        raise DytokError(errors[0])
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _parse_ratios(text: str) -> list[float]:

@@ -31,6 +31,14 @@ def preset_names() -> list[str]:
     """The shipped presets' names, read without importing torch (for --help and early errors)."""
     return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
 
+# `dytok summarize`: frames per second over the whole video, by where the model runs (docs/summarize.md
+# measures what an hour costs on a CPU); the most frames a window keeps; windows between shot cuts of at
+# least and at most these seconds; the longest text written at a time (a description, a chapter, the summary).
+SUMMARY_FPS = {"cpu": 0.25, "accelerator": 0.5}
+SUMMARY_MAX_FRAMES = 32
+SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S = 10.0, 60.0
+SUMMARY_MAX_NEW_TOKENS = 160
+
 
 @dataclass(frozen=True)
 class MethodTraits:
@@ -81,6 +89,17 @@ class Backend(str, Enum):
 class ImageFormat(str, Enum):
     jpg = "jpg"
     png = "png"
+
+
+class SummaryFormat(str, Enum):
+    """What `dytok summarize` writes: the summary and chapters (md, json), or a chapter file."""
+
+    md = "md"
+    json = "json"
+    vtt = "vtt"
+    srt = "srt"
+    youtube = "youtube"
+    ffmetadata = "ffmetadata"
 
 
 class Device(str, Enum):

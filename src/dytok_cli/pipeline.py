@@ -196,13 +196,23 @@ class Pipeline:
         stage("Decoding")
         frames = self.read(video)
         decoded = time.perf_counter()
+        visual = self.encode(str(video), frames, on_stage)
+        visual.timings["decode_s"] = decoded - started
+        if self.cache is not None:
+            self.cache.store(key, visual)
+        return visual
+
+    def encode(self, video: str, frames: Frames, on_stage: StageCallback | None = None) -> Visual:
+        """The vision stage for frames decoded elsewhere (one window of a long video); `prepare` is this
+        after decoding the video's own sample."""
+        stage = on_stage or (lambda message: None)
         if "model" not in self.__dict__:
             stage(f"Loading {self.settings.model}")
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
         encoded = model.encode(frames)
-        timings = {"decode_s": decoded - started, "vision_s": time.perf_counter() - loaded}
+        timings = {"decode_s": 0.0, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
         if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
@@ -215,10 +225,7 @@ class Pipeline:
                 )
             # Part of what the prior costs, not the answering model's vision.
             timings["prior_vision_s"] = time.perf_counter() - encoding_started
-        visual = Visual(str(video), frames, encoded, prior_encoded, timings)
-        if self.cache is not None:
-            self.cache.store(key, visual)
-        return visual
+        return Visual(video, frames, encoded, prior_encoded, timings)
 
     def _cache_identity(self) -> dict[str, Any]:
         """Everything besides the file's bytes that changes the query-independent result."""
@@ -299,17 +306,7 @@ class Pipeline:
         `max_new_tokens` long: benchmarks compare decoding speed over equal lengths. Setting `stop` (from
         another thread or a signal handler) ends the answer after the token being generated; the answer
         then says `stopped`."""
-        settings = self.settings
         model = self.model
-        generation = copy.deepcopy(model.model.generation_config)
-        if force_length:
-            generation.min_new_tokens = settings.max_new_tokens
-        if settings.temperature > 0:
-            generation.update(do_sample=True, temperature=settings.temperature)
-        else:
-            generation.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
         clock = _FirstTokenClock()
         # Without a tokenizer (random weights) there are no words to stream: the ids come whole at the end.
         streams = (on_text or on_reasoning) and model.tokenizer is not None
@@ -322,9 +319,42 @@ class Pipeline:
         if reuse is not None:
             # A method reuses its prefix in the plan or here, never in both.
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
-        prompt_ids = inputs["input_ids"]
-        processors, stopping = LogitsProcessorList([clock]), StoppingCriteriaList()
+        stopper = _StopWhenSet(stop) if stop is not None else None
+        token_ids = self._generate(inputs, force_length, clock, streamer, stopper)
+        finished = time.perf_counter()
+        timings = dict(plan.timings)
+        # A single pass began in `plan`, up to the prune layer.
+        earlier = plan.timings.get("prefill_s", 0.0)
+        timings["prefill_s"] = earlier + (clock.at or finished) - started
+        timings["generate_s"] = earlier + finished - started
+        text, reasoning = self._texts(inputs["input_ids"], token_ids)
+        if on_text and streamer is None:
+            on_text(text)
+        return Answer(plan, text, token_ids.tolist(), timings, stopped=bool(stopper and stopper.fired), reasoning=reasoning)
+
+    def _generate(
+        self,
+        inputs: dict[str, Any],
+        force_length: bool = False,
+        clock: LogitsProcessor | None = None,
+        streamer: Any = None,
+        stopper: StoppingCriteria | None = None,
+    ) -> torch.Tensor:
+        """New token ids (n,) for `inputs`, sampled and sized as the settings say."""
+        settings, model = self.settings, self.model
+        generation = copy.deepcopy(model.model.generation_config)
         generation.max_new_tokens = settings.max_new_tokens
+        if force_length:
+            generation.min_new_tokens = settings.max_new_tokens
+        if settings.temperature > 0:
+            generation.update(do_sample=True, temperature=settings.temperature)
+        else:
+            generation.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        processors = LogitsProcessorList([clock] if clock else [])
+        stopping = StoppingCriteriaList([stopper] if stopper else [])
+        prompt_ids = inputs["input_ids"]
         if model.markers is not None and not force_length:
             # A reasoning block (opened by the prompt, or by the model's first token) has an allowance of its
             # own, then is closed; --max-new-tokens counts the answer after it.
@@ -332,23 +362,24 @@ class Pipeline:
             processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
             stopping.append(AnswerLength(*budget, settings.max_new_tokens))
             generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
-        stopper = _StopWhenSet(stop) if stop is not None else None
-        if stopper is not None:
-            stopping.append(stopper)
         with torch.inference_mode():
-            token_ids = model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)
-        finished = time.perf_counter()
-        timings = dict(plan.timings)
-        # A single pass began in `plan`, up to the prune layer.
-        earlier = plan.timings.get("prefill_s", 0.0)
-        timings["prefill_s"] = earlier + (clock.at or finished) - started
-        timings["generate_s"] = earlier + finished - started
-        split = model.split_reasoning(prompt_ids, token_ids)
-        text = model.decode(token_ids.new_tensor(split.answer))
-        reasoning = model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
-        if on_text and streamer is None:
-            on_text(text)
-        return Answer(plan, text, token_ids.tolist(), timings, stopped=bool(stopper and stopper.fired), reasoning=reasoning)
+            return model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)
+
+    def _texts(self, prompt_ids: torch.Tensor, token_ids: torch.Tensor) -> tuple[str, str | None]:
+        """The answer's text and the reasoning's (None without any) in the new tokens `token_ids` (n,)."""
+        split = self.model.split_reasoning(prompt_ids, token_ids)
+        text = self.model.decode(token_ids.new_tensor(split.answer))
+        reasoning = self.model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
+        return text, reasoning
+
+    def complete(self, prompt: str) -> tuple[str, float]:
+        """The answering model's reply to `prompt` alone, no video (what is written about a video after
+        its frames were seen: chapter titles, a summary), without any reasoning, and the seconds it took."""
+        started = time.perf_counter()
+        input_ids = self.model.text_prompt_ids(prompt, self.settings.think).to(self.model.device)
+        token_ids = self._generate({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)})
+        text, _ = self._texts(input_ids, token_ids)
+        return text, time.perf_counter() - started
 
     def ask(
         self,

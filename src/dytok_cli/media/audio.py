@@ -9,14 +9,12 @@ the bounded worker process does not load torch.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 
-from .video import VideoError, native_stderr_silenced, reply, reply_channel, run_in_worker
+from .video import VideoError, call_bounded, native_stderr_silenced
 
 RATE = 16000  # what Whisper's feature extractor takes
 # A track whose loudest sample stays below this is silence: recorded speech peaks far above it (about
@@ -57,26 +55,11 @@ def read_audio(path: str | os.PathLike, rate: int = RATE) -> np.ndarray | None:
     return samples[-shift:]
 
 
-def _serve(request: dict[str, Any]) -> None:
-    """The bounded worker's side (see `read_audio_bounded`)."""
-    channel = reply_channel()
-    path = request["path"]
-    try:
-        result: object = read_audio(path, **request["kwargs"])
-    except VideoError as error:
-        result = error
-    except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
-        result = VideoError(f"{path}: its audio cannot be decoded ({type(error).__name__}: {error})")
-    reply(channel, result)
-
-
 def read_audio_bounded(path: str | os.PathLike, *, timeout_s: float | None, rate: int = RATE) -> np.ndarray | None:
     """`read_audio` in a killable worker process, given up after `timeout_s` seconds with a VideoError (as
     `video.read_video_bounded` decodes frames); with `timeout_s=None` (or where no interpreter can be
     started), in this process, unbounded."""
-    if timeout_s is None or not sys.executable or getattr(sys, "frozen", False):
-        return read_audio(path, rate)
-    return run_in_worker(__name__, Path(path), {"rate": rate}, timeout_s, what="decoding its audio")
+    return call_bounded(read_audio, Path(path), timeout_s=timeout_s, what="decoding its audio", rate=rate)
 
 
 def is_silent(samples: np.ndarray) -> bool:

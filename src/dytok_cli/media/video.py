@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 import av
 import cv2
@@ -344,6 +344,13 @@ def _packet_times(path: Path) -> np.ndarray | None:
     Every backend decodes through FFmpeg, so its frame n is the n-th of these. Exact integer pts
     times the time base, in float64: decord's own timestamps are float32, whose rounding is enough
     to put an instant on the wrong side of a frame's start."""
+    stamps = _packet_pts(path)
+    return None if stamps is None else (stamps[0] - stamps[1]) * stamps[2]
+
+
+def _packet_pts(path: Path) -> tuple[np.ndarray, int, float] | None:
+    """(every frame's pts in presentation order, the stream's start pts, its time base in seconds) from
+    the packets; None when a packet carries no timestamp (see `_packet_times`)."""
     stamps = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -356,7 +363,11 @@ def _packet_times(path: Path) -> np.ndarray | None:
             pass  # a damaged or cut file: only the frames before the damage are sampled
     if not stamps or not unit or None in stamps:
         return None
-    return (np.sort(np.array(stamps, dtype=np.int64)) - start) * unit
+    return np.sort(np.array(stamps, dtype=np.int64)), start, unit
+
+
+# PyAV seeks instead of decoding from the start when the first frame asked for is at least this far in.
+_SEEK_AFTER = 120
 
 
 class _PyAVReader(_Reader):
@@ -379,18 +390,30 @@ class _PyAVReader(_Reader):
 
     def read(self, indices: Sequence[int]) -> _Decoded:
         wanted, last = set(indices), indices[-1]
+        # Far into the video, seek to the keyframe before the first frame asked for rather than decode up
+        # to it, and tell frames by their pts: one window of a long video costs its own length.
+        stamps = _packet_pts(self._path) if indices[0] >= _SEEK_AFTER else None
+        pts = stamps[0] if stamps is not None and indices[0] < len(stamps[0]) else None
         with av.open(str(self._path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             decoded = 0
+            if pts is not None:
+                container.seek(int(pts[indices[0]]), stream=stream, backward=True, any_frame=False)
             try:
                 for frame in container.decode(stream):
-                    index, decoded = decoded, decoded + 1
+                    if pts is None:
+                        index = decoded
+                    else:
+                        index = int(np.searchsorted(pts, frame.pts)) if frame.pts is not None else len(pts)
+                        if index >= len(pts) or pts[index] != frame.pts:
+                            raise _BackendFailed("after seeking, a frame's time is not one of the file's")
+                    decoded = index + 1
                     if index in wanted:
                         seconds = frame.time - start if frame.time is not None else index / self.fps
                         yield index, frame.to_ndarray(format="rgb24"), seconds
-                    if index == last:
+                    if index >= last:
                         return
             except av.error.FFmpegError:
                 pass  # a damaged or cut stream: the frames before it are still good
@@ -449,8 +472,11 @@ class _Request:
     max_frames: int | None
     max_side: int | None
     rotation: float
+    explicit: tuple[int, ...] | None = None  # these source frames, not a sampling (`read_frames`)
 
     def indices(self, total: int, video_fps: float, times: np.ndarray | None, capped: bool = True) -> list[int]:
+        if self.explicit is not None:
+            return [index for index in self.explicit if index < total]
         return sample_indices(total, num_frames=self.num_frames, fps=self.fps, video_fps=video_fps,
                               max_frames=self.max_frames if capped else None, frame_times=times)
 
@@ -460,6 +486,8 @@ def _collect(reader: _Reader, indices: list[int],
     images: list[np.ndarray] = []
     got: list[int] = []
     seconds: list[float] = []
+    if not indices:
+        raise _BackendFailed("none of the frames asked for is in the file")
     for index, image, time_s in reader.read(indices):
         images.append(upright(fit(image, request.max_side), request.rotation))
         got.append(index)
@@ -538,6 +566,58 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
         return _decode(path, request, backend)
 
 
+def read_frames(path: str | os.PathLike, indices: Sequence[int], *, backend: str = "auto",
+                max_side: int | None = None) -> Frames:
+    """Decode exactly the source frames `indices` (ascending, unique), such as one window's of a long video
+    sampled piece by piece (see `video_timeline`). Frames past the end of what can be decoded are left
+    out; `Frames` describes the whole video. Errors as `read_video`'s."""
+    if not indices or any(index < 0 for index in indices) or any(b <= a for a, b in zip(indices, indices[1:])):
+        raise ValueError(f"indices must be ascending, unique and non-negative, got {list(indices)[:8]}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    path = Path(path)
+    _check_path(path)
+    with native_stderr_silenced():
+        rotation = _probe_rotation(path)
+        return _decode(path, _Request(None, None, None, max_side, rotation, tuple(indices)), backend)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When every frame of a video starts, read from its packets without decoding anything: what a caller
+    needs to cut a long video into windows and sample each on its own, never holding its frames at once."""
+
+    times: np.ndarray  # (N,) float64 seconds from the stream start, presentation order; frame n is times[n]
+    video_fps: float
+
+    @property
+    def total_frames(self) -> int:
+        return len(self.times)
+
+    @property
+    def duration_s(self) -> float:
+        """Until the last frame ends: its start plus one frame at the average rate."""
+        return float(self.times[-1]) + 1 / self.video_fps
+
+
+def video_timeline(path: str | os.PathLike) -> Timeline:
+    """Every frame's start time (see `Timeline`). Raises VideoError, one line naming the file, for what
+    `read_video` would refuse: not a video, no video stream, nothing decodable."""
+    path = Path(path)
+    _check_path(path)
+    with native_stderr_silenced():
+        _probe_rotation(path)
+        times = _packet_times(path)
+        reader = _PyAVReader(path)
+    if not reader.fps > 0:
+        raise VideoError(f"{path}: has no frame rate, so its frames cannot be timed")
+    if times is None:  # packets without timestamps: the frames at the average rate
+        times = np.arange(reader.total_frames) / reader.fps
+    if not len(times):
+        raise VideoError(f"{path}: has no video frames")
+    return Timeline(times=times, video_fps=reader.fps)
+
+
 # --- bounded decoding ---------------------------------------------------------------------------
 
 # The worker is a fresh interpreter that imports this module and nothing of the caller's: a
@@ -545,36 +625,27 @@ def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: flo
 # which fails for a script without `if __name__ == "__main__":` or one fed on stdin, or fork a
 # process whose threads (PyTorch's) may hold locks the child then waits on forever ("fork").
 _WORKER_BOOTSTRAP = (
-    "import importlib, pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
-    "importlib.import_module(request['module'])._serve(request)"
+    "import pickle, sys; request = pickle.load(sys.stdin.buffer); sys.path[:] = request['sys_path']; "
+    f"from {__name__} import _serve; _serve(request)"
 )
 
 
 def _serve(request: dict[str, Any]) -> None:
-    """The worker's side: decode as asked and write the pickled `Frames` (or the error) to stdout."""
-    channel = reply_channel()
-    path = request["path"]
+    """The worker's side: run the call asked for (`read_video` unless it names another function of the
+    package) and write its pickled result (or the error) to stdout."""
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a native library printing to stdout must not corrupt the result
+    path, what = request["path"], request.get("what", "decoding")
     try:
-        result: object = read_video(path, **request["kwargs"])
+        # Unpickled only now that sys.path is the caller's, so the function's module can be imported.
+        function = pickle.loads(request["function"]) if "function" in request else read_video
+        result: object = function(path, **request["kwargs"])
     except (VideoError, ValueError, TypeError) as error:
         result = error
     except Exception as error:  # noqa: BLE001 - the parent must get a reason, not a dead pipe
-        result = VideoError(f"{path}: decoding failed ({type(error).__name__}: {_describe(error)})")
-    reply(channel, result)
-
-
-def reply_channel() -> BinaryIO:
-    """Where a worker of `run_in_worker` answers: its stdout, taken first so that a native library
-    printing to stdout from then on writes to stderr and cannot corrupt the answer."""
-    channel = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    return channel
-
-
-def reply(channel: BinaryIO, result: object) -> None:
-    """A worker's answer: `result`, a value or an exception to raise in the parent."""
-    with channel:
-        pickle.dump(result, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        result = VideoError(f"{path}: {what} failed ({type(error).__name__}: {_describe(error)})")
+    with results:
+        pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _worker_failure(path: str | os.PathLike, returncode: int, stderr: bytes, what: str = "decoding") -> VideoError:
@@ -596,21 +667,22 @@ def read_video_bounded(path: str | os.PathLike, *, timeout_s: float | None, **kw
     Works from any caller (a script without a main guard, code fed on stdin, a notebook). Where no
     interpreter can be started (an embedded or frozen Python), it decodes in this process, unbounded.
     """
+    return call_bounded(read_video, path, timeout_s=timeout_s, **kw)
+
+
+def call_bounded(function: Callable[..., Any], path: str | os.PathLike, *, timeout_s: float | None,
+                 what: str = "decoding", **kw: Any) -> Any:
+    """`function(path, **kw)` as `read_video_bounded` runs `read_video`: in a killable worker process,
+    for any module-level function of the package that reads a media file (`read_frames`,
+    `video_timeline`, shot detection); `what` names the work in a timeout's or a crash's message."""
     if timeout_s is None:
-        return read_video(path, **kw)
+        return function(path, **kw)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
     if not sys.executable or getattr(sys, "frozen", False):
-        return read_video(path, **kw)
-    return run_in_worker(__name__, path, kw, timeout_s)
-
-
-def run_in_worker(module: str, path: str | os.PathLike, kwargs: dict[str, Any], timeout_s: float,
-                  what: str = "decoding") -> Any:
-    """`module._serve({"path": path, "kwargs": kwargs, ...})` in a fresh interpreter, killed after `timeout_s`
-    seconds; what it `reply`s is returned, or raised when it is an exception. A VideoError naming `path` and
-    `what` was being done when the worker timed out or died without a reply."""
-    request = pickle.dumps({"sys_path": sys.path, "module": module, "path": os.fspath(path), "kwargs": kwargs})
+        return function(path, **kw)
+    call = {} if function is read_video else {"function": pickle.dumps(function), "what": what}
+    request = pickle.dumps({"sys_path": sys.path, "path": os.fspath(path), "kwargs": kw, **call})
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER_BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -139,6 +139,20 @@ class VideoModel:
         switch = {"enable_thinking": thinking} if self.thinking_switch else {}
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switch)
 
+    def text_prompt_ids(self, text: str, thinking: bool = False) -> torch.Tensor:
+        """(1, S): the chat prompt for `text` alone, without a video, ending where the answer begins. A model
+        without a tokenizer gets ordinary ids about as many as a tokenizer makes of `text` (4 characters each)."""
+        if self.tokenizer is None:
+            special = {self.video_token_id(), *self.video_span_ids()}
+            vocabulary = self.model.config.get_text_config().vocab_size
+            ordinary = [i for i in range(1, min(vocabulary, 1000)) if i not in special]
+            length = self.SYNTHETIC_TEXT_BEFORE + max(1, len(text) // 4)
+            return torch.tensor([[ordinary[i % len(ordinary)] for i in range(length)]])
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        switch = {"enable_thinking": thinking} if self.thinking_switch else {}
+        chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switch)
+        return self.tokenizer(chat, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
     def prompt_ids(self, question: Question | str, thinking: bool = False) -> torch.Tensor:
         """The chat prompt (1, S) with a single video placeholder, ending where the answer begins."""
         if self.tokenizer is None:

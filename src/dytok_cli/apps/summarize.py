@@ -1,0 +1,609 @@
+"""`dytok summarize`: a long video as timestamped chapters and one summary, window by window.
+
+The stages, in order, each a function below:
+
+1. `timeline`  every frame's start time, read from the packets without decoding; a file that is not a
+               usable video fails here, before a model loads.
+2. `segment`   windows at shot cuts (PySceneDetect, `media/shots.py`; short shots merged, long ones
+               split), or fixed windows of `--window` seconds (`math/windows.py`).
+3. `sample`    frames picked by time over the whole video (`--fps`), each window keeping those that
+               start inside it (at most `--max-frames`).
+4. `describe`  per window: decode only its frames, encode them, compress with the method and ratio and
+               describe them; then let go of them. At no time are two windows' frames or visual tokens
+               alive, so memory stays flat however long the video is. A window's frames carry their
+               true times, which Qwen3-VL and Qwen3.5 write into the prompt.
+5. `chapter`   the model is shown the numbered window descriptions and names the windows that open a
+               chapter; pure rules keep a choice only if it is a window and leaves every chapter at least
+               10 s long. Times come from window boundaries, never from the model's text. When it names no
+               usable window, the largest changes of the windows' mean visual features decide.
+6. `write_up`  a title and a paragraph per chapter, then one summary from the chapters (summaries of
+               groups first when they do not fit one prompt).
+
+Resume: with a cache directory, the shot cuts and each described window are stored as they complete
+(atomically), so a run stopped by Ctrl-C or a crash redoes only the windows not finished.
+
+Speech: with `--subtitles` or `--speech`, what is said in the video is read (or transcribed) once, and
+each window is given the lines said within its time range, after its frames (`Question.context`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..chapters import Chapter, ffmetadata, markdown, srt, webvtt, youtube, youtube_problems
+from ..config import (
+    SUMMARY_FPS,
+    SUMMARY_MAX_FRAMES,
+    SUMMARY_MAX_WINDOW_S,
+    SUMMARY_MIN_WINDOW_S,
+    Device,
+    Settings,
+    SummaryFormat,
+)
+from ..errors import InputError
+from ..math.windows import (
+    Window,
+    change_chapter_starts,
+    chapter_spans,
+    chapter_starts,
+    fixed_windows,
+    pack,
+    shot_windows,
+    target_chapters,
+    visual_change,
+    window_samples,
+)
+from ..media.shots import ADAPTIVE_THRESHOLD, detect_cuts
+from ..media import subtitles
+from ..media.video import Timeline, call_bounded, read_frames, sample_indices, video_timeline
+from ..timecode import hms
+from ..types import Frames, Line, Question, Transcript
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+FORMAT = 1  # of the JSON record and of the resume store
+
+# Tokens of descriptions one text prompt holds; more are summarised in groups first.
+PROMPT_BUDGET = 3000
+
+WINDOW_PROMPT = (
+    "Describe what happens in this part of the video in two or three sentences: the setting, who or what "
+    "is shown, and what they do."
+)
+CHAPTER_PROMPT = (
+    "These are consecutive parts of one video, in order, each with its time span and what it shows.\n\n"
+    "{parts}\n\nGroup the parts into chapters, each a stretch about one thing. Which parts begin a new "
+    "chapter?{first} Answer with the part numbers only, separated by commas."
+)
+TITLE_PROMPT = (
+    "These consecutive parts of a video make one chapter:\n\n{parts}\n\nOn the first line, write a short "
+    "title for the chapter (at most eight words). On the next line, describe the chapter in one paragraph."
+)
+GROUP_PROMPT = "These are consecutive parts of a video, in order:\n\n{parts}\n\nSummarise them in one paragraph."
+SUMMARY_PROMPT = "These are the chapters of a video, in order:\n\n{parts}\n\nSummarise the whole video in one paragraph."
+
+
+# The file name an output directory gets for a video, by format: VIDEO_STEM + this.
+SUFFIXES = {
+    SummaryFormat.md: ".md", SummaryFormat.json: ".json", SummaryFormat.vtt: ".vtt", SummaryFormat.srt: ".srt",
+    SummaryFormat.youtube: ".youtube.txt", SummaryFormat.ffmetadata: ".ffmetadata",
+}
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How a video is cut into windows: at shot cuts (`window` None), merged to at least `min_window`
+    seconds and split to at most `max_window`, or into fixed windows of `window` seconds."""
+
+    window: float | None = None
+    min_window: float = SUMMARY_MIN_WINDOW_S
+    max_window: float = SUMMARY_MAX_WINDOW_S
+    threshold: float = ADAPTIVE_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.window is not None and not (math.isfinite(self.window) and self.window > 0):
+            raise ValueError(f"--window must be a positive number of seconds, not {self.window:g}")
+        if not (math.isfinite(self.min_window) and self.min_window > 0):
+            raise ValueError(f"--min-window must be a positive number of seconds, not {self.min_window:g}")
+        if not (math.isfinite(self.max_window) and self.max_window >= 2 * self.min_window):
+            raise ValueError(f"--max-window ({self.max_window:g} s) must be at least twice --min-window "
+                             f"({self.min_window:g} s), so a long shot splits into windows no shorter than it")
+
+    def record(self) -> dict[str, Any]:
+        if self.window is not None:
+            return {"mode": "fixed", "window_s": self.window}
+        return {"mode": "shots", "detector": "pyscenedetect-adaptive", "threshold": self.threshold,
+                "min_window_s": self.min_window, "max_window_s": self.max_window}
+
+
+def default_fps(device: Device) -> float:
+    """--fps when not given: what keeps an hour affordable where the model runs."""
+    from ..models import resolve_device
+
+    return SUMMARY_FPS["cpu" if resolve_device(device).type == "cpu" else "accelerator"]
+
+
+class Progress(Protocol):
+    """What a display is told while a video is summarised (the CLI's shows windows done/total and an ETA)."""
+
+    def windows(self, total: int, done: int) -> None:
+        """The video has `total` windows, `done` of them already described by an earlier run."""
+
+    def stage(self, message: str) -> None:
+        """What is happening now."""
+
+    def advance(self) -> None:
+        """One more window described."""
+
+
+class _Quiet:
+    def windows(self, total: int, done: int) -> None:
+        pass
+
+    def stage(self, message: str) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+
+@dataclass
+class DescribedWindow:
+    index: int
+    window: Window
+    frames: tuple[int, ...]  # source frame numbers decoded for it
+    timestamps: tuple[float, ...]  # their start times, seconds
+    description: str
+    visual_tokens: dict[str, int]  # full / kept
+    timings: dict[str, float]
+    signature: list[float]  # its mean visual feature: what the chaptering falls back on
+    said: tuple[Line, ...] = ()  # the subtitle or speech lines its prompt held
+    resumed: bool = False  # read back from the cache directory, not computed in this run
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "start": self.window.start, "end": self.window.end, "opens": self.window.opens,
+            "frames": list(self.frames), "timestamps": [round(t, 3) for t in self.timestamps],
+            "visual_tokens": self.visual_tokens, "description": self.description,
+            "subtitles": [{"start": line.start, "end": line.end, "text": line.text} for line in self.said],
+            "timings": {key: round(value, 4) for key, value in self.timings.items()}, "resumed": self.resumed,
+        }
+
+
+@dataclass
+class Summary:
+    video: str
+    duration_s: float
+    segmentation: Segmentation
+    cuts: list[float] | None  # None with fixed windows
+    windows: list[DescribedWindow]
+    chapters: list[Chapter]
+    chapter_windows: list[range]
+    chapters_from: str  # "model", "visual change" or "one window"
+    summary: str
+    timings: dict[str, float] = field(default_factory=dict)
+    transcript: Transcript | None = None  # what is said in it, with --subtitles or --speech
+
+
+# --- 1. timeline ----------------------------------------------------------------------------------------
+
+
+def timeline(video: str, settings: Settings) -> Timeline:
+    return call_bounded(video_timeline, video, timeout_s=settings.decode_timeout, what="reading the frame times")
+
+
+# --- 2. segment -----------------------------------------------------------------------------------------
+
+
+def _shot_timeout(settings: Settings, duration: float) -> float | None:
+    """Shot detection reads every frame: --decode-timeout for every 2 minutes of video (at the default,
+    detection at real-time speed; a hung decoder makes none)."""
+    return None if settings.decode_timeout is None else settings.decode_timeout * max(1.0, duration / 120)
+
+
+def segment(video: str, line: Timeline, segmentation: Segmentation, settings: Settings,
+            store: ResumeStore | None) -> tuple[list[Window], list[float] | None]:
+    """The windows, and the shot cuts they came from (None for fixed windows)."""
+    duration = line.duration_s
+    if segmentation.window is not None:
+        return fixed_windows(duration, segmentation.window), None
+    cuts = store.cuts(segmentation.threshold) if store is not None else None
+    if cuts is None:
+        cuts = call_bounded(detect_cuts, video, timeout_s=_shot_timeout(settings, duration), what="shot detection",
+                            threshold=segmentation.threshold)
+        if store is not None:
+            store.save_cuts(segmentation.threshold, cuts)
+    windows = shot_windows(cuts, duration, min_s=segmentation.min_window, max_s=segmentation.max_window)
+    return windows, cuts
+
+
+# --- 3. sample ------------------------------------------------------------------------------------------
+
+
+def sample(line: Timeline, windows: Sequence[Window], settings: Settings) -> list[list[int]]:
+    """Each window's source frames: the frame on screen every 1/fps s from the start, at most max_frames."""
+    picked = sample_indices(line.total_frames, fps=settings.fps, frame_times=line.times)
+    return window_samples(line.times, picked, windows, settings.max_frames or SUMMARY_MAX_FRAMES)
+
+
+# --- 4. describe ----------------------------------------------------------------------------------------
+
+
+def window_lines(said: Transcript | None, window: Window) -> tuple[Line, ...]:
+    """The lines said within `window` (any overlap): what its prompt holds after its frames."""
+    return subtitles.between(said.lines, window.start, window.end) if said is not None else ()
+
+
+def as_clip(frames: Frames, line: Timeline, window: Window) -> Frames:
+    """A window's decoded frames described as a video of their own (the frames that start inside the
+    window, its length): what a model that derives its sampling rate from them (Qwen2.5-VL) needs. The
+    frames keep their source numbers and their true times."""
+    first, stop = np.searchsorted(np.round(line.times * 1000), [round(window.start * 1000), round(window.end * 1000)])
+    return dataclasses.replace(frames, total_frames=max(int(stop - first), len(frames.indices)),
+                               duration_s=window.length, fps_frames=None)
+
+
+def describe(pipeline: Pipeline, video: str, line: Timeline, index: int, window: Window, indices: list[int],
+             said: tuple[Line, ...], progress: Progress) -> DescribedWindow:
+    """Decode, encode, compress and describe one window; nothing of its frames outlives this call but
+    the description and the mean visual feature."""
+    settings = pipeline.settings
+    started = time.perf_counter()
+    frames = call_bounded(read_frames, video, timeout_s=settings.decode_timeout, indices=indices,
+                          backend=settings.backend.value)
+    frames = as_clip(frames, line, window)
+    decoded = time.perf_counter()
+    visual = pipeline.encode(video, frames, progress.stage)
+    question = Question(WINDOW_PROMPT, context=subtitles.context(said))
+    answer = pipeline.ask(visual, question, on_stage=progress.stage)
+    pipeline.release()
+    timings = {"decode_s": decoded - started, "vision_s": answer.timings.get("vision_s", 0.0),
+               "prior_s": answer.timings.get("prior_s", 0.0), "prefill_s": answer.timings.get("prefill_s", 0.0),
+               "generate_s": answer.timings.get("generate_s", 0.0)}
+    timings["total_s"] = sum(timings[key] for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
+    encoded = visual.encoded
+    return DescribedWindow(
+        index=index, window=window, frames=frames.indices, timestamps=frames.timestamps, description=answer.text,
+        visual_tokens={"full": encoded.num_frames * encoded.tokens_per_frame, "kept": answer.plan.kept_tokens},
+        timings=timings,
+        signature=[round(value, 5) for value in encoded.features.float().mean(dim=(0, 1)).tolist()],  # (D,)
+        said=said,
+    )
+
+
+# --- 5. chapter -----------------------------------------------------------------------------------------
+
+
+def _span(start: float, end: float) -> str:
+    return f"{hms(start)}-{hms(end)}"
+
+
+def _part_line(number: int, start: float, end: float, text: str) -> str:
+    return f"Part {number} ({_span(start, end)}): {' '.join(text.split()) or '(no description)'}"
+
+
+_TIME_LIKE = re.compile(r"\d+(?::\d+)+(?:[.,]\d+)?|\d+[.,]\d+")
+
+
+def chosen_parts(answer: str) -> set[int]:
+    """The part numbers a model's answer names: its whole numbers, once anything that reads as a time or
+    a decimal ("1:05", "00:14:00", "2.5") is set aside, so a time it writes is never taken for a part."""
+    return {int(number) for number in re.findall(r"\d+", _TIME_LIKE.sub(" ", answer))}
+
+
+def _token_count(pipeline: Pipeline, text: str) -> int:
+    tokenizer = pipeline.model.tokenizer
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else len(text) // 4
+
+
+def chapter(pipeline: Pipeline, described: Sequence[DescribedWindow], duration: float,
+            progress: Progress) -> tuple[list[int], str]:
+    """The windows that open chapters, and what chose them: "model", "visual change" or "one window"."""
+    windows = [item.window for item in described]
+    if len(windows) == 1:
+        return [0], "one window"
+    lines = [_part_line(item.index + 1, item.window.start, item.window.end, item.description) for item in described]
+    chosen: set[int] = set()
+    groups = pack([_token_count(pipeline, line) for line in lines], PROMPT_BUDGET)
+    for number, group in enumerate(groups, start=1):
+        progress.stage(f"Choosing chapters{f' ({number}/{len(groups)})' if len(groups) > 1 else ''}")
+        first = " Part 1 always does." if group.start == 0 else ""
+        answer, _ = pipeline.complete(CHAPTER_PROMPT.format(parts="\n".join(lines[i] for i in group), first=first))
+        # A group's answer may only choose among the group's own parts.
+        chosen |= {part - 1 for part in chosen_parts(answer) if group.start <= part - 1 < group.stop}
+    starts = chapter_starts(windows, chosen)
+    if len(starts) > 1:
+        return starts, "model"
+    change = visual_change(np.array([item.signature for item in described]))
+    return change_chapter_starts(windows, change.tolist(), target_chapters(duration, len(windows))), "visual change"
+
+
+# --- 6. write-up ----------------------------------------------------------------------------------------
+
+
+_LABEL = re.compile(r"^\s*(?:#+\s*|\*+\s*)*(?:chapter\s*\d*\s*)?(?:title|description)?\s*[:\-–]?\s*", re.IGNORECASE)
+MAX_TITLE = 80
+
+
+def title_and_description(answer: str, number: int) -> tuple[str, str]:
+    """A model's "title, then a paragraph" as (title, description): its first non-empty line, without
+    labels, markup and quotes, at most 80 characters (cut at a word); the rest the description. An
+    empty title is "Chapter N"."""
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    title = _LABEL.sub("", lines[0]).strip(" *\"'`") if lines else ""
+    if len(title) > MAX_TITLE:
+        title = title[:MAX_TITLE].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    description = " ".join(_LABEL.sub("", line) if i == 0 else line for i, line in enumerate(lines[1:]))
+    return title or f"Chapter {number}", description.strip()
+
+
+def condense(pipeline: Pipeline, lines: list[str], progress: Progress, what: str) -> list[str]:
+    """`lines` as they are if they fit one prompt; else each group that fits summarised in a paragraph,
+    again until the paragraphs fit (a summary of summaries)."""
+    counts = [_token_count(pipeline, line) for line in lines]
+    while len(lines) > 1 and sum(counts) > PROMPT_BUDGET:
+        groups = pack(counts, PROMPT_BUDGET)
+        condensed = []
+        for number, group in enumerate(groups, start=1):
+            progress.stage(f"{what}: summarising group {number}/{len(groups)}")
+            answer, _ = pipeline.complete(GROUP_PROMPT.format(parts="\n".join(lines[i] for i in group)))
+            condensed.append(f"Parts {group.start + 1}-{group.stop}: {' '.join(answer.split()) or '(no summary)'}")
+        shorter = [_token_count(pipeline, line) for line in condensed]
+        if sum(shorter) >= sum(counts):  # the model's paragraphs are no shorter: stop here
+            break
+        lines, counts = condensed, shorter
+    return lines
+
+
+def write_up(pipeline: Pipeline, described: Sequence[DescribedWindow], spans: Sequence[range],
+             progress: Progress) -> tuple[list[Chapter], str]:
+    """Each chapter's title and paragraph from its windows' descriptions, then the summary from the chapters."""
+    chapters = []
+    for number, span in enumerate(spans, start=1):
+        progress.stage(f"Writing chapter {number}/{len(spans)}")
+        lines = [_part_line(i + 1, described[i].window.start, described[i].window.end, described[i].description)
+                 for i in span]
+        answer, _ = pipeline.complete(TITLE_PROMPT.format(parts="\n".join(condense(pipeline, lines, progress, f"Chapter {number}"))))
+        title, description = title_and_description(answer, number)
+        start, end = described[span.start].window.start, described[span.stop - 1].window.end
+        chapters.append(Chapter(start=start, end=end, title=title, description=description))
+    lines = [f"Chapter {number} ({_span(c.start, c.end)}) {c.title}: {c.description or '(no description)'}"
+             for number, c in enumerate(chapters, start=1)]
+    lines = condense(pipeline, lines, progress, "Summary")
+    progress.stage("Summarising")
+    summary, _ = pipeline.complete(SUMMARY_PROMPT.format(parts="\n".join(lines)))
+    return chapters, summary.strip()
+
+
+# --- the whole --------------------------------------------------------------------------------------------
+
+
+def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cache_dir: Path | None = None,
+              progress: Progress | None = None) -> Summary:
+    """All the stages for one video. InputError (a VideoError among them) for a video that cannot be used."""
+    progress = progress or _Quiet()
+    settings = pipeline.settings
+    started = time.perf_counter()
+    progress.stage("Reading frame times")
+    line = timeline(video, settings)
+    timed = time.perf_counter()
+    said = pipeline.transcript(video, line.duration_s, progress.stage) if settings.uses_transcript else None
+    listened = time.perf_counter()
+    store = ResumeStore(cache_dir, video, pipeline, segmentation) if cache_dir is not None else None
+    progress.stage("Finding shots" if segmentation.window is None else "Cutting windows")
+    windows, cuts = segment(video, line, segmentation, settings, store)
+    segmented = time.perf_counter()
+    samples = sample(line, windows, settings)
+    heard = [window_lines(said, window) for window in windows]
+
+    stored = [store.window(window, indices, lines) if store is not None else None
+              for window, indices, lines in zip(windows, samples, heard)]
+    progress.windows(len(windows), sum(item is not None for item in stored))
+    described = []
+    for index, (window, indices, lines, done) in enumerate(zip(windows, samples, heard, stored)):
+        if done is not None:
+            described.append(dataclasses.replace(done, index=index, said=lines, resumed=True))
+            continue
+        progress.stage(f"Window {index + 1}/{len(windows)}")
+        item = describe(pipeline, video, line, index, window, indices, lines, progress)
+        if store is not None:
+            store.save_window(item, indices)
+        described.append(item)
+        progress.advance()
+    windows_done = time.perf_counter()
+
+    starts, chapters_from = chapter(pipeline, described, line.duration_s, progress)
+    spans = chapter_spans(windows, starts)
+    chaptered = time.perf_counter()
+    chapters, summary = write_up(pipeline, described, spans, progress)
+    finished = time.perf_counter()
+
+    computed = [item for item in described if not item.resumed]
+    timings = {"timeline_s": timed - started, "speech_s": listened - timed, "shots_s": segmented - listened}
+    for key in ("decode_s", "vision_s", "prior_s", "prefill_s", "generate_s"):
+        timings[key] = sum(item.timings[key] for item in computed)
+    timings.update(windows_s=windows_done - segmented, chapters_s=chaptered - windows_done,
+                   write_up_s=finished - chaptered, total_s=finished - started)
+    return Summary(video=video, duration_s=line.duration_s, segmentation=segmentation, cuts=cuts, windows=described,
+                   chapters=chapters, chapter_windows=spans, chapters_from=chapters_from, summary=summary, timings=timings,
+                   transcript=said)
+
+
+# --- records and files ------------------------------------------------------------------------------------
+
+
+def settings_record(settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    return {"model": settings.model, "prior_model": prior_model, "method": settings.method.value,
+            "ratio": settings.ratio, "fps": settings.fps, "max_frames": settings.max_frames, "backend": settings.backend.value,
+            "max_new_tokens": settings.max_new_tokens}
+
+
+def record(summary: Summary, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+    """The JSON record of a summarised video: the stable contract for scripts (docs/summarize.md)."""
+    return {
+        "format": FORMAT,
+        "video": summary.video,
+        "duration_s": round(summary.duration_s, 3),
+        "segmentation": {**summary.segmentation.record(), "cuts": summary.cuts},
+        "windows": [item.record() for item in summary.windows],
+        "chapters": [
+            {"index": number, "start": c.start, "end": c.end, "title": c.title, "description": c.description,
+             "windows": [span.start, span.stop - 1]}
+            for number, (c, span) in enumerate(zip(summary.chapters, summary.chapter_windows))
+        ],
+        "chapters_from": summary.chapters_from,
+        "summary": summary.summary,
+        "subtitles": _said_record(summary.transcript),
+        "timings": {key: round(value, 4) for key, value in summary.timings.items()},
+        "settings": settings_record(settings, prior_model),
+        "error": None,
+    }
+
+
+def _said_record(said: Transcript | None) -> dict[str, Any] | None:
+    """Where what is said came from (each window's lines are in its own record); None without
+    --subtitles or --speech."""
+    return None if said is None else {"source": said.source, "lines": len(said.lines), "note": said.note}
+
+
+def error_record(video: str, settings: Settings, prior_model: str | None, error: str) -> dict[str, Any]:
+    return {"format": FORMAT, "video": video, "duration_s": None, "segmentation": None, "windows": [], "chapters": [],
+            "chapters_from": None, "summary": None, "subtitles": None, "timings": None, "settings": settings_record(settings, prior_model),
+            "error": error}
+
+
+def formatted(summary: Summary, output: SummaryFormat, settings: Settings, prior_model: str | None) -> str:
+    """The summary as the text of one output file."""
+    if output is SummaryFormat.json:
+        return json.dumps(record(summary, settings, prior_model), indent=2, ensure_ascii=False) + "\n"
+    writers: dict[SummaryFormat, Callable[[], str]] = {
+        SummaryFormat.md: lambda: markdown(summary.video, summary.summary, summary.chapters),
+        SummaryFormat.vtt: lambda: webvtt(summary.chapters),
+        SummaryFormat.srt: lambda: srt(summary.chapters),
+        SummaryFormat.youtube: lambda: youtube(summary.chapters),
+        SummaryFormat.ffmetadata: lambda: ffmetadata(summary.chapters),
+    }
+    return writers[output]()
+
+
+def notes(summary: Summary, output: SummaryFormat) -> list[str]:
+    """What a reader of the file should know: why no words said went into it, why YouTube would not
+    show these chapters."""
+    said = [summary.transcript.note] if summary.transcript is not None and summary.transcript.note else []
+    return said + (youtube_problems(summary.chapters) if output is SummaryFormat.youtube else [])
+
+
+def output_path(output: Path, video: str, fmt: SummaryFormat, into_directory: bool) -> Path:
+    return output / (Path(video).stem + SUFFIXES[fmt]) if into_directory else output
+
+
+def write_file(path: Path, text: str, force: bool) -> None:
+    """`text` to `path` whole or not at all (a temporary file beside it, renamed into place); an existing
+    file is replaced only with `force`."""
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
+        raise
+
+
+# --- resume -------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(value, file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # missing, or not ours: computed again
+
+
+class ResumeStore:
+    """A video's finished work under the cache directory: its shot cuts and each described window, one small
+    JSON file each, written whole as it completes. Keyed by the file's bytes and every setting that changes
+    a description, so another model, method or sampling never reads it."""
+
+    def __init__(self, directory: Path, video: str, pipeline: Pipeline, segmentation: Segmentation) -> None:
+        from ..media.cache import file_digest
+
+        settings = pipeline.settings
+        model = pipeline.model
+        identity = {
+            "format": FORMAT, "file": file_digest(video), "prompt": WINDOW_PROMPT,
+            **{name: str(getattr(settings, name)) for name in (
+                "model", "prior_model", "method", "ratio", "prior_layers", "prune_layer", "backend", "max_new_tokens",
+                "temperature", "seed")},
+            "dtype": str(model.model.dtype), "device": model.device.type,
+        }
+        self.digest = identity["file"]
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+        self.folder = Path(directory) / "summarize" / key
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _cuts_path(self, threshold: float) -> Path:
+        return self.folder.parent / f"cuts-{self.digest[:32]}-{threshold:g}.json"
+
+    def cuts(self, threshold: float) -> list[float] | None:
+        stored = _read_json(self._cuts_path(threshold))
+        return stored["cuts"] if isinstance(stored, dict) and isinstance(stored.get("cuts"), list) else None
+
+    def save_cuts(self, threshold: float, cuts: list[float]) -> None:
+        _write_json(self._cuts_path(threshold), {"cuts": cuts})
+
+    def _window_path(self, window: Window, frames: Sequence[int], said: Sequence[Line]) -> Path:
+        # The lines said in it are part of its prompt: other subtitles, or none, describe it anew.
+        prompt = [list(frames), subtitles.context(said)]
+        sampled = hashlib.sha256(json.dumps(prompt).encode()).hexdigest()[:16]
+        return self.folder / f"window-{round(window.start * 1000)}-{round(window.end * 1000)}-{sampled}.json"
+
+    def window(self, window: Window, frames: Sequence[int], said: Sequence[Line]) -> DescribedWindow | None:
+        stored = _read_json(self._window_path(window, frames, said))
+        try:
+            return DescribedWindow(
+                index=0, window=window, frames=tuple(stored["frames"]), timestamps=tuple(stored["timestamps"]),
+                description=stored["description"], visual_tokens=stored["visual_tokens"], timings=stored["timings"],
+                signature=stored["signature"],
+            )
+        except (TypeError, KeyError):
+            return None
+
+    def save_window(self, item: DescribedWindow, frames: Sequence[int]) -> None:
+        """`item`, described from the sampled `frames` (what `window` looks it up by)."""
+        value = {"frames": list(item.frames), "timestamps": list(item.timestamps), "description": item.description,
+                 "visual_tokens": item.visual_tokens, "timings": item.timings, "signature": item.signature}
+        _write_json(self._window_path(item.window, frames, item.said), value)
