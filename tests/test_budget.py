@@ -1,4 +1,4 @@
-"""Budget allocation (DESIGN §2.2): invariants under random inputs, hand-worked cases, validation."""
+"""Budget allocation: invariants under random inputs, hand-worked cases, validation."""
 
 from __future__ import annotations
 

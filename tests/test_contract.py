@@ -1,4 +1,4 @@
-"""The contract every supported family keeps (DESIGN §4), checked on a tiny model of each.
+"""The contract every supported family keeps, checked on a tiny model of each.
 
 A family contributes only its tiny-model builder (`tiny_models.FAMILIES`); every oracle here runs over
 all of them, for every method. The oracles do not come from our code: the model's own processor and
@@ -459,7 +459,7 @@ def test_a_hybrids_linear_layers_up_to_k_keep_their_state_after_every_token(fami
     assert ratio == 1 or any(changed)
 
 
-# --- prefix reuse (DESIGN §2.6) -----------------------------------------------------------------
+# --- prefix reuse -----------------------------------------------------------------
 
 # The third asks the first again, after a question that left the same prefix.
 LATER_QUESTIONS = [QUESTION, "how many people walks left?", QUESTION]

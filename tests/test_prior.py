@@ -1,4 +1,4 @@
-"""The keyframe prior's math (DESIGN §2.1) on random query/key states, without a model."""
+"""The keyframe prior's math on random query/key states, without a model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL end to end against oracles that do not come from our code (DESIGN §4).
+"""Qwen2.5-VL end to end against oracles that do not come from our code.
 
 The tiny model merges 2 sampled frames into one temporal patch of 5x3 = 15 tokens, so 6 sampled
 frames make 3 DyToK frames of T = 15 tokens.

@@ -1,4 +1,4 @@
-"""Qwen3-VL, dense and MoE, end to end against oracles that do not come from our code (DESIGN §4).
+"""Qwen3-VL, dense and MoE, end to end against oracles that do not come from our code.
 
 The tiny models merge 2 sampled frames into one temporal patch of 3x4 = 12 tokens, so 6 sampled
 frames make 3 DyToK frames of T = 12 tokens; each patch is preceded by its "<t seconds>" text. Their

@@ -1,4 +1,4 @@
-"""VisionZip in-frame selection (DESIGN §2.3), against hand-computed numbers and a loop reference."""
+"""VisionZip in-frame selection, against hand-computed numbers and a loop reference."""
 
 from __future__ import annotations
 

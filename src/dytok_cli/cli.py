@@ -832,7 +832,7 @@ def bench(
 @pipeline_options(exclude=("method", "ratio"), extra=_SPEECH_OPTIONS)
 def eval_(
     data: Annotated[
-        Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see README).", show_default=False)
+        Path, typer.Argument(metavar="DATA", help="Multiple-choice items: JSONL or a JSON array (see docs/eval.md).", show_default=False)
     ],
     output: Annotated[Path, typer.Option(
         "--output", "-o", metavar="DIR", show_default=False, rich_help_panel=BASICS,

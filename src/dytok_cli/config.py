@@ -127,7 +127,7 @@ class Settings:
 
     model: str = DEFAULT_MODEL
     prior_model: str | None = None  # None: the answering model is its own prior
-    # Measured fastest end to end on the default model, with the prior free (README, Performance).
+    # Measured fastest end to end on the default model, with the prior free (docs/performance.md).
     method: Method = Method.dytok_fastv
     ratio: float | None = None  # None: DEFAULT_RATIO, or 1 for a method that keeps every token
     frames: int = 32

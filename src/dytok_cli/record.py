@@ -1,4 +1,4 @@
-"""The JSON record of one (video, question): the stable contract for scripts (see README)."""
+"""The JSON record of one (video, question): the stable contract for scripts (docs/ask.md describes it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The data that passes between the stages (DESIGN §3): decoded frames, the encoded video, the prompt a
+"""The data that passes between the stages: decoded frames, the encoded video, the prompt a
 decoder walk runs on, the per-video visual work, and the per-question plan and answer.
 
 Every stage may import this module and it imports no stage, so no stage ever imports a later one.
@@ -173,7 +173,7 @@ class PromptTensors:
 
 @dataclass
 class Prefix:
-    """The head of a prompt that is the same for every question about one video (DESIGN §2.6), run once
+    """The head of a prompt that is the same for every question about one video, run once
     through decoder layers 0.. and kept for the video's later questions (`prefill/prefix.py`)."""
 
     layers: range  # the layers it ran through, from 0
@@ -235,7 +235,7 @@ class Plan:
     # (N, D) each: the DeepStack features of the `visual_tokens` rows, for families that have them.
     deepstack: tuple[torch.Tensor, ...] = ()
     # Prompt tokens whose work through the layers the method reuses an earlier question about the same
-    # video did (prefix reuse, DESIGN §2.6); set by the pipeline.
+    # video did (prefix reuse); set by the pipeline.
     reused_prefix_tokens: int = 0
     # What is said in the video, when the settings ask for it; `subtitles` are the lines of it the prompt
     # holds (those over the sampled frames, as `question.context`) and `subtitle_tokens` the prompt tokens

@@ -1,4 +1,4 @@
-"""Per-frame token budgets (DESIGN §2.2): pure functions over numbers and small tensors, no model."""
+"""Per-frame token budgets: pure functions over numbers and small tensors, no model."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def uniform_weights(num_frames: int) -> torch.Tensor:
 def allocate_budgets(
     weights: torch.Tensor, total: int, cap: int | torch.Tensor, floor: int = 0
 ) -> torch.Tensor:
-    """Split `total` tokens over frames in proportion to `weights` (DESIGN §2.2).
+    """Split `total` tokens over frames in proportion to `weights`.
 
     weights (F,) non-negative, normalised here (all zero means uniform); cap is the most tokens a
     frame may keep (an int, or (F,) per frame); every frame first gets min(floor, cap) tokens and the

@@ -1,4 +1,4 @@
-"""The keyframe prior's math (DESIGN §2.1): how strongly the question's last token attends to each
+"""The keyframe prior's math: how strongly the question's last token attends to each
 frame, from post-RoPE query/key states. Pure functions; `prefill/` runs the models that produce q/k."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prefix reuse (DESIGN §2.6): the head of a prompt that every question about a video shares, run through
+"""Prefix reuse: the head of a prompt that every question about a video shares, run through
 the decoder layers once and kept for the video's later questions.
 
 Every supported family's chat template puts the video before the question, so the prompt up to the last

@@ -1,4 +1,4 @@
-"""The two-pass keyframe prior (DESIGN §2.1): a prefill of the prompt with every visual token through
+"""The two-pass keyframe prior: a prefill of the prompt with every visual token through
 the prior model, reading the last prompt token's query and the frames' keys at the prior layers through
 the attention seam (no `output_attentions`, so SDPA and FlashAttention work). The walk through the
 decoder ends after the last layer the prior reads, and with prefix reuse runs only the question's own

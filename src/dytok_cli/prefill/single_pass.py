@@ -1,4 +1,4 @@
-"""DyToK inside the answering model's own prefill (DESIGN §2.3, "FastV-style in-LLM pruning").
+"""DyToK inside the answering model's own prefill ("FastV-style in-LLM pruning").
 
 One pass, no prior model: every token runs through decoder layers 0..K (`run_to_prune_layer`), where
 the last prompt token's query is read at the prior layers (frame scores, §2.1) and at layer K (the

@@ -1,4 +1,4 @@
-"""In-frame token selectors (DESIGN §2.3), one pure module per selector: `visionzip` (the reference's,
+"""In-frame token selectors, one pure module per selector: `visionzip` (the reference's,
 from vision-encoder scores) and `fastv` (from the LLM's last-query attention at the prune layer)."""
 
 from .base import FrameSelection

@@ -1,4 +1,4 @@
-"""What every in-frame selector returns (DESIGN §2.3)."""
+"""What every in-frame selector returns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FastV-style in-frame selection (DESIGN §2.3): per frame, the tokens the question's last token
+"""FastV-style in-frame selection: per frame, the tokens the question's last token
 attends to most at the prune layer, kept whole and in their original order. Pure functions."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""VisionZip in-frame token selection (DESIGN §2.3): dominant tokens by attention, the rest merged.
+"""VisionZip in-frame token selection: dominant tokens by attention, the rest merged.
 
 Pure functions over one frame's (or one video's) tokens and the vision encoder's scores; the
 caller decides how many tokens each frame keeps.
