@@ -1,4 +1,5 @@
-"""`dytok ask --engine ray`: the same records as the local engine, from Ray actors on a local Ray.
+"""`dytok ask --engine ray` and `dytok summarize --engine ray`: the same records as the local engine, from Ray
+actors on a local Ray.
 
 Ray starts once for the module (two CPUs, no dashboard); each run starts its own actors, which load the
 tiny model once each. Not collected on its own: `test_ray_engine.py` runs this file in a network
@@ -21,7 +22,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from clips import write_clip, write_text_file  # noqa: E402
+from clips import write_clip, write_shots, write_text_file  # noqa: E402
 from conftest import dytok_in_this_process  # noqa: E402
 
 from dytok_cli import cli  # noqa: E402
@@ -195,3 +196,83 @@ def test_without_ray_the_error_says_what_to_install(tiny_llava_dir, videos, caps
     status, records, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray"), capsys, monkeypatch)
     assert status == 2 and records == []
     assert err == "dytok: error: --engine ray needs Ray: python -m pip install 'ray[data]>=2.60'\n"
+
+
+# --- dytok summarize --engine ray -------------------------------------------------------------------------
+
+# A frame every 4 s, one-token texts, decoding in the worker's own process.
+SUMMARY_FAST = ["--fps", "0.25", "--max-new-tokens", "1", "--decode-timeout", "0"]
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory) -> list[str]:
+    """A video with a cut at 12 s (two windows), a file that is not a video, and one shorter than a window."""
+    folder = tmp_path_factory.mktemp("ray-summaries")
+    return [str(write_shots(folder / "shots.mp4", [12.0], 24.0)), str(write_text_file(folder / "notes.mp4")),
+            str(write_shots(folder / "short.mp4", [], 4.0))]
+
+
+def summarize_args(model_dir: Path, videos: list[str], *extra: str) -> list[str]:
+    return ["summarize", *videos, "--model", str(model_dir), *SUMMARY_FAST, *extra]
+
+
+def untimed_summary(record: dict) -> dict:
+    """A summary record without its timings, the whole video's and each window's. A summary record holds no
+    frame weights: everything else in it (descriptions, chapters, summary, frames, token counts) is compared
+    exactly."""
+    windows = [{key: value for key, value in window.items() if key != "timings"} for window in record["windows"]]
+    return {**{key: value for key, value in record.items() if key != "timings"}, "windows": windows}
+
+
+@pytest.fixture(scope="module")
+def local_summaries(tiny_llava_dir, long_videos):
+    """The local engine's summaries, in this process: what a Ray run must give, video for video."""
+    result = dytok_in_this_process(*summarize_args(tiny_llava_dir, long_videos, "--jsonl"))
+    return result.returncode, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def errors_said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("dytok: error:")]
+
+
+def test_summaries_on_ray_equal_the_local_ones_and_a_bad_video_fails_alone(local_ray, local_summaries, tiny_llava_dir,
+                                                                           long_videos, capsys, monkeypatch):
+    local_status, local_records, local_err = local_summaries
+    status, records, err = in_process(summarize_args(tiny_llava_dir, long_videos, "--jsonl", "--engine", "ray",
+                                                     "--workers", "2"), capsys, monkeypatch)
+    assert local_status == status == 1
+    # Each record as a video completes: the order is the workers', so they are matched by video.
+    assert sorted(record["video"] for record in records) == sorted(long_videos)
+    records.sort(key=lambda record: long_videos.index(record["video"]))
+    assert [untimed_summary(r) for r in records] == [untimed_summary(r) for r in local_records]
+    assert [record["error"] is None for record in records] == [True, False, True]
+    assert len(records[0]["windows"]) == 2 and records[0]["segmentation"]["cuts"] == [12.0]  # cut found on the worker
+    bad = f"dytok: error: {long_videos[1]}: is not a video file (no known container format)"
+    assert errors_said(err) == errors_said(local_err) == [bad]
+    assert err == local_err  # one line for the bad video, nothing from Ray
+
+
+def test_summary_files_from_ray_and_a_rerun_resumes_from_the_cache_on_a_restarted_worker(
+        local_ray, local_summaries, tiny_llava_dir, long_videos, tmp_path, capsys, monkeypatch):
+    local_record = local_summaries[1][0]
+    folder, cache = tmp_path / "out", tmp_path / "cache"
+    args = summarize_args(tiny_llava_dir, long_videos[:1], "--engine", "ray", "--format", "json", "-o", f"{folder}/",
+                          "--cache-dir", str(cache))
+    status, printed, err = in_process(args, capsys, monkeypatch)
+    assert status == 0 and printed == [], err
+    assert err.splitlines() == [f"wrote {folder / 'shots.json'}"]
+    first = json.loads((folder / "shots.json").read_text())
+    assert untimed_summary(first) == untimed_summary(local_record)  # the file the local engine writes
+
+    status, _, err = in_process(args, capsys, monkeypatch)  # refused before Ray is asked for anything
+    assert status == 2 and err == f"dytok: error: {folder / 'shots.json'} exists; use --force to replace it\n"
+
+    local_ray["hook"].touch()  # the first worker to start the video now exits, as if killed
+    status, _, err = in_process([*args, "--force"], capsys, monkeypatch)
+    assert not local_ray["hook"].exists()  # the hook fired
+    assert status == 0, err
+    assert err.splitlines() == [f"wrote {folder / 'shots.json'}", "1 of 1 videos were retried after their Ray worker died"]
+    again = json.loads((folder / "shots.json").read_text())
+    assert [window["resumed"] for window in again["windows"]] == [True, True]  # described by the first run, on a worker
+    unresumed = [{**window, "resumed": False} for window in untimed_summary(again)["windows"]]
+    assert {**untimed_summary(again), "windows": unresumed} == untimed_summary(first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import weakref
 from pathlib import Path
 
@@ -255,6 +256,11 @@ def test_output_is_written_whole_and_never_replaced_without_force(tiny_llava_dir
     usage = dytok_here("summarize", str(videos["short"]), str(videos["two"]), "--format", "srt")
     assert usage.returncode == 2 and "give --output DIR" in usage.stderr
 
+    new = tmp_path / "new"  # a directory that does not exist yet, named as one by its trailing slash
+    into = dytok_here("summarize", *args, "--format", "vtt", "-o", f"{new}/")
+    assert into.returncode == 0, into.stderr
+    assert [path.name for path in new.iterdir()] == ["short.vtt"]
+
 
 def test_ctrl_c_leaves_nothing_half_written_and_the_rerun_resumes(tiny_llava_dir, videos, dytok_here, tmp_path,
                                                                   monkeypatch, scripted_model):
@@ -365,11 +371,21 @@ def test_text_alone_is_answered_as_the_model_answers_it(model_type, build_family
     (["--jsonl", "--format", "md"], "--jsonl prints JSON records"),
     (["--force"], "--force: only used with --output"),
     (["--format", "nope"], "'nope' is not one of 'md', 'json', 'vtt', 'srt', 'youtube', 'ffmetadata'"),
+    (["--workers", "2", "--ray-address", "auto"], "--workers, --ray-address: only used with --engine ray"),
+    (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, not 0"),
+    (["--engine", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be 0 or more, not -1"),
 ])
 def test_usage_errors_say_which_flag(videos, dytok_here, args, message):
     result = dytok_here("summarize", str(videos["short"]), *args)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_without_ray_the_ray_engine_says_what_to_install(videos, dytok_here, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    result = dytok_here("summarize", str(videos["short"]), "--engine", "ray")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "dytok: error: --engine ray needs Ray: python -m pip install 'ray[data]>=2.60'\n"
 
 
 def test_a_misplaced_argument_is_refused_before_anything_runs(dytok_here):

@@ -610,7 +610,7 @@ def summarize(
         "--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="md (summary, then chapters; the default), json (windows, shot cuts, "
         "chapters, summary, timings), vtt or srt (a cue per chapter), youtube (chapter lines for a description), "
         "ffmetadata (chapters for `ffmpeg -map_chapters`).")] = None,
-    output: Annotated[Optional[Path], typer.Option(
+    output_given: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE|DIR", rich_help_panel=OUTPUT, help="Write to FILE (one video) or into DIR as VIDEO_NAME.md, .json, "
         ".vtt, .srt, .youtube.txt or .ffmetadata (a DIR for several videos), each file whole or not at all.")] = None,
     force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--output: replace files that exist.")] = False,
@@ -634,6 +634,18 @@ def summarize(
         "complete, so a run stopped by Ctrl-C or a crash resumes where it was.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", rich_help_panel=BASICS, help="Look for videos in subdirectories too.")] = False,
     null_separated: Annotated[bool, typer.Option("-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", metavar="NAME", rich_help_panel=ENGINE,
+        help="local, or ray: whole videos spread over Ray actors (pip install 'ray[data]').")] = Engine.local,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", metavar="N", rich_help_panel=ENGINE,
+        help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
+        help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
+        help="--engine ray: a cluster to join (auto, or HOST:PORT).")] = None,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -642,12 +654,23 @@ def summarize(
     from .media import inputs as given_inputs
 
     fmt = output_format or SummaryFormat.md
+    # Read as written: a Path would drop the trailing "/" that makes a new DIR of `-o DIR/`.
+    output = Path(output_given) if output_given is not None else None
     if jsonl_output and output_format not in (None, SummaryFormat.json):
         raise typer.BadParameter("--jsonl prints JSON records; drop --format")
     if jsonl_output and output is not None:
         raise typer.BadParameter("--jsonl prints to stdout; drop --output")
     if force and output is None:
         raise typer.BadParameter("--force: only used with --output")
+    ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
+                 "--ray-address": ray_address is not None}
+    if engine is Engine.local and any(ray_flags.values()):
+        raise typer.BadParameter(f"{', '.join(flag for flag, given in ray_flags.items() if given)}: only used with --engine ray")
+    try:
+        given = {"workers": workers, "gpus_per_worker": gpus_per_worker, "address": ray_address}
+        ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     if options["random_weights"] and cache_dir is not None:
         raise typer.BadParameter("--cache-dir keeps described windows for a later run, but --random-weights draws "
                                  "new weights every run: drop one of them")
@@ -675,7 +698,7 @@ def summarize(
         raise typer.BadParameter(f"--format {fmt.value} writes a file per video; give --output DIR")
     targets: dict[str, Path] = {}
     if output is not None:
-        into_directory = len(videos) > 1 or output.is_dir() or str(output).endswith(("/", os.sep))
+        into_directory = len(videos) > 1 or output.is_dir() or (output_given or "").endswith(("/", os.sep))
         if into_directory and output.exists() and not output.is_dir():
             raise typer.BadParameter(f"--output {output} is a file; several videos need a directory")
         for video in videos:
@@ -686,55 +709,91 @@ def summarize(
                 raise DytokError(f"{target} exists; use --force to replace it")
             targets[video] = target
 
+    if engine is Engine.ray:
+        ray_engine.require_ray()
+
     _random_weights_note(options)
     with render.status("Loading…"):
-        from .batch import PER_VIDEO_ERRORS, one_line
         from .media.cache import VisualCache
         from .pipeline import Pipeline
 
         rate = fps if fps is not None else summarizing.default_fps(options["device"])
     settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
-    # The cache folder keeps a transcript too (--speech), beside the described windows.
-    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    # The cache folder keeps a transcript too (--speech), beside the described windows. With Ray the
+    # workers build their own pipelines; this one only names the prior model in the records.
+    local = engine is Engine.local
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir and local else None)
     prior_name = pipeline.prior_name
-    collected: list[dict] = []
+    collected: dict[int, dict] = {}  # --format json on stdout: the records, by the videos' places in the input
     errors: list[str] = []
-    for number, video in enumerate(videos):
-        progress = _WindowProgress(video)
-        try:
-            summary = summarizing.summarize(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
-        except PER_VIDEO_ERRORS as error:
-            message = one_line(error)
-            message = message if message.startswith(f"{video}: ") else f"{video}: {message}"
+    written: list[Path] = []
+    printed = 0
+
+    def deliver(number: int, outcome: summarizing.Outcome) -> None:
+        """A video's outcome where it goes: stdout, its file, or the array printed at the end."""
+        nonlocal printed
+        video, summary = outcome.video, outcome.summary
+        if summary is None:
+            message = outcome.error or f"{video}: not summarised"
             errors.append(message)
-            progress.close()
             if not single:
                 render.error(message)
             if jsonl_output:
                 render.write_json(summarizing.error_record(video, settings, prior_name, message), indent=None)
             elif fmt is SummaryFormat.json and output is None:
-                collected.append(summarizing.error_record(video, settings, prior_name, message))
-            continue
-        except KeyboardInterrupt:
-            progress.close()
-            resume = ("the same command resumes from --cache-dir" if cache_dir is not None
-                      else "with --cache-dir DIR a rerun resumes where it stopped")
-            raise Interrupted(f"interrupted while summarising {video} ({number} of {len(videos)} videos done); {resume}") from None
-        progress.close()
+                collected[number] = summarizing.error_record(video, settings, prior_name, message)
+            return
         for note in summarizing.notes(summary, fmt):
             render.note(f"{video}: {note}")
         if jsonl_output:
             render.write_json(summarizing.record(summary, settings, prior_name), indent=None)
         elif video in targets:
             summarizing.write_file(targets[video], summarizing.formatted(summary, fmt, settings, prior_name), force)
+            written.append(targets[video])
             render.note(f"wrote {targets[video]}")
         elif fmt is SummaryFormat.json:
-            collected.append(summarizing.record(summary, settings, prior_name))
+            collected[number] = summarizing.record(summary, settings, prior_name)
         else:
             text = summarizing.formatted(summary, fmt, settings, prior_name)
-            render.write(("\n" if number and fmt is SummaryFormat.md else "") + text)
+            render.write(("\n" if printed and fmt is SummaryFormat.md else "") + text)
+            printed += 1
+
+    def resume() -> str:
+        how = ("the same command resumes from --cache-dir" if cache_dir is not None
+               else "with --cache-dir DIR a rerun resumes where it stopped")
+        return how + (f" (with --force, as {len(written)} of the files are written)" if written else "")
+
+    if local:
+        for number, video in enumerate(videos):
+            progress = _WindowProgress(video)
+            try:
+                outcome = summarizing.attempt(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
+            except KeyboardInterrupt:
+                progress.close()
+                raise Interrupted(f"interrupted while summarising {video} ({number} of {len(videos)} videos done); "
+                                  f"{resume()}") from None
+            progress.close()
+            deliver(number, outcome)
+    else:
+        done = 0
+
+        def emit(number: int, outcome: summarizing.Outcome) -> None:
+            nonlocal done
+            done += 1
+            bar.advance()
+            with bar.paused():
+                deliver(number, outcome)
+
+        job = summarizing.Job(segmentation, str(cache_dir.resolve()) if cache_dir is not None else None)
+        with render.BatchProgress(len(videos), live=len(videos) > 1) as bar:
+            bar.stage("Summarising on Ray")
+            try:
+                ray_engine.map_videos(settings, videos, job, emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted after {done} of {len(videos)} videos; {resume()}") from None
     if collected:
-        render.write_json(collected[0] if single else collected)
+        records = [collected[number] for number in sorted(collected)]
+        render.write_json(records[0] if single else records)
     if errors and single:
         raise DytokError(errors[0])
     return EXIT_FAILED if errors else EXIT_OK

@@ -1,10 +1,13 @@
-"""`dytok ask --engine ray`: the batch on a Ray cluster, one `Pipeline` (one model load) per Ray actor.
+"""Many videos on a Ray cluster, one `Pipeline` (one model load) per Ray actor: `dytok ask --engine ray`
+and `dytok summarize --engine ray`.
 
-The (video, question) pairs go into a Ray Dataset as one row per video carrying that video's
-questions, so one actor call prepares the video once for all of them, exactly as `batch.run` does
-locally: the actor runs `batch.run` on that one video and returns the same record dicts. Records
-come back to this process and are emitted in input order, or Ray writes them as shards into an
-output directory that a re-run resumes.
+The engine is generic over a per-video task (`VideoTask`): the videos go into a Ray Dataset as one row
+each, and an actor calls the task on a row with its own pipeline. For `ask` the task is `Answer`: a row
+carries a video's questions, so one actor call prepares the video once for all of them, exactly as
+`batch.run` does locally, and returns the same record dicts; records come back to this process and are
+emitted in input order, or Ray writes them as shards into an output directory that a re-run resumes.
+`summarize` passes its own task (built by the CLI from the summarize app, which this module does not
+import) to `map_videos`, which hands each video's result back as the video completes.
 
 Ray and pyarrow are imported inside functions, so the CLI starts without them.
 """
@@ -26,17 +29,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..errors import DytokError, InputError, Interrupted
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
 
 Say = Callable[[str], None]  # where a run's notes (or failed pairs' one-line errors) go: the CLI's stderr
 
 INSTALL_HINT = "python -m pip install 'ray[data]>=2.60'"
 # A video whose worker dies (killed, out of memory) is run again on the restarted worker this many
-# times; after that its pairs get error records and the run goes on. (Ray Data itself retries an
-# actor's tasks without end, so the count is kept here.)
+# times; after that it gets error results (`VideoTask.gave_up`) and the run goes on. (Ray Data itself
+# retries an actor's tasks without end, so the count is kept here.)
 TASK_RETRIES = 2
 CONNECT_TIMEOUT_S = 10  # for --ray-address host:port to answer at all
 MANIFEST = "dytok-run.json"  # marks an --output directory as a dytok run, with the settings it was made with
@@ -64,7 +70,12 @@ class RayOptions:
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, not {self.workers}")
         if not self.gpus_per_worker >= 0:
-            raise ValueError(f"--gpus-per-worker must be 0 or more, not {self.gpus_per_worker}")
+            raise ValueError(f"--gpus-per-worker must be 0 or more, not {self.gpus_per_worker:g}")
+
+
+def require_ray() -> None:
+    """A DytokError naming what to install when Ray is not installed: said before any work."""
+    _import_ray()
 
 
 def _import_ray() -> Any:
@@ -203,14 +214,46 @@ def _exit_if_a_test_asks() -> None:
 def _row_schema() -> Any:
     import pyarrow as pa
 
-    # index: the pair's position in input order; fatal: a pickled error that must stop the run.
-    return pa.schema([("index", pa.int64()), ("record", pa.string()), ("attempt", pa.int64()), ("fatal", pa.binary())])
+    # index: the result's slot in input order; result: the task's result, pickled; fatal: a pickled
+    # error that must stop the run.
+    return pa.schema([("index", pa.int64()), ("result", pa.binary()), ("attempt", pa.int64()), ("fatal", pa.binary())])
 
 
-class _Answerer:
+class VideoTask(Protocol):
+    """What an actor does with one input row: a dict with at least `video` and `indices` (the slots of
+    its results in input order), and whatever else the task put there. Pickled to every actor, so a
+    class defined at a module's top level."""
+
+    def __call__(self, pipeline: Pipeline, row: dict[str, Any]) -> list[Any]:
+        """One result per slot in `row["indices"]`. A failure that belongs to the video is a result
+        (an error record); an exception stops the run, as it would stop a local one."""
+
+    def gave_up(self, settings: Settings, row: dict[str, Any], message: str) -> list[Any]:
+        """The results for a video whose worker died too often on it; `message` says so in one line."""
+
+
+class Answer:
+    """`ask`'s task: `batch.run` on one video for the questions in its row; the results are records."""
+
+    def __call__(self, pipeline: Pipeline, row: dict[str, Any]) -> list[Any]:
+        from .. import batch
+
+        outcomes: list[batch.Outcome] = []
+        batch.run(pipeline, [row["video"]], row["questions"], outcomes.append)
+        return [outcome.record for outcome in outcomes]
+
+    def gave_up(self, settings: Settings, row: dict[str, Any], message: str) -> list[Any]:
+        from ..pipeline import Pipeline
+        from ..record import error_record
+
+        prior_name = Pipeline(settings).prior_name
+        return [error_record(row["video"], question, settings, prior_name, message) for question in row["questions"]]
+
+
+class _Worker:
     """The class-based UDF: one per actor, holding one `Pipeline`, whose models load on the first video."""
 
-    def __init__(self, settings: Settings, cache_dir: str | None, cwd: str, attempts: Any) -> None:
+    def __init__(self, settings: Settings, task: VideoTask, cache_dir: str | None, cwd: str, attempts: Any) -> None:
         from ..media.cache import VisualCache
         from ..pipeline import Pipeline
 
@@ -218,31 +261,28 @@ class _Answerer:
         with contextlib.suppress(OSError):
             os.chdir(cwd)
         self.pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+        self.task = task
         self.attempts = attempts
 
     def __call__(self, videos: Any) -> Any:
         import pyarrow as pa
         import ray
 
-        from .. import batch
-
         rows: list[dict[str, Any]] = []
         for video in videos.to_pylist():
             attempt = ray.get(self.attempts.begin.remote(video["indices"][0]))
             if attempt > TASK_RETRIES + 1:
-                settings = self.pipeline.settings
-                records = [_gave_up(settings, video["video"], question) for question in video["questions"]]
+                message = f"{video['video']}: its Ray worker died {TASK_RETRIES + 1} times on it (out of memory or killed); gave up"
+                results = self.task.gave_up(self.pipeline.settings, video, message)
             else:
                 _exit_if_a_test_asks()
-                outcomes: list[batch.Outcome] = []
                 try:
-                    batch.run(self.pipeline, [video["video"]], video["questions"], outcomes.append)
+                    results = self.task(self.pipeline, video)
                 except Exception as error:  # a failure that stops a local run stops this one too
-                    rows = [{"index": video["indices"][0], "record": "", "attempt": attempt, "fatal": _pickled(error)}]
+                    rows = [{"index": video["indices"][0], "result": b"", "attempt": attempt, "fatal": _pickled(error)}]
                     break
-                records = [outcome.record for outcome in outcomes]
-            for index, record in zip(video["indices"], records):
-                rows.append({"index": index, "record": json.dumps(record, ensure_ascii=False), "attempt": attempt, "fatal": b""})
+            for index, result in zip(video["indices"], results, strict=True):
+                rows.append({"index": index, "result": pickle.dumps(result), "attempt": attempt, "fatal": b""})
         return pa.Table.from_pylist(rows, schema=_row_schema())
 
 
@@ -253,24 +293,71 @@ def _pickled(error: Exception) -> bytes:
         return pickle.dumps(RuntimeError(f"{type(error).__name__}: {_one_line(error)}"))
 
 
-def _answers(ray: Any, settings: Settings, groups: list[dict[str, Any]], options: RayOptions, cache_dir: Path | None) -> Any:
-    """The Ray Dataset of answer rows: one input block per video, so a video is the unit that
+def _mapped(ray: Any, settings: Settings, task: VideoTask, rows: list[dict[str, Any]], options: RayOptions,
+            cache_dir: Path | None) -> Any:
+    """The Ray Dataset of result rows: one input block per video, so a video is the unit that
     streams back, and that is retried when its worker dies."""
     attempts = ray.remote(num_cpus=0)(_Attempts).remote()
-    videos = ray.data.from_items(groups, override_num_blocks=len(groups))
+    videos = ray.data.from_items(rows, override_num_blocks=len(rows))
     return videos.map_batches(
-        _Answerer,
+        _Worker,
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=options.workers),
         num_gpus=options.gpus_per_worker or None,
         fn_constructor_kwargs={
             "settings": settings,
+            "task": task,
             "cache_dir": str(cache_dir.resolve()) if cache_dir else None,
             "cwd": os.getcwd(),
             "attempts": attempts,
         },
     )
+
+
+def _each_result(settings: Settings, task: VideoTask, rows: list[dict[str, Any]], on_result: Callable[[int, Any, int], None],
+                 *, options: RayOptions, note: Say, cache_dir: Path | None) -> None:
+    """`task` on every row on Ray actors; `on_result(index, result, attempt)` for each result as its
+    video completes (in the order videos complete, not input order)."""
+    ray = _import_ray()
+    with _connected(ray, options, note), _quiet(ray, progress_bars=False):
+        blocks = _mapped(ray, settings, task, rows, options, cache_dir).iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            for block in blocks:
+                for row in block.to_pylist():
+                    _raise_fatal(row["fatal"])
+                    on_result(row["index"], pickle.loads(row["result"]), row["attempt"])
+        finally:
+            # Stops the job's remaining work now (an error, Ctrl-C), not when Ray shuts down.
+            getattr(blocks, "close", lambda: None)()
+
+
+def map_videos(
+    settings: Settings,
+    videos: list[str],
+    task: VideoTask,
+    emit: Callable[[int, Any], None],
+    *,
+    options: RayOptions,
+    note: Say,
+    cache_dir: Path | None = None,
+) -> None:
+    """`task` on every video, one result each, on Ray actors: `emit(number, result)` as each video
+    completes, `number` its place in `videos`. Says on `note` how many were run again after their
+    worker died."""
+    emitted = retried = 0
+
+    def received(index: int, result: Any, attempt: int) -> None:
+        nonlocal emitted, retried
+        emitted += 1
+        retried += attempt > 1
+        emit(index, result)
+
+    rows = [{"video": video, "indices": [number]} for number, video in enumerate(videos)]
+    _each_result(settings, task, rows, received, options=options, note=note, cache_dir=cache_dir)
+    if emitted != len(videos):
+        raise RuntimeError(f"Ray returned {emitted} of {len(videos)} results")
+    _note_retried(retried, len(videos), note, "videos")
 
 
 def _groups(videos: list[str], questions: list[str], done: set[tuple[str, str]] = frozenset()) -> list[dict[str, Any]]:
@@ -284,22 +371,14 @@ def _groups(videos: list[str], questions: list[str], done: set[tuple[str, str]] 
     return groups
 
 
-def _gave_up(settings: Settings, video: str, question: str) -> dict[str, Any]:
-    from ..pipeline import Pipeline
-    from ..record import error_record
-
-    message = f"{video}: its Ray worker died {TASK_RETRIES + 1} times on it (out of memory or killed); gave up"
-    return error_record(video, question, settings, Pipeline(settings).prior_name, message)
-
-
 def _raise_fatal(fatal: bytes) -> None:
     if fatal:
         raise pickle.loads(fatal)
 
 
-def _note_retried(retried: int, total: int, note: Say) -> None:
+def _note_retried(retried: int, total: int, note: Say, what: str = "answers") -> None:
     if retried:
-        note(f"{retried} of {total} answers were retried after their Ray worker died")
+        note(f"{retried} of {total} {what} were retried after their Ray worker died")
 
 
 def run(
@@ -314,34 +393,23 @@ def run(
 ) -> int:
     """`batch.run` on Ray: every question on every video, records emitted in input order as soon as
     every earlier one is in; returns the number of failed pairs."""
-    ray = _import_ray()
     from ..batch import Outcome
 
     total = len(videos) * len(questions)
     ready: dict[int, dict[str, Any]] = {}
     emitted = failed = retried = 0
 
-    def release() -> None:
-        nonlocal emitted, failed
+    def received(index: int, result: dict[str, Any], attempt: int) -> None:
+        nonlocal emitted, failed, retried
+        retried += attempt > 1
+        ready[index] = result
         while emitted in ready:
             record = ready.pop(emitted)
             failed += record["error"] is not None
             emit(Outcome(record, None))
             emitted += 1
 
-    with _connected(ray, options, note), _quiet(ray, progress_bars=False):
-        answers = _answers(ray, settings, _groups(videos, questions), options, cache_dir)
-        blocks = answers.iter_batches(batch_size=None, batch_format="pyarrow")
-        try:
-            for block in blocks:
-                for row in block.to_pylist():
-                    _raise_fatal(row["fatal"])
-                    retried += row["attempt"] > 1
-                    ready[row["index"]] = json.loads(row["record"])
-                release()
-        finally:
-            # Stops the job's remaining work now (an error, Ctrl-C), not when Ray shuts down.
-            getattr(blocks, "close", lambda: None)()
+    _each_result(settings, Answer(), _groups(videos, questions), received, options=options, note=note, cache_dir=cache_dir)
     if emitted != total:
         raise RuntimeError(f"Ray returned {emitted} of {total} answers")
     _note_retried(retried, total, note)
@@ -421,8 +489,8 @@ def _shard_sink(directory: Path, output_format: OutputFormat) -> Any:
             for block in blocks:
                 for row in block.to_pylist():
                     fatal = fatal or row["fatal"]
-                    if row["record"]:
-                        records.append(json.loads(row["record"]))
+                    if row["result"]:
+                        records.append(pickle.loads(row["result"]))
                         retried += row["attempt"] > 1
             if records:
                 write_shard(directory, records, output_format)
@@ -495,7 +563,7 @@ def write(
         sink = _shard_sink(directory.resolve(), output_format)
         try:
             with _connected(ray, options, note), _quiet(ray, progress_bars=sys.stderr.isatty()):
-                _answers(ray, settings, groups, options, cache_dir).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+                _mapped(ray, settings, Answer(), groups, options, cache_dir).write_datasink(sink, ray_remote_args={"num_cpus": 0})
         except KeyboardInterrupt:
             written = len(read_records(directory)) - len(done)
             raise Interrupted(f"interrupted after {written} of {todo} answers, written to {directory}; the same command goes on from there") from None

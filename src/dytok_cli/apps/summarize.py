@@ -443,6 +443,46 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
                    transcript=said)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A video's summary, or why it has none (`error`: one line that names the video)."""
+
+    video: str
+    summary: Summary | None
+    error: str | None = None
+
+
+def attempt(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cache_dir: Path | None = None,
+            progress: Progress | None = None) -> Outcome:
+    """`summarize`, with a failure that belongs to this video (unreadable, out of memory) as its outcome;
+    any other error (a model that does not load) is raised, as it stops a batch."""
+    from ..batch import PER_VIDEO_ERRORS, one_line  # torch: only once a video is summarised
+
+    try:
+        return Outcome(video, summarize(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress))
+    except PER_VIDEO_ERRORS as error:
+        message = one_line(error)
+        return Outcome(video, None, message if message.startswith(f"{video}: ") else f"{video}: {message}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A video's summary as the task a Ray worker runs with its own pipeline (`dytok summarize --engine
+    ray`; the CLI hands it to the Ray engine, whose `VideoTask` it is): the whole video on one worker,
+    its windows in order, as locally. Pickled to every worker: the cache directory is an absolute path,
+    on a file system the workers share."""
+
+    segmentation: Segmentation
+    cache_dir: str | None = None
+
+    def __call__(self, pipeline: Pipeline, row: dict[str, Any]) -> list[Outcome]:
+        cache_dir = Path(self.cache_dir) if self.cache_dir is not None else None
+        return [attempt(pipeline, row["video"], self.segmentation, cache_dir=cache_dir)]
+
+    def gave_up(self, settings: Settings, row: dict[str, Any], message: str) -> list[Outcome]:
+        return [Outcome(row["video"], None, message)]
+
+
 # --- records and files ------------------------------------------------------------------------------------
 
 
