@@ -3,6 +3,7 @@ on a pseudo-terminal): streamed answers, /commands, \"\"\" input, Ctrl-C stoppin
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -191,3 +192,60 @@ def test_an_answer_stops_between_two_tokens(tiny_llava, clip):
     assert stopped.stopped and not whole.stopped
     assert 2 <= len(stopped.token_ids) < len(whole.token_ids) == 12
     assert stopped.token_ids == whole.token_ids[: len(stopped.token_ids)]
+
+
+# --- a thinking model ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def thinking_model(build_family, load_family):
+    """A tiny Qwen3.5 whose template answers directly unless `enable_thinking` (as Qwen3.5 0.8B's)."""
+    options = {"thinking": "direct", "text_layers": 4}
+    return build_family("qwen3_5", **options), load_family("qwen3_5", **options)
+
+
+THINKING_ARGS = ["--method", "none", "--frames", "4", "--max-new-tokens", "4", "--max-reasoning-tokens", "5",
+                 "--device", "cpu", "--dtype", "float32", "--decode-timeout", "0", "--think"]
+
+
+def test_with_think_the_conversation_holds_the_answers_alone(thinking_model, clip):
+    """Each turn reasons, the reasoning is kept out of the answer, and the next turn is asked after the
+    earlier answers only: as a pipeline asked with those answers as the history answers it."""
+    from dytok_cli.apps.chat import Conversation
+
+    model_dir, adapter = thinking_model
+    settings = Settings(model=str(model_dir), method=Method.none, frames=4, max_new_tokens=4, max_reasoning_tokens=5,
+                        think=True, device="cpu", dtype="float32", decode_timeout=0)
+    conversation = Conversation(Pipeline(settings, model=adapter), clip)
+    shown: list[str] = []
+    first = conversation.ask("what happens?", on_reasoning=shown.append)
+    second = conversation.ask("and then?")
+    assert first.reasoning and "".join(shown).strip() == first.reasoning and first.reasoning not in first.text
+    assert conversation.history == [("what happens?", first.text), ("and then?", second.text)]
+    fresh = Pipeline(dataclasses.replace(settings, prefix_cache=False), model=adapter)
+    expected = fresh.ask(clip, Question("and then?", history=(("what happens?", first.text),)))
+    assert (second.token_ids, second.reasoning) == (expected.token_ids, expected.reasoning)
+
+
+def test_with_think_a_pipe_gets_answers_and_show_reasoning_puts_the_reasoning_on_stderr(
+        thinking_model, clip, capfd, monkeypatch):
+    model_dir, _ = thinking_model
+
+    def chat(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO("what happens?\nand then?\n"))
+        monkeypatch.setenv("NO_COLOR", "1")
+        capfd.readouterr()
+        status = cli.main(["chat", str(clip), "--model", str(model_dir), *THINKING_ARGS, *args])
+        out, err = capfd.readouterr()
+        return status, out, err
+
+    status, out, err = chat("--jsonl")
+    assert status == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert all(record["reasoning"] and record["reasoning"] not in record["answer"] for record in records)
+    status, out, err = chat("--show-reasoning")
+    assert status == 0 and out.splitlines() == [record["answer"] for record in records]
+    assert all(record["reasoning"] in err for record in records)
+    status, out, quiet = chat()
+    assert status == 0 and out.splitlines() == [record["answer"] for record in records]
+    assert not any(record["reasoning"] in quiet for record in records)

@@ -1,17 +1,23 @@
 """`dytok serve`: a real server on 127.0.0.1 (an ephemeral port, in this process) over a tiny model, driven
-with raw HTTP (httpx and sockets): OpenAI's shapes, streaming, prefix reuse reported as cached tokens, the
-queue, disconnects, and hostile requests answered with a clean 4xx while the server goes on."""
+with raw HTTP (httpx and sockets): OpenAI's shapes, streaming, prefix reuse reported as cached tokens (and
+answers as a fresh process gives them), the queue, disconnects, hostile requests answered with a clean 4xx
+while the server goes on, and a thinking model's reasoning kept out of the answer."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +31,7 @@ from clips import write_clip, write_text_file  # noqa: E402
 from dytok_cli.apps.serve.app import create_app  # noqa: E402
 from dytok_cli.apps.serve.service import Limits, Service  # noqa: E402
 from dytok_cli.config import Method, Settings  # noqa: E402
+from dytok_cli.errors import ModelError  # noqa: E402
 from dytok_cli.media.sources import MediaPolicy  # noqa: E402
 from dytok_cli.pipeline import Pipeline  # noqa: E402
 from dytok_cli.types import Question  # noqa: E402
@@ -54,10 +61,9 @@ def media(tmp_path_factory, clip) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tiny_llava_dir, media):
-    """The app on a real uvicorn server on 127.0.0.1:<ephemeral>, stopped however the tests end."""
-    service = Service(settings(tiny_llava_dir), Limits(queue=1, keep_videos=2))
+@contextmanager
+def serving(service: Service, media: Path) -> Iterator[tuple[str, int, Service]]:
+    """The app over `service` on a real uvicorn server on 127.0.0.1:<ephemeral>, stopped however the tests end."""
     app = create_app(service, model_name=NAME, policy=MediaPolicy(media_dir=media, max_bytes=MEDIA_CAP),
                      api_key=KEY, max_body_bytes=2 * MEDIA_CAP)
     listening = socket.socket()
@@ -75,6 +81,12 @@ def server(tiny_llava_dir, media):
     finally:
         instance.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llava_dir, media):
+    with serving(Service(settings(tiny_llava_dir), Limits(queue=1, keep_videos=2)), media) as running:
+        yield running
 
 
 @pytest.fixture
@@ -143,6 +155,34 @@ def test_the_same_video_again_reuses_its_prefix_and_answers_alike(client, media,
     assert 64 < cached < later["usage"]["prompt_tokens"]  # the video's tokens and the text before them
     assert later["dytok"]["timings"]["decode_s"] == later["dytok"]["timings"]["vision_s"] == 0
     assert first["choices"][0]["message"]["content"] == later["choices"][0]["message"]["content"]
+
+
+FRESH_PROCESS = """
+import json, sys
+from dytok_cli.config import Method, Settings
+from dytok_cli.pipeline import Pipeline
+model, video, question, tokens = sys.argv[1:]
+settings = Settings(model=model, method=Method.none, frames=4, max_new_tokens=int(tokens), device="cpu",
+                    dtype="float32", decode_timeout=0, prefix_cache=False)
+answer = Pipeline(settings).ask(video, question)
+print(json.dumps({"text": answer.text, "token_ids": answer.token_ids}))
+"""
+
+
+def test_a_later_question_is_answered_as_a_fresh_process_answers_it(client, media, tiny_llava_dir):
+    """A second question on a warm video (its decode, vision pass and prompt prefix reused) gets, token for
+    token, the answer a process that never saw the video gives, with nothing of its reused."""
+    video = write_clip(media / "later.mp4", n_frames=18, size=(64, 48), fps=8.0)  # bytes no other test sent
+    first = client.post("/v1/chat/completions", json=request("file:later.mp4", "what happens?", max_tokens=8))
+    later = client.post("/v1/chat/completions", json=request("file:later.mp4", "is there a dog?", max_tokens=8)).json()
+    assert first.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert later["usage"]["prompt_tokens_details"]["cached_tokens"] > 64  # the video's 64 tokens and the text before
+    fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tiny_llava_dir), str(video), "is there a dog?", "8"],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert fresh.returncode == 0, fresh.stderr
+    expected = json.loads(fresh.stdout)
+    assert later["choices"][0]["message"]["content"] == expected["text"]
+    assert later["usage"]["completion_tokens"] == len(expected["token_ids"])
 
 
 def test_a_conversation_is_asked_as_the_pipeline_asks_it(client, server, media, tiny_llava_dir):
@@ -326,3 +366,106 @@ def test_serve_refuses_a_bad_command_line_before_loading_anything(dytok_here, tm
             assert fragment in lines[0]
     finally:
         taken.close()
+
+
+# --- a thinking model: reasoning apart from the answer ---------------------------------------------------
+
+REASONING_MOST = 5  # the server's --max-reasoning-tokens
+THINK = {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+@pytest.fixture(scope="module")
+def thinker(build_family, load_family, media):
+    """A server over a tiny Qwen3.5 whose template answers directly unless `enable_thinking` is true (as
+    Qwen3.5 0.8B's), with the server's defaults: no reasoning unless asked, at most REASONING_MOST tokens of it."""
+    options = {"thinking": "direct", "text_layers": 4}
+    model_dir = build_family("qwen3_5", **options)
+    own = dataclasses.replace(settings(model_dir), max_reasoning_tokens=REASONING_MOST)
+    service = Service(own, Limits(queue=1, keep_videos=2))
+    assert service.model.can_think()
+    with serving(service, media) as running:
+        yield running
+
+
+@pytest.fixture
+def thinking_client(thinker):
+    with httpx.Client(base_url=thinker[0], headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
+        yield http
+
+
+def expected_answer(service: Service, video: Path, question: str, **changes):
+    """What a fresh pipeline (no prefix kept) over the server's model answers, with the server's settings changed."""
+    own = dataclasses.replace(service.settings, prefix_cache=False, **changes)
+    return Pipeline(own, model=service.model).ask(video, question)
+
+
+def test_a_thinking_model_answers_directly_unless_asked(thinking_client, thinker, media):
+    body = thinking_client.post("/v1/chat/completions", json=request("file:clip.mp4", max_tokens=4)).json()
+    message = body["choices"][0]["message"]
+    expected = expected_answer(thinker[2], media / "clip.mp4", "what happens?", max_new_tokens=4)
+    assert expected.reasoning is None and (message["content"], message["reasoning_content"]) == (expected.text, None)
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0 and body["dytok"]["think"] is False
+
+
+def test_asked_to_think_the_reasoning_comes_apart_from_the_answer(thinking_client, thinker, media):
+    """`chat_template_kwargs.enable_thinking`: the reasoning in `reasoning_content` (and `reasoning`), the
+    answer alone in `content`, as the pipeline gives them; the request's reasoning allowance is clamped to the
+    server's, and the video's prefix is shared with requests that did not think."""
+    thinking_client.post("/v1/chat/completions", json=request("file:clip.mp4", max_tokens=1))  # the prefix, kept
+    body = thinking_client.post("/v1/chat/completions", json=request(
+        "file:clip.mp4", max_tokens=4, max_reasoning_tokens=10**6, **THINK)).json()
+    expected = expected_answer(thinker[2], media / "clip.mp4", "what happens?", max_new_tokens=4, think=True)
+    message, usage = body["choices"][0]["message"], body["usage"]
+    assert expected.reasoning and message["reasoning_content"] == message["reasoning"] == expected.reasoning
+    assert message["content"] == expected.text and expected.reasoning not in message["content"]
+    assert "<think>" not in message["content"] + message["reasoning_content"]
+    # The template's switch opened the reasoning block in the prompt: the tokens after `</think>` are the answer's.
+    answered = len(thinker[2].model.markers.split(expected.token_ids, reasoning_first=True).answer)
+    assert usage["completion_tokens"] == len(expected.token_ids)
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == len(expected.token_ids) - answered
+    assert usage["completion_tokens_details"]["reasoning_tokens"] <= REASONING_MOST + 1  # and its closing marker
+    assert usage["prompt_tokens_details"]["cached_tokens"] > 0 and body["dytok"]["think"] is True
+    # The prompt as the model's processor writes it: every patch of frames with its timestamp and markers.
+    model, encoded = thinker[2].model, expected.plan.encoded
+    whole = model.build_inputs(expected.plan.question, encoded.all_tokens(), video=encoded, thinking=True)
+    assert usage["prompt_tokens"] == whole["input_ids"].shape[1] > usage["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_streamed_reasoning_comes_in_deltas_of_its_own(thinking_client, media):
+    whole = thinking_client.post("/v1/chat/completions", json=request("file:clip.mp4", max_tokens=4, **THINK)).json()
+    with thinking_client.stream("POST", "/v1/chat/completions", json=request(
+            "file:clip.mp4", max_tokens=4, stream=True, stream_options={"include_usage": True}, **THINK)) as response:
+        data = events(response)
+    assert data[-1] == "[DONE]"
+    deltas = [json.loads(item)["choices"][0]["delta"] for item in data[:-1] if json.loads(item)["choices"]]
+    kinds = ["reasoning" if "reasoning_content" in delta else "answer" for delta in deltas if delta.get("content") or
+             "reasoning_content" in delta]
+    assert "reasoning" in kinds and kinds == sorted(kinds, reverse=True)  # all the reasoning, then the answer
+    reasoning = "".join(delta.get("reasoning_content", "") for delta in deltas)
+    assert reasoning == "".join(delta.get("reasoning", "") for delta in deltas)
+    message = whole["choices"][0]["message"]
+    assert reasoning == message["reasoning_content"] and "".join(delta.get("content") or "" for delta in deltas) == message["content"]
+    usage = json.loads(data[-2])["usage"]
+    assert usage["completion_tokens_details"] == whole["usage"]["completion_tokens_details"]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"enable_thinking": "yes"}, "must be true or false"),
+    ({"enable_thinking": True, "add_vision_id": True}, "only enable_thinking is supported, not add_vision_id"),
+    ([True], "must be an object"),
+])
+def test_a_malformed_thinking_switch_is_a_clean_400(thinking_client, kwargs, fragment):
+    response = thinking_client.post("/v1/chat/completions", json=request("file:clip.mp4", chat_template_kwargs=kwargs))
+    assert response.status_code == 400 and fragment in response.json()["error"]["message"]
+    assert response.json()["error"]["param"] == "chat_template_kwargs"
+
+
+def test_thinking_on_a_model_without_a_thinking_mode_is_refused(client, tiny_llava_dir):
+    response = client.post("/v1/chat/completions", json=request("file:clip.mp4", **THINK))
+    assert response.status_code == 400, response.text
+    assert "has no chat template with a thinking mode" in response.json()["error"]["message"]
+    # Asking not to think is what such a model does anyway.
+    off = request("file:clip.mp4", max_tokens=1, chat_template_kwargs={"enable_thinking": False})
+    assert client.post("/v1/chat/completions", json=off).status_code == 200
+    with pytest.raises(ModelError, match="no chat template with a thinking mode"):
+        Service(dataclasses.replace(settings(tiny_llava_dir), think=True))

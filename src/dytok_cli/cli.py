@@ -980,6 +980,10 @@ def eval_(
 def chat(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file to talk about (/video PATH changes it).", show_default=False)],
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=OUTPUT, metavar="N", help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
+    max_reasoning_tokens: Annotated[int, typer.Option(
+        "--max-reasoning-tokens", metavar="N", rich_help_panel=OUTPUT, help=_REASONING_TOKENS_HELP)] = _DEFAULTS.max_reasoning_tokens,
+    show_reasoning: Annotated[bool, typer.Option(
+        "--show-reasoning", rich_help_panel=OUTPUT, help="Show the reasoning on stderr, dimmed, as it comes.")] = False,
     temperature: Annotated[float, typer.Option("--temperature", rich_help_panel=OUTPUT, metavar="T", help="Sampling temperature; 0 decodes greedily.")] = _DEFAULTS.temperature,
     seed: Annotated[Optional[int], typer.Option("--seed", rich_help_panel=OUTPUT, metavar="N", help="Random seed for sampling (--temperature above 0).")] = None,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUTPUT, help="Read questions line by line and print one JSON record per answer.")] = False,
@@ -988,8 +992,9 @@ def chat(
 ) -> int:
     """Talk about a video: on a terminal, a prompt with streamed answers (/help lists the commands);
     otherwise questions line by line from stdin, one answer per question. Earlier turns stay in the
-    conversation, and the video is decoded, encoded and prefilled once."""
-    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    conversation (the answers, never the reasoning), and the video is decoded, encoded and prefilled once."""
+    settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
+                         temperature=temperature, seed=seed)
     _random_weights_note(options)
     with render.status("Loading…"):
         from .apps import chat as talk
@@ -1002,7 +1007,7 @@ def chat(
         import readline  # noqa: F401  (line editing and history for input())
 
         terminal = talk.Terminal(read_line=input, write=render.write, note=render.note, error=render.error,
-                                 working=render.status)
+                                 working=render.status, reasoning=render.reasoning if show_reasoning else None)
         talk.converse(conversation, terminal)
         return EXIT_OK
 
@@ -1012,7 +1017,8 @@ def chat(
         else:
             render.write(answer.text + "\n")
 
-    failed = talk.answer_lines(conversation, sys.stdin, emit, render.error)
+    failed = talk.answer_lines(conversation, sys.stdin, emit, render.error,
+                               on_reasoning=render.reasoning if show_reasoning else None)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -1038,13 +1044,18 @@ def serve(
     queue: Annotated[int, typer.Option("--queue", rich_help_panel=SERVER, min=0, metavar="N", help="Requests that may wait for the model; more are answered 429.")] = 16,
     keep_videos: Annotated[int, typer.Option("--keep-videos", rich_help_panel=SERVER, min=1, metavar="N", help="Videos kept decoded, encoded and prefilled for later requests.")] = 4,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=OUTPUT, metavar="N", help="Longest answer, and the most a request's max_tokens gets.")] = _DEFAULTS.max_new_tokens,
+    max_reasoning_tokens: Annotated[int, typer.Option(
+        "--max-reasoning-tokens", metavar="N", rich_help_panel=OUTPUT,
+        help="Longest reasoning before an answer, and the most a request's max_reasoning_tokens gets.")] = _DEFAULTS.max_reasoning_tokens,
     temperature: Annotated[float, typer.Option("--temperature", rich_help_panel=OUTPUT, metavar="T", help="Sampling temperature when a request sets none; 0 decodes greedily.")] = _DEFAULTS.temperature,
     *,
     options: dict[str, Any],
 ) -> int:
     """Serve the model over OpenAI's chat-completions API (a video as a video_url content part); the
-    pipeline flags are the defaults and the maxima of what a request may ask (--frames is the most frames)."""
-    settings = _settings(options, max_new_tokens=max_new_tokens, temperature=temperature)
+    pipeline flags are the defaults and the maxima of what a request may ask (--frames is the most frames;
+    --think, whether a request that does not say reasons first)."""
+    settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
+                         temperature=temperature)
     if allow_private_media and not allow_remote_media:
         raise typer.BadParameter("--allow-private-media: only used with --allow-remote-media")
     if media_dir is not None and not media_dir.is_dir():

@@ -4,6 +4,10 @@ The video is decoded and encoded once; each question goes through the model's ow
 the earlier turns (`Question.history`), and the prompt up to the video's last token is reused from the
 first question on. On a terminal it is a prompt with streamed answers, `/commands`, `\"\"\"` for multi-line
 input, Ctrl-C to stop an answer; from a pipe, one question per line and one answer per question.
+
+A model that reasons before it answers (`--think`, or one that always does) has its reasoning kept apart:
+what is printed as the answer, and what the conversation holds for the next question, is the answer alone;
+the reasoning goes only to a caller that asks for it (`on_reasoning`: `--show-reasoning`, on stderr).
 """
 
 from __future__ import annotations
@@ -109,9 +113,11 @@ class Conversation:
         self.history = []
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None, stop: threading.Event | None = None,
-            on_stage: StageCallback | None = None) -> Answer:
-        """Answer `text` after the conversation so far; an answer stopped early is not kept in it."""
-        answer = self.pipeline.ask(self.visual, Question(text, history=tuple(self.history)), on_text, on_stage, stop=stop)
+            on_stage: StageCallback | None = None, on_reasoning: Callable[[str], None] | None = None) -> Answer:
+        """Answer `text` after the conversation so far; an answer stopped early is not kept in it. The
+        conversation keeps the answer alone (as the published chat templates drop earlier turns' reasoning)."""
+        question = Question(text, history=tuple(self.history))
+        answer = self.pipeline.ask(self.visual, question, on_text, on_stage, stop=stop, on_reasoning=on_reasoning)
         if not answer.stopped:
             self.history.append((text, answer.text))
         return answer
@@ -132,6 +138,7 @@ class Terminal:
     note: Callable[[str], None]  # messages, on stderr
     error: Callable[[str], None]
     working: Callable[[str], Any]  # a context manager showing progress, yielding a stage callback or None
+    reasoning: Callable[[str], None] | None = None  # the model's reasoning as it comes (stderr); None: not shown
 
 
 def _stage(spinner: Any) -> StageCallback | None:
@@ -196,7 +203,15 @@ def _answer(text: str, conversation: Conversation, terminal: Terminal) -> None:
                 progress.close()  # the first piece ends the progress display; later ones find it closed
                 terminal.write(piece)
 
-            answer = conversation.ask(text, on_text, stop, _stage(spinner))
+            on_reasoning = None
+            if terminal.reasoning is not None:
+                show = terminal.reasoning
+
+                def on_reasoning(piece: str) -> None:
+                    progress.close()
+                    show(piece)
+
+            answer = conversation.ask(text, on_text, stop, _stage(spinner), on_reasoning)
     except KeyboardInterrupt:
         terminal.write("\n")
         terminal.note("stopped")
@@ -209,8 +224,9 @@ def _answer(text: str, conversation: Conversation, terminal: Terminal) -> None:
 
 
 def answer_lines(conversation: Conversation, lines: Iterator[str], emit: Callable[[Answer], None],
-                 error: Callable[[str], None]) -> int:
-    """Questions (and /commands) from `lines`, answers to `emit` in order; returns how many failed."""
+                 error: Callable[[str], None], on_reasoning: Callable[[str], None] | None = None) -> int:
+    """Questions (and /commands) from `lines`, answers to `emit` in order, any reasoning to `on_reasoning`
+    as it comes; returns how many failed."""
     source = iter(lines)
 
     def read_line(prompt: str) -> str:
@@ -235,7 +251,7 @@ def answer_lines(conversation: Conversation, lines: Iterator[str], emit: Callabl
             if entry.command is Command.quit:
                 return failed
             if entry.command is Command.ask:
-                emit(conversation.ask(entry.text))
+                emit(conversation.ask(entry.text, on_reasoning=on_reasoning))
             elif entry.command is Command.video:
                 if not entry.text:
                     raise UsageError("/video needs a path: /video PATH")

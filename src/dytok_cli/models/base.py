@@ -163,6 +163,12 @@ class VideoModel:
             raise ModelError(f"the chat template of {self.name!r} does not place exactly one video token")
         return ids
 
+    def uncompressed_prompt_length(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> int:
+        """Tokens of the prompt for `question` about `video` with every visual token: its text and the
+        video's tokens (what a server reports as the prompt, whatever compression keeps of it)."""
+        text = self.prompt_ids(question, thinking).shape[1] - 1  # less the one video placeholder
+        return text + video.num_frames * video.tokens_per_frame + video.extra.shape[0]
+
     def build_inputs(
         self,
         question: Question | str,

@@ -160,6 +160,10 @@ class Qwen3VL(QwenVideoModel):
             "position_ids": self._uncompressed_positions(full, video)[:, :, source[keep].to(self.device)],
         }
 
+    def uncompressed_prompt_length(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> int:
+        # Each patch of frames brings its timestamp's tokens and its vision markers beside its visual tokens.
+        return int(self._uncompressed_ids(question, video, thinking).shape[0])
+
     def _uncompressed_ids(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> torch.Tensor:
         """(S_full,) the prompt the processor builds for `video`: every patch's timestamp, markers and T
         placeholders in place of the chat template's single video placeholder."""

@@ -181,15 +181,15 @@ def create_app(service: Service, *, model_name: str, policy: MediaPolicy, api_ke
             return StreamingResponse(_stream(job, watcher, service, identity, model_name, chat.include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
-            text: list[str] = []
             while True:
                 kind, value = await job.events.get()
-                if kind == "text":
-                    text.append(value)
-                elif kind == "done":
+                if kind in ("text", "reasoning"):
+                    continue  # the whole answer comes with "done"
+                if kind == "done":
                     outcome: Outcome = value
                     return JSONResponse(protocol.completion(
-                        identity, model_name, outcome.answer.text, outcome.finish_reason, _usage(outcome), _extra(outcome)))
+                        identity, model_name, outcome.answer.text, outcome.finish_reason, _usage(outcome), _extra(outcome),
+                        reasoning=outcome.answer.reasoning))
                 else:
                     return _error_response(as_api_error(value))
         finally:
@@ -201,7 +201,8 @@ def create_app(service: Service, *, model_name: str, policy: MediaPolicy, api_ke
 
 
 def _usage(outcome: Outcome) -> dict[str, Any]:
-    return protocol.usage(outcome.prompt_tokens, len(outcome.answer.token_ids), outcome.answer.plan.reused_prefix_tokens)
+    return protocol.usage(outcome.prompt_tokens, len(outcome.answer.token_ids), outcome.answer.plan.reused_prefix_tokens,
+                          outcome.reasoning_tokens)
 
 
 def _extra(outcome: Outcome) -> dict[str, Any]:
@@ -211,6 +212,7 @@ def _extra(outcome: Outcome) -> dict[str, Any]:
     return {
         "method": settings.method.value,
         "ratio": settings.ratio,
+        "think": settings.think,
         "frames": len(plan.frames.indices),
         "fps": settings.fps,
         "visual_tokens": {"full": encoded.num_frames * encoded.tokens_per_frame, "kept": plan.kept_tokens},
@@ -221,15 +223,18 @@ def _extra(outcome: Outcome) -> dict[str, Any]:
 
 async def _stream(job: Job, watcher: asyncio.Task, service: Service, identity: str, model: str,
                   include_usage: bool) -> AsyncIterator[bytes]:
-    """The answer as `chat.completion.chunk` events: the role, the text as it comes, the finish reason,
-    with `include_usage` a usage-only chunk, then `[DONE]`. An error after the first event is sent as
-    an event of its own (the status line is gone by then)."""
+    """The answer as `chat.completion.chunk` events: the role, any reasoning (`reasoning_content` and
+    `reasoning` deltas) then the answer's text (`content` deltas) as they come, the finish reason, with
+    `include_usage` a usage-only chunk, then `[DONE]`. An error after the first event is sent as an event
+    of its own (the status line is gone by then)."""
     try:
         yield protocol.event(protocol.chunk(identity, model, {"role": "assistant", "content": ""}, with_usage=include_usage))
         while True:
             kind, value = await job.events.get()
             if kind == "text":
                 yield protocol.event(protocol.chunk(identity, model, {"content": value}, with_usage=include_usage))
+            elif kind == "reasoning":
+                yield protocol.event(protocol.chunk(identity, model, protocol.reasoning_delta(value), with_usage=include_usage))
             elif kind == "done":
                 yield protocol.event(protocol.chunk(identity, model, {}, value.finish_reason, with_usage=include_usage))
                 if include_usage:

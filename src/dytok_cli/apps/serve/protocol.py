@@ -3,7 +3,11 @@ options a client may set; answers become `chat.completion` objects or `chat.comp
 
 The video comes as vLLM sends it, a content part `{"type": "video_url", "video_url": {"url": ...}}`, and it
 opens the conversation: it belongs to the first user message. DyToK's own options (`method`, `ratio`,
-`frames`, `fps`, `ignore_eos`) ride beside OpenAI's fields, as the `openai` client's `extra_body` sends them.
+`frames`, `fps`, `ignore_eos`, `max_reasoning_tokens`) ride beside OpenAI's fields, as the `openai`
+client's `extra_body` sends them. Reasoning is asked for as vLLM and Qwen's own servers take it,
+`chat_template_kwargs: {"enable_thinking": true}`, and comes back apart from the answer, in the message's
+(and the stream deltas') `reasoning_content` and `reasoning`, as vLLM returns it (the first is the name
+DeepSeek's API and earlier vLLM releases use, the second the one vLLM uses now).
 Torch-free: a request is checked before it costs the model anything.
 """
 
@@ -59,6 +63,8 @@ class Options:
     frames: int | None = None
     fps: float | None = None
     ignore_eos: bool = False
+    think: bool | None = None  # chat_template_kwargs.enable_thinking; None: the server's --think
+    max_reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,8 @@ def parse_chat(payload: Any) -> ChatRequest:
         frames=_number(payload.get("frames"), "frames", integer=True, least=1),
         fps=_number(payload.get("fps"), "fps"),
         ignore_eos=_boolean(payload, "ignore_eos"),
+        think=_thinking(payload.get("chat_template_kwargs")),
+        max_reasoning_tokens=_number(payload.get("max_reasoning_tokens"), "max_reasoning_tokens", integer=True, least=1),
     )
     return ChatRequest(model, video_url, question, stream, include_usage, options)
 
@@ -125,6 +133,23 @@ def _boolean(payload: dict[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise bad_request(f"{name} must be true or false", name)
     return value
+
+
+def _thinking(kwargs: Any) -> bool | None:
+    """`chat_template_kwargs`' thinking switch. The template's other variables are not the client's to set
+    here, so any other key is refused rather than ignored."""
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, dict):
+        raise bad_request("chat_template_kwargs must be an object", "chat_template_kwargs")
+    others = sorted(set(kwargs) - {"enable_thinking"})
+    if others:
+        raise bad_request(f"chat_template_kwargs: only enable_thinking is supported, not {', '.join(others)}",
+                          "chat_template_kwargs")
+    switch = kwargs.get("enable_thinking")
+    if switch is not None and not isinstance(switch, bool):
+        raise bad_request("chat_template_kwargs.enable_thinking must be true or false", "chat_template_kwargs")
+    return switch
 
 
 def _text(value: Any, name: str) -> str | None:
@@ -209,24 +234,34 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage; `completion_tokens` counts every generated token, the `reasoning_tokens` before the
+    answer (the reasoning and its markers) included, as OpenAI counts them."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
     }
 
 
+def reasoning_delta(text: str) -> dict[str, str]:
+    """A stream delta of reasoning, under both names clients read it by."""
+    return {"reasoning_content": text, "reasoning": text}
+
+
 def completion(identity: str, model: str, text: str, finish_reason: str, usage: dict[str, Any],
-               extra: dict[str, Any]) -> dict[str, Any]:
+               extra: dict[str, Any], reasoning: str | None = None) -> dict[str, Any]:
+    """A `chat.completion`: the answer in `content`, never the reasoning, which is `reasoning_content` and
+    `reasoning` (null when the model answered without reasoning)."""
+    message = {"role": "assistant", "content": text, "reasoning_content": reasoning, "reasoning": reasoning}
     return {
         "id": identity,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
         "usage": usage,
         "dytok": extra,
     }

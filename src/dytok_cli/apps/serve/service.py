@@ -6,7 +6,8 @@ events, and stops between two tokens when its client goes (`Pipeline.answer`'s `
 
 Warm videos are keyed by the digest of their bytes, so the same video sent again (as another path, a
 data: URL, a download) finds its decoded frames and vision features, and, for the same settings, the
-pipeline that keeps its prompt prefix: a later question on it runs only its own tokens.
+pipeline that keeps its prompt prefix: a later question on it runs only its own tokens. Whether the model
+reasons first changes only the prompt's end, so requests with and without reasoning share that prefix.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import torch
+
 from ...config import Method, Settings
+from ...errors import ModelError
 from ...media.cache import VisualCache
 from ...media.sources import MediaFile
 from ...pipeline import Pipeline
@@ -63,12 +67,13 @@ class Outcome:
     prompt_tokens: int  # the prompt as asked: its text and every visual token of the sampled frames
     finish_reason: str  # "stop": the model ended it; "length": max_tokens did
     settings: Settings  # what the request ran with, after clamping
+    reasoning_tokens: int = 0  # generated before the answer: the reasoning and its markers
 
 
 @dataclass(eq=False)  # jobs are kept in a set by identity
 class Job:
-    """One request's work, from the event loop's side: `events` receives ("ready", Plan), ("text", str),
-    ("done", Outcome) or ("error", Exception), in that order, the last two ending it."""
+    """One request's work, from the event loop's side: `events` receives ("ready", Plan), then ("reasoning",
+    str) and ("text", str) as they come, then ("done", Outcome) or ("error", Exception), which end it."""
 
     settings: Settings
     media: MediaFile
@@ -96,6 +101,23 @@ class Stopped(Exception):
     """A job whose client left before the model got to it."""
 
 
+class Trimmed:
+    """Streamed pieces of text passed on without the whitespace that ends them so far: it goes out before
+    the next piece that has more, so the pieces join into the text as decoded whole (which is stripped;
+    the streamer already drops the whitespace before the first word)."""
+
+    def __init__(self, emit: Any) -> None:
+        self.emit = emit
+        self.held = ""
+
+    def __call__(self, piece: str) -> None:
+        text = self.held + piece
+        body = text.rstrip()
+        self.held = text[len(body):]
+        if body:
+            self.emit(body)
+
+
 @dataclass(frozen=True)
 class Limits:
     queue: int = 16  # requests that may wait behind the one running
@@ -111,6 +133,8 @@ class Service:
         self.cache = cache
         base = Pipeline(settings, cache=cache)
         self.model = base.model  # loaded now: a model that cannot load stops the server before it listens
+        if settings.think and not self.model.can_think():
+            raise ModelError(f"--think: {settings.model} has no chat template with a thinking mode")
         self.prior = base.prior if settings.prior_model else None
         self._visuals: LRU[tuple, Visual] = LRU(limits.keep_videos)
         self._pipelines: LRU[tuple, Pipeline] = LRU(limits.keep_videos)
@@ -143,6 +167,13 @@ class Service:
         changes: dict[str, Any] = {}
         if options.max_tokens is not None:
             changes["max_new_tokens"] = min(options.max_tokens, base.max_new_tokens)
+        if options.think is not None:
+            if options.think and not self.model.can_think():
+                raise ApiError(400, f"enable_thinking: {base.model} has no chat template with a thinking mode",
+                               param="chat_template_kwargs", code="invalid_value")
+            changes["think"] = options.think
+        if options.max_reasoning_tokens is not None:
+            changes["max_reasoning_tokens"] = min(options.max_reasoning_tokens, base.max_reasoning_tokens)
         if options.temperature is not None:
             changes["temperature"] = float(options.temperature)
         temperature = changes.get("temperature", base.temperature)
@@ -211,8 +242,10 @@ class Service:
 
     def _warm(self, settings: Settings, media: MediaFile) -> tuple[Pipeline, Visual]:
         """The pipeline for these settings and this video (its prefix kept), and the video's visual work."""
-        # How long and how randomly the answer is generated changes nothing of the prompt before it.
-        prompt_settings = dataclasses.replace(settings, max_new_tokens=1, temperature=0.0, seed=None)
+        # How long and how randomly the answer is generated, and whether reasoning opens it, change nothing of
+        # the prompt before it (the thinking switch changes only the prompt's end, after the video).
+        prompt_settings = dataclasses.replace(settings, max_new_tokens=1, temperature=0.0, seed=None, think=False,
+                                              max_reasoning_tokens=1)
         pipeline_key = (prompt_settings, media.digest)
         pipeline = self._pipelines.get(pipeline_key)
         if pipeline is None:
@@ -235,18 +268,21 @@ class Service:
         if job.stop.is_set():
             raise Stopped
         job.emit("ready", plan)
-        answer = pipeline.answer(plan, lambda text: job.emit("text", text), job.force_length, job.stop)
+        answer = pipeline.answer(plan, Trimmed(lambda text: job.emit("text", text)), job.force_length, job.stop,
+                                 on_reasoning=Trimmed(lambda text: job.emit("reasoning", text)))
         answer.timings["total_s"] = sum(answer.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s", "generate_s"))
-        return Outcome(answer, self._prompt_tokens(plan), self._finish_reason(answer, job.settings), job.settings)
+        prompt_ids = self.model.prompt_ids(plan.question, plan.thinking)
+        answered = len(self.model.split_reasoning(prompt_ids, torch.tensor(answer.token_ids, dtype=torch.long)).answer)
+        prompt_tokens = self.model.uncompressed_prompt_length(plan.question, plan.encoded, plan.thinking)
+        return Outcome(answer, prompt_tokens, self._finish_reason(answer, answered, job), job.settings,
+                       reasoning_tokens=len(answer.token_ids) - answered)
 
-    def _prompt_tokens(self, plan: Plan) -> int:
-        encoded = plan.encoded
-        text = self.model.prompt_ids(plan.question).shape[1] - 1  # less the one video placeholder
-        return text + encoded.num_frames * encoded.tokens_per_frame + encoded.extra.shape[0]
-
-    def _finish_reason(self, answer: Answer, settings: Settings) -> str:
+    def _finish_reason(self, answer: Answer, answered: int, job: Job) -> str:
+        """"stop" when the model ended its answer, "length" when the answer's allowance did (`answered`: its
+        tokens after any reasoning; with ignore_eos the allowance counts every token)."""
         ends = self.model.model.generation_config.eos_token_id
         ends = set(ends if isinstance(ends, list) else [ends])
         if answer.token_ids and answer.token_ids[-1] in ends:
             return "stop"
-        return "length" if len(answer.token_ids) >= settings.max_new_tokens else "stop"
+        counted = len(answer.token_ids) if job.force_length else answered
+        return "length" if counted >= job.settings.max_new_tokens else "stop"
