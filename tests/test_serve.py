@@ -1,5 +1,5 @@
 """`dytok serve`: a real server on 127.0.0.1 (an ephemeral port, in this process) over a tiny model, driven
-with raw HTTP (httpx and sockets): OpenAI's shapes, streaming, prefix reuse reported as cached tokens (and
+with raw HTTP (httpx and sockets) and the official `openai` client: OpenAI's shapes, streaming, prefix reuse reported as cached tokens (and
 answers as a fresh process gives them), the queue, disconnects, hostile requests answered with a clean 4xx
 while the server goes on, and a thinking model's reasoning kept out of the answer."""
 
@@ -141,6 +141,26 @@ def test_an_answer_in_openai_shapes(client, media):
     # The prompt as asked: its text and every visual token of the 4 sampled frames.
     assert usage["prompt_tokens"] > body["dytok"]["visual_tokens"]["full"] == 4 * 16
     assert client.get("/v1/models").json()["data"][0]["id"] == NAME
+
+
+def test_the_official_openai_client_asks_streams_and_is_refused_without_the_key(client, server, media):
+    """What a program written against OpenAI's own client gets: the same answer as raw HTTP, streamed or not,
+    usage with the reused prefix, and the client's own error type for a wrong key."""
+    openai = pytest.importorskip("openai")
+    messages = request(f"file://{media}/other.mp4", "what is in it?")["messages"]
+    raw = client.post("/v1/chat/completions", json=request(f"file://{media}/other.mp4", "what is in it?")).json()
+    official = openai.OpenAI(base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0)
+    reply = official.chat.completions.create(model=NAME, messages=messages, max_tokens=8)
+    assert reply.choices[0].message.content == raw["choices"][0]["message"]["content"]
+    assert reply.usage.prompt_tokens_details.cached_tokens > 0  # the raw request left the video's prefix warm
+    stream = official.chat.completions.create(model=NAME, messages=messages, max_tokens=8, stream=True,
+                                              stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == reply.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server[0]}/v1", api_key="wrong", max_retries=0).models.list()
 
 
 def test_the_same_video_again_reuses_its_prefix_and_answers_alike(client, media, tmp_path):
