@@ -21,6 +21,7 @@ def encoded(seed: int, frames: int = 3, tokens: int = 4) -> EncodedVideo:
         frames_per_group=2,
         grid=(frames, 4, 4),
         frame_seconds=0.25,
+        frame_size=(8, 8),
     )
 
 
@@ -36,7 +37,7 @@ def visual(tmp_path) -> Visual:
 def assert_same(a: EncodedVideo, b: EncodedVideo) -> None:
     for name in ("features", "extra", "attention", "keys"):
         assert torch.equal(getattr(a, name), getattr(b, name))
-    assert (a.frames_per_group, a.grid, a.frame_seconds) == (b.frames_per_group, b.grid, b.frame_seconds)
+    assert (a.frames_per_group, a.grid, a.frame_seconds, a.frame_size) == (b.frames_per_group, b.grid, b.frame_seconds, b.frame_size)
 
 
 def test_what_is_stored_comes_back(tmp_path, visual):

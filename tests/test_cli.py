@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not i
 
 RECORD_KEYS = {
     "video", "question", "answer", "reasoning", "model", "prior_model", "method", "ratio", "dtype", "backend",
-    "frames", "visual_tokens", "tokens_per_frame", "reused_prefix_tokens", "subtitles", "timings", "error",
+    "frames", "visual_tokens", "tokens_per_frame", "frame_size", "reused_prefix_tokens", "subtitles", "timings",
+    "error",
 }
 FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}
 TIMING_KEYS = {"decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s"}
@@ -77,7 +78,7 @@ def test_json_record(dytok_here, tiny_llava_dir, clip):
     assert record["model"] == str(tiny_llava_dir) == record["prior_model"]
     assert record["method"] == "dytok" and record["ratio"] == 0.5 and record["backend"] == "decord"
     assert record["dtype"] in {"float32", "bfloat16"}  # --dtype auto on a CPU, resolved
-    assert record["tokens_per_frame"] == 16
+    assert record["tokens_per_frame"] == 16 and record["frame_size"] == [32, 32]
     assert record["visual_tokens"] == {"full": 6 * 16, "kept": 48}
     assert set(record["timings"]) == TIMING_KEYS and all(v >= 0 for v in record["timings"].values())
     frames = record["frames"]
@@ -207,7 +208,7 @@ def test_help_reads_plainly(dytok_here):
     overview = dytok_here("-h")
     assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "summarize", "bench", "eval", "chat", "serve", "make-clip"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "summarize", "bench", "eval", "chat", "serve", "make-clip", "models"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
     for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA"),
                            ("summarize", "VIDEO..."), ("chat", "VIDEO"), ("make-clip", "FILE")]:

@@ -1,16 +1,14 @@
-"""The Qwen families' frames reach the vision tower at the size their reference preprocessing gives:
-qwen-vl-utils (the package the model cards use), run on the same file, is the oracle."""
+"""The Qwen families' frames reach the vision tower at the size their reference preprocessing gives, and
+with `--max-pixels` at the size it gives at that `max_pixels`: qwen-vl-utils (the package the model cards
+use), run on the same file, is the oracle."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from clips import write_clip
-from transformers import AutoConfig
 
 from dytok_cli.media.video import read_video
-from dytok_cli.models import presets, supported_model_types
+from dytok_cli.models import preset_config, presets, supported_model_types
 from dytok_cli.models.qwen import video_patches
 from dytok_cli.models.qwen2_5_vl import Qwen2_5_VL
 from dytok_cli.models.qwen3_5 import Qwen3_5
@@ -33,10 +31,8 @@ def clips(tmp_path_factory):
 
 def shipped_processor(preset: str):
     """The preset's config (the published checkpoint's shape) and its family's video processor for it."""
-    description = json.loads(presets()[preset].read_text())
-    description.pop("source")
     supported_model_types()  # every family registered
-    config = AutoConfig.for_model(description.pop("model_type"), **description)
+    config = preset_config(presets()[preset])
     return config, FAMILIES[preset].processor_for(config).video_processor
 
 
@@ -61,3 +57,21 @@ def test_without_the_per_frame_cap_a_1080p_frame_would_cost_more(clips):
     merged = config.vision_config.spatial_merge_size ** 2
     assert capped[1] * capped[2] // merged == 720  # 640 x 1152 pixels: qwen-vl-utils' 768-token cap
     assert uncapped["video_grid_thw"][0, 1] * uncapped["video_grid_thw"][0, 2] // merged == 2040  # 1088 x 1920
+
+
+# Under 360p's 230,400 pixels and above every processor's smallest frame: a cap that lowers all three sizes.
+MAX_PIXELS = 200_000
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_max_pixels_sizes_frames_as_qwen_vl_utils_does_at_that_max_pixels(clips, preset, size):
+    config, processor = shipped_processor(preset)
+    patch = config.vision_config.patch_size
+    path, images = clips[size]
+    capped = FAMILIES[preset].capped_size(processor, MAX_PIXELS, len(images))
+    _, grid_h, grid_w = video_patches(processor, images, size=capped)["video_grid_thw"][0].tolist()
+    reference = qwen_vl_utils.fetch_video({"video": str(path), "nframes": FRAMES, "max_pixels": MAX_PIXELS},
+                                          image_patch_size=patch)
+    assert (grid_h * patch, grid_w * patch) == tuple(reference.shape[-2:])
+    assert grid_h * grid_w * patch**2 <= MAX_PIXELS

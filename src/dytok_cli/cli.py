@@ -145,6 +145,9 @@ _PIPELINE_OPTIONS = [
     ("max_frames", Annotated[Optional[int], typer.Option(
         "--max-frames", metavar="N", rich_help_panel=SAMPLING,
         help="With --fps: at most this many (default: --frames).")], None),
+    ("max_pixels", Annotated[Optional[int], typer.Option(
+        "--max-pixels", metavar="N", rich_help_panel=SAMPLING,
+        help="Qwen: at most N pixels a frame (fewer tokens).")], _DEFAULTS.max_pixels),
     ("backend", Annotated[Backend, typer.Option(
         "--backend", metavar="NAME", rich_help_panel=SAMPLING,
         help="Video decoder: auto (the first that works), decord, pyav or opencv.")],
@@ -337,7 +340,7 @@ def ask(
         help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
-        help="--engine ray: a cluster to join (auto, or HOST:PORT).")] = None,
+        help="--engine ray: a cluster to join (auto or HOST:PORT).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(
         "--output", metavar="DIR", rich_help_panel=ENGINE,
         help="--engine ray: write records to DIR, resumably.")] = None,
@@ -1116,6 +1119,24 @@ def make_clip_command(
 
     frames = make_clip.make_clip(path, seconds=seconds, width=int(width), height=int(height), force=force)
     render.note(f"wrote {path}: {frames} frames, {width}x{height}, {frames / make_clip.FPS:g} s")
+    return EXIT_OK
+
+
+@app.command("models", cls=PlainHelpCommand, short_help="List the shipped models: size, score, whether cached here.")
+def models_command(
+    json_output: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the list as JSON.")] = False,
+) -> int:
+    """List the model presets dytok ships: each checkpoint's hub id and family, its parameters (counted from
+    its config, no download), its Video-MME score as published, whether its weights are in the local Hugging
+    Face cache, and the time to a first answer where it was measured. The default model is marked."""
+    with render.status("Counting parameters…"):
+        from .apps import catalog
+
+        listed = [preset.record() for preset in catalog.shipped(os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL)]
+    if json_output:
+        render.write_json(listed)
+    else:
+        render.models_table(listed)
     return EXIT_OK
 
 

@@ -133,6 +133,9 @@ class Settings:
     frames: int = 32
     fps: float | None = None  # when set, sample by time instead of a fixed frame count
     max_frames: int | None = None
+    # The most pixels a frame reaches the vision tower with, for families that size frames (Qwen); None: as
+    # the family's reference preprocessing sizes them.
+    max_pixels: int | None = None
     backend: Backend = Backend.auto
     prior_layers: str | None = None  # None: the deepest third of the prior model's layers (dytok-fastv: 0..K)
     prune_layer: int | None = None  # dytok-fastv's K; None: `default_prune_layer`
@@ -193,6 +196,8 @@ class Settings:
             raise ValueError(f"--fps must be a positive number, not {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"--max-frames must be at least 1, not {self.max_frames}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be a number of pixels, 1 or more, not {self.max_pixels}")
         if self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
         if self.max_reasoning_tokens < 1:

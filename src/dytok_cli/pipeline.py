@@ -211,13 +211,13 @@ class Pipeline:
         model = self.model
         loaded = time.perf_counter()
         stage(f"Encoding {len(frames.indices)} frames")
-        encoded = model.encode(frames)
+        encoded = model.encode(frames, self.settings.max_pixels)
         timings = {"decode_s": 0.0, "vision_s": time.perf_counter() - loaded}
         prior_encoded = encoded
         if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
             encoding_started = time.perf_counter()
-            prior_encoded = self.prior.encode(frames)
+            prior_encoded = self.prior.encode(frames, self.settings.max_pixels)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
@@ -233,6 +233,7 @@ class Pipeline:
         model = self.model
         identity = {
             "sampling": settings.sampling,
+            "max_pixels": settings.max_pixels,
             "backend": settings.backend.value,
             "model": settings.model,
             "dtype": str(model.model.dtype),

@@ -395,3 +395,43 @@ def eval_table(summary: dict[str, Any]) -> None:
             timed(r["total_s"], r["speedup_total"]), timed(r["prefill_s"], r["speedup_prefill"]),
         )
     Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)
+
+
+def parameters(count: int) -> str:
+    """A parameter count as model names give it: 894M, 2.1B."""
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+def models_table(presets: Sequence[dict[str, Any]]) -> None:
+    """`dytok models`: one row per shipped preset (`catalog.Preset.record`), on stdout; fits 100 columns."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        caption="model: what --model takes (with --random-weights, the preset's name too). params: counted from the "
+        "config. Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok "
+        "answers only with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a "
+        "first answer on a loaded 2-core CPU at 32 frames of 360p (--json says how), to compare, not to expect. "
+        "—: none published or measured.",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,  # the box's blank between columns is enough: 41 of the 100 columns go to a hub id
+        header_style="bold",
+    )
+    for header in ("preset", "model", "family"):
+        table.add_column(header, no_wrap=True)
+    for header in ("params", "Video-\nMME", "cached", "first\nq (s)"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for preset in presets:
+        score, first = preset["video_mme"], preset["first_question"]
+        table.add_row(
+            preset["preset"],
+            preset["model"] + (" (default)" if preset["default"] else ""),
+            preset["family"],
+            parameters(preset["parameters"]),
+            "—" if score is None else f"{score['score']:.1f}" + ("*" if score["thinking"] else ""),
+            "yes" if preset["cached"] else "no",
+            "—" if first is None else f"{first['seconds']:.0f}",
+        )
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)

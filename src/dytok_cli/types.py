@@ -110,6 +110,8 @@ class EncodedVideo:
     # vision grid (frames, height, width) in patches before merging, and the seconds one frame spans.
     grid: tuple[int, int, int] | None = None
     frame_seconds: float | None = None
+    # (width, height) in pixels of each frame as the vision tower saw it, after the family's resizing.
+    frame_size: tuple[int, int] | None = None
     # Seconds at which the prompt shows each frame, for families that write time into the text
     # (Qwen3-VL's "<t seconds>": the mean of a temporal patch's frames' decoder times); else empty.
     timestamps: tuple[float, ...] = ()

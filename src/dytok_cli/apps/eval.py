@@ -364,6 +364,8 @@ def manifest(data: Path, compared: Sequence[Settings], video_dir: Path | None) -
     if said.get("subtitles", "auto") != "auto":
         said["subtitles"] = str(Path(said["subtitles"]).resolve())
     values.update(said)
+    if compared[0].max_pixels is not None:
+        values["max_pixels"] = compared[0].max_pixels
     if any(settings.random_weights for settings in compared):  # noise answers never resume a real run, nor the reverse
         values["random_weights"] = True
     return {"format": FORMAT, "data_sha256": file_digest(data), "settings": values}

@@ -610,6 +610,8 @@ class ResumeStore:
                 "temperature", "seed")},
             "dtype": str(model.model.dtype), "device": model.device.type,
         }
+        if settings.max_pixels is not None:  # only when set: a store from before the flag holds frames at the default size
+            identity["max_pixels"] = settings.max_pixels
         self.digest = identity["file"]
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         self.folder = Path(directory) / "summarize" / key

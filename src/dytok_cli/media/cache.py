@@ -2,9 +2,9 @@
 what is said in it, transcribed from its audio).
 
 Entries are safetensors files named by a hash of the video's bytes and of everything else that
-changes the result (sampling, backend, model, dtype, device). Writes go to a temporary file that
-is renamed into place, so concurrent runs never see half an entry; an entry that does not load,
-or whose stored digest does not match its tensors, is ignored and recomputed, never trusted.
+changes the result (sampling, --max-pixels, backend, model, dtype, device). Writes go to a temporary
+file that is renamed into place, so concurrent runs never see half an entry; an entry that does not
+load, or whose stored digest does not match its tensors, is ignored and recomputed, never trusted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..types import EncodedVideo, Frames, Line, Transcript, Visual
 
-_FORMAT = 2  # bump when the stored layout or the sampling changes; old entries then simply miss
+_FORMAT = 3  # bump when the stored layout or the sampling changes; old entries then simply miss
 _CHUNK = 1 << 20
 
 

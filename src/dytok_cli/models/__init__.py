@@ -6,6 +6,7 @@ import importlib
 import os
 import pkgutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -201,12 +202,32 @@ def preset_for(name: str) -> Path | None:
     return next((path for path in shipped.values() if json.loads(path.read_text()).get("source") == name), None)
 
 
+def preset_config(preset: Path) -> Any:
+    """The `transformers` config of the shipped preset at `preset`: its checkpoint's shape."""
+    import json
+
+    from transformers import AutoConfig
+
+    description = json.loads(preset.read_text())
+    description.pop("source", None)
+    return AutoConfig.for_model(description.pop("model_type"), **description)
+
+
+def parameter_count(config: Any) -> int:
+    """The parameters of a model of `config`, counted without weights: the model is built on the meta
+    device, which allocates no memory (0.15 to 0.5 s a shipped preset on a 2-core CPU). Tied weights
+    count once, as a checkpoint stores them."""
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     """A model with the real shape of `name` (a preset, the hub id of one, another hub id or a local
     directory) and random weights: compute cost does not depend on the weights, so timings need no
     download. There is no tokenizer; prompts are synthetic token ids of realistic length."""
-    import json
-
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     shipped = presets()
@@ -214,9 +235,7 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
         raise ModelError(problem)
     preset = preset_for(name)
     if preset is not None:
-        description = json.loads(preset.read_text())
-        description.pop("source", None)
-        config = AutoConfig.for_model(description.pop("model_type"), **description)
+        config = preset_config(preset)
     else:
         path = Path(name).expanduser()
         local_only = path.exists() or _hub_files_only_local(name)
@@ -234,6 +253,6 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
 
 
 __all__ = [
-    "VideoModel", "load_model", "load_random_model", "model_source", "preset_for", "presets", "register",
-    "resolve_device", "resolve_dtype", "supported_model_types",
+    "VideoModel", "load_model", "load_random_model", "model_source", "parameter_count", "preset_config", "preset_for",
+    "presets", "register", "resolve_device", "resolve_dtype", "supported_model_types",
 ]

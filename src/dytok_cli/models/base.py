@@ -71,9 +71,11 @@ class VideoModel:
         return tuple(range(self.num_layers))
 
     # --- family specifics -------------------------------------------------------------------
-    def encode(self, frames: Frames) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
         """Vision tower, projector and any pooling for the sampled frames; a family whose positions
-        encode time reads it from the frames' timing here."""
+        encode time reads it from the frames' timing here. `max_pixels` caps each frame's pixels for a
+        family that sizes its frames (None: as its reference preprocessing does); one whose frames have a
+        fixed size refuses it."""
         raise NotImplementedError
 
     def text_attention_modules(self) -> list[nn.Module | None]:

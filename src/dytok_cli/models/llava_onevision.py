@@ -84,7 +84,11 @@ class LlavaOnevision(VideoModel):
             raise ModelError(f"{self.name!r} feeds its projector from the patch embeddings, which carry no attention")
         return layers[index].self_attn
 
-    def encode(self, frames: Frames) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
+        if max_pixels is not None:  # refused rather than ignored, so no record reports a size it did not get
+            side = self.model.config.vision_config.image_size
+            raise ModelError(f"--max-pixels does not apply to {self.name!r}: LLaVA-OneVision resizes every frame "
+                             f"to its vision tower's {side}x{side}")
         pixels = self.processor.video_processor(videos=[frames.images], return_tensors="pt")["pixel_values_videos"]
         pixels = pixels.to(self.device, self.model.dtype)
         captured: dict[str, torch.Tensor] = {}
@@ -105,6 +109,7 @@ class LlavaOnevision(VideoModel):
         return EncodedVideo(
             features=features,
             extra=pooled[-1:],
+            frame_size=(pixels.shape[-1], pixels.shape[-2]),
             attention=pool_like_features(attention[..., None], grid)[..., 0],
             keys=pool_like_features(keys, grid),
         )

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelError
 from .base import VideoModel
 
 
@@ -27,6 +28,29 @@ def video_patches(video_processor: Any, images: np.ndarray, **options: Any) -> A
 
 class QwenVideoModel(VideoModel):
     keeps_uncompressed_positions = True
+
+    @staticmethod
+    def capped_size(video_processor: Any, max_pixels: int, num_frames: int) -> dict[str, int]:
+        """The video processor's `size` that keeps each of `num_frames` frames at most `max_pixels` pixels,
+        as qwen-vl-utils' `max_pixels` does; each family's processor reads `size` its own way."""
+        raise NotImplementedError
+
+    def patches(self, images: np.ndarray, max_pixels: int | None, **options: Any) -> Any:
+        """`video_patches` of the sampled frames `images`, each at most `max_pixels` pixels when given."""
+        processor = self.processor.video_processor
+        if max_pixels is not None:
+            smallest = processor.size["shortest_edge"]
+            if max_pixels < smallest:  # the processor would enlarge the frame to it, ignoring the cap
+                raise ModelError(f"--max-pixels {max_pixels} is below the smallest frame {self.name!r} is made "
+                                 f"for ({smallest} pixels)")
+            options["size"] = self.capped_size(processor, max_pixels, len(images))
+        return video_patches(processor, images, **options)
+
+    def frame_size(self, grid_thw: torch.Tensor) -> tuple[int, int]:
+        """(width, height) in pixels of the frames whose patch grid is `grid_thw` (1, 3)."""
+        _, height, width = grid_thw[0].tolist()
+        patch = self.model.config.vision_config.patch_size
+        return width * patch, height * patch
 
     def video_span_ids(self) -> list[int]:
         config = self.model.config

@@ -36,7 +36,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from ..types import EncodedVideo, Frames
 from . import register
-from .qwen import QwenVideoModel, video_patches
+from .qwen import QwenVideoModel
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -58,18 +58,24 @@ class Qwen2_5_VL(QwenVideoModel):
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
 
     @staticmethod
+    def capped_size(video_processor: Any, max_pixels: int, num_frames: int) -> dict[str, int]:
+        # Qwen2-VL's processor caps each frame at its `longest_edge`.
+        size = video_processor.size
+        return {"shortest_edge": size["shortest_edge"], "longest_edge": min(size["longest_edge"], max_pixels)}
+
+    @staticmethod
     def sampled_fps(frames: Frames) -> float | None:
         """Sampled frames per second of video, counted as Qwen's processors do; None when unknown."""
         if frames.video_fps > 0 and frames.total_frames > 0:
             return len(frames.indices) / frames.total_frames * frames.video_fps
         return None
 
-    def encode(self, frames: Frames) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
         images, fps = frames.images, self.sampled_fps(frames)
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
-        processed = video_patches(self.processor.video_processor, images, video_metadata=metadata)
+        processed = self.patches(images, max_pixels, video_metadata=metadata)
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         vision = self.model.config.vision_config
@@ -86,6 +92,7 @@ class Qwen2_5_VL(QwenVideoModel):
             keys=keys,
             frames_per_group=vision.temporal_patch_size,
             grid=(groups, height, width),
+            frame_size=self.frame_size(grid_thw),
             # What Qwen's processor computes: seconds one temporal patch spans (24 fps when unknown).
             frame_seconds=vision.temporal_patch_size / (fps or 24.0),
         )

@@ -48,7 +48,7 @@ from transformers.video_utils import VideoMetadata
 from ..errors import ModelError
 from ..types import EncodedVideo, Frames, Question
 from . import register
-from .qwen import QwenVideoModel, video_patches
+from .qwen import QwenVideoModel
 from .vision_attention import video_features_with_scores
 
 # How `get_rope_index` tells placeholder kinds apart: text 0, image 1, video 2.
@@ -74,15 +74,22 @@ class Qwen3VL(QwenVideoModel):
         )
         return SimpleNamespace(video_processor=video_processor, tokenizer=None)
 
+    @staticmethod
+    def capped_size(video_processor: Any, max_pixels: int, num_frames: int) -> dict[str, int]:
+        # Qwen3-VL's processor reads `longest_edge` as the whole video's budget and gives each frame an
+        # even share of it: a budget of `max_pixels` a frame.
+        size = video_processor.size
+        return {"shortest_edge": size["shortest_edge"], "longest_edge": min(size["longest_edge"], max_pixels * num_frames)}
+
     # --- vision -------------------------------------------------------------------------------
-    def encode(self, frames: Frames) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
         # Each temporal patch's time, written into the prompt, is the mean of its frames' decoder times.
         images, timestamps = frames.images, frames.timestamps
         vision = self.model.config.vision_config
         per_group = vision.temporal_patch_size
         if len(images) < per_group:  # the processor refuses less than one temporal patch; it pads with the last frame
             images = np.concatenate([images, np.repeat(images[-1:], per_group - len(images), axis=0)])
-        processed = video_patches(self.processor.video_processor, images)
+        processed = self.patches(images, max_pixels)
         pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
         grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
@@ -99,6 +106,7 @@ class Qwen3VL(QwenVideoModel):
             keys=keys,
             frames_per_group=per_group,
             grid=(groups, height, width),
+            frame_size=self.frame_size(grid_thw),
             timestamps=tuple(
                 float(np.mean(timestamps[start : start + per_group])) for start in range(0, len(timestamps), per_group)
             ),

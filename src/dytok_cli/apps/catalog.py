@@ -1,0 +1,91 @@
+"""`dytok models`: the shipped presets, each with what its checkpoint is, what it scored and what a first
+question cost where that was measured, and whether its weights are already here.
+
+The published and measured figures live here and nowhere else in the code; docs/models.md says where they
+come from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+# Video-MME without subtitles, as each checkpoint's model card publishes it, by hub id; a checkpoint without
+# a published figure we know of is not here. The Qwen3.5 cards report theirs in thinking mode.
+VIDEO_MME = {
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": 44.0,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 61.5,
+    "Qwen/Qwen3-VL-2B-Instruct": 62.1,
+    "Qwen/Qwen3-VL-4B-Instruct": 68.9,
+    "Qwen/Qwen3.5-0.8B": 57.7,
+    "Qwen/Qwen3.5-2B": 69.0,
+    "Qwen/Qwen3.5-4B": 76.9,
+}
+SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
+
+# Seconds to a first answer, measured once per checkpoint under these conditions (docs/models.md, "The
+# default model"): the seconds of a loaded machine, to compare with each other, not to expect.
+FIRST_QUESTION_CONDITIONS = (
+    "random weights of the real shape, 32 frames of a 640x360 clip, --method dytok-fastv, ratio 0.25, float32, "
+    "8 answer tokens, no prefix reuse; one run on a 2-core x86-64 CPU shared with five other jobs (load 10-15)"
+)
+FIRST_QUESTION_S = {
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": 969.0,
+    "Qwen/Qwen3.5-0.8B": 338.0,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str  # what --model takes with --random-weights
+    model: str  # the checkpoint's hub id, which --model takes either way
+    family: str  # its config's model_type
+    parameters: int
+    cached: bool  # its weights are in the local Hugging Face cache
+    default: bool  # the model a command uses without --model
+
+    def record(self) -> dict[str, Any]:
+        """The preset as `dytok models --json` prints it."""
+        score = VIDEO_MME.get(self.model)
+        seconds = FIRST_QUESTION_S.get(self.model)
+        return {
+            "preset": self.name,
+            "model": self.model,
+            "family": self.family,
+            "parameters": self.parameters,
+            "video_mme": None if score is None else {"score": score, "thinking": self.model in SCORED_THINKING},
+            "cached": self.cached,
+            "first_question": None if seconds is None else {"seconds": seconds, "conditions": FIRST_QUESTION_CONDITIONS},
+            "default": self.default,
+        }
+
+
+def weights_cached(model: str) -> bool:
+    """Whether the hub checkpoint `model` has its safetensors weights, every shard of them, in the local
+    Hugging Face cache; asks no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    index = try_to_load_from_cache(model, "model.safetensors.index.json")
+    try:  # sharded weights are listed in their index; one file has no index
+        files = set(json.loads(Path(index).read_text())["weight_map"].values()) if isinstance(index, str) else {"model.safetensors"}
+    except (OSError, ValueError, KeyError, AttributeError):  # an index cut short or foreign: the weights are not all here
+        return False
+    return all(isinstance(try_to_load_from_cache(model, name), str) for name in files)
+
+
+def shipped(default_model: str) -> list[Preset]:
+    """Every shipped preset, by name; `default_model` (a hub id or preset name) is marked as the default."""
+    from ..models import parameter_count, preset_config, presets
+
+    listed = []
+    for name, path in presets().items():
+        source = json.loads(path.read_text())["source"]
+        config = preset_config(path)
+        listed.append(Preset(
+            name=name, model=source, family=config.model_type, parameters=parameter_count(config),
+            cached=weights_cached(source), default=default_model in (source, name),
+        ))
+    return listed

@@ -1,0 +1,102 @@
+"""`dytok models`: every shipped preset with its family, its parameters (counted as a checkpoint holds them),
+the published score and measured time where there is one, whether its weights are in the local cache, and
+the default marked; a table in 100 columns, or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from safetensors import safe_open
+from tiny_models import FAMILIES
+from transformers import AutoConfig
+
+from dytok_cli.apps import catalog
+from dytok_cli.config import DEFAULT_MODEL, preset_names
+from dytok_cli.models import parameter_count, presets
+
+PRESET_KEYS = {"preset", "model", "family", "parameters", "video_mme", "cached", "first_question", "default"}
+
+
+@pytest.fixture(scope="module")
+def listed():
+    from conftest import dytok_in_this_process
+
+    result = dytok_in_this_process("models", "--json")
+    assert result.returncode == 0, result.stderr
+    return {entry["preset"]: entry for entry in json.loads(result.stdout)}
+
+
+def test_every_preset_is_listed_with_its_checkpoint_and_family(listed):
+    assert list(listed) == preset_names()
+    for name, entry in listed.items():
+        shipped = json.loads(presets()[name].read_text())
+        assert set(entry) == PRESET_KEYS
+        assert (entry["model"], entry["family"]) == (shipped["source"], shipped["model_type"])
+    assert [name for name, entry in listed.items() if entry["default"]] == ["qwen3.5-0.8b"]
+    assert listed["qwen3.5-0.8b"]["model"] == DEFAULT_MODEL
+
+
+def test_published_scores_and_measured_times_are_given_where_known_and_never_made_up(listed):
+    assert listed["qwen3.5-0.8b"]["video_mme"] == {"score": 57.7, "thinking": True}
+    assert listed["llava-ov-0.5b"]["video_mme"] == {"score": 44.0, "thinking": False}
+    assert listed["qwen3-vl-2b"]["video_mme"] == {"score": 62.1, "thinking": False}
+    assert listed["llava-ov-7b"]["video_mme"] is None and listed["qwen3-vl-8b"]["video_mme"] is None
+    first = listed["qwen3.5-0.8b"]["first_question"]
+    assert first["seconds"] == 338.0 and "32 frames" in first["conditions"]
+    assert listed["llava-ov-0.5b"]["first_question"]["seconds"] == 969.0
+    assert [name for name, entry in listed.items() if entry["first_question"]] == ["llava-ov-0.5b", "qwen3.5-0.8b"]
+
+
+def test_parameters_are_the_shapes_own(listed):
+    """Published sizes (2.13B for Qwen3-VL-2B, tied embeddings counted once) within a percent."""
+    assert 0.84e9 < listed["qwen3.5-0.8b"]["parameters"] < 0.86e9
+    assert 2.12e9 < listed["qwen3-vl-2b"]["parameters"] < 2.14e9
+    assert 8.7e9 < listed["qwen3-vl-8b"]["parameters"] < 8.8e9
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_count_is_what_a_saved_checkpoint_holds(build_family, model_type):
+    folder = build_family(model_type)
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        saved = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    assert parameter_count(AutoConfig.from_pretrained(folder)) == saved
+
+
+def fake_cache(root, model: str, files: dict[str, str]) -> None:
+    """The hub cache's layout for `model` at one commit holding `files` (name: text)."""
+    repository = root / f"models--{model.replace('/', '--')}"
+    (repository / "refs").mkdir(parents=True)
+    (repository / "refs" / "main").write_text("0" * 40)
+    for name, text in files.items():
+        path = repository / "snapshots" / ("0" * 40) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_weights_count_as_cached_only_when_every_shard_is_there(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    index = json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}})
+    fake_cache(tmp_path, "o/whole", {"config.json": "{}", "model.safetensors.index.json": index,
+                                     "model-1.safetensors": "", "model-2.safetensors": ""})
+    fake_cache(tmp_path, "o/half", {"model.safetensors.index.json": index, "model-1.safetensors": ""})
+    fake_cache(tmp_path, "o/single", {"model.safetensors": ""})
+    fake_cache(tmp_path, "o/config", {"config.json": "{}"})
+    fake_cache(tmp_path, "o/broken", {"model.safetensors.index.json": "{", "model.safetensors": ""})
+    cached = {name: catalog.weights_cached(f"o/{name}") for name in ("whole", "half", "single", "config", "broken", "absent")}
+    assert cached == {"whole": True, "half": False, "single": True, "config": False, "broken": False, "absent": False}
+
+
+def test_the_table_marks_the_default_and_fits_100_columns(dytok_here, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    fake_cache(tmp_path, "Qwen/Qwen3-VL-2B-Instruct", {"model.safetensors": ""})
+    result = dytok_here("models", env={"DYTOK_MODEL": "Qwen/Qwen3-VL-2B-Instruct"})
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 100
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in preset_names()}
+    assert list(rows) == preset_names()
+    assert rows["qwen3-vl-2b"][1:4] == ["Qwen/Qwen3-VL-2B-Instruct", "(default)", "qwen3_vl"]
+    assert rows["qwen3-vl-2b"][-2:] == ["yes", "—"] and rows["qwen3.5-2b"][-2:] == ["no", "—"]
+    assert rows["qwen3.5-0.8b"][-4:] == ["853M", "57.7*", "no", "338"]
