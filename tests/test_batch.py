@@ -100,7 +100,7 @@ def test_one_model_load_and_one_vision_pass_per_video(tiny_llava_dir, folder, ca
     loads, encodes = [], []
     real_load, real_encode = pipeline_module.load_model, LlavaOnevision.encode
     monkeypatch.setattr(pipeline_module, "load_model", lambda name, **kw: loads.append(name) or real_load(name, **kw))
-    monkeypatch.setattr(LlavaOnevision, "encode", lambda self, frames: encodes.append(len(frames.images)) or real_encode(self, frames))
+    monkeypatch.setattr(LlavaOnevision, "encode", lambda self, frames, *rest: encodes.append(len(frames.images)) or real_encode(self, frames, *rest))
     argv = cli_args(tiny_llava_dir, "ask", str(folder), "--recursive", "-q", "what happens?", "-q", "is there a dog?", "--jsonl")
     status, records, err = run_cli(argv, capsys, monkeypatch)
     assert status == 0, err
