@@ -254,25 +254,28 @@ def test_summaries_on_ray_equal_the_local_ones_and_a_bad_video_fails_alone(local
 
 def test_summary_files_from_ray_and_a_rerun_resumes_from_the_cache_on_a_restarted_worker(
         local_ray, local_summaries, tiny_llava_dir, long_videos, tmp_path, capsys, monkeypatch):
+    """The local engine writes the file and fills the cache (cheaper than a first Ray run: no actor starts);
+    Ray then refuses to replace the file without --force, and with it, on a worker restarted after its first
+    died, resumes every window from that cache and writes the file the local engine wrote."""
     local_record = local_summaries[1][0]
     folder, cache = tmp_path / "out", tmp_path / "cache"
-    args = summarize_args(tiny_llava_dir, long_videos[:1], "--engine", "ray", "--format", "json", "-o", f"{folder}/",
-                          "--cache-dir", str(cache))
+    args = summarize_args(tiny_llava_dir, long_videos[:1], "--format", "json", "-o", f"{folder}/", "--cache-dir", str(cache))
     status, printed, err = in_process(args, capsys, monkeypatch)
     assert status == 0 and printed == [], err
     assert err.splitlines() == [f"wrote {folder / 'shots.json'}"]
     first = json.loads((folder / "shots.json").read_text())
-    assert untimed_summary(first) == untimed_summary(local_record)  # the file the local engine writes
+    assert untimed_summary(first) == untimed_summary(local_record)
 
-    status, _, err = in_process(args, capsys, monkeypatch)  # refused before Ray is asked for anything
+    on_ray = [*args, "--engine", "ray"]
+    status, _, err = in_process(on_ray, capsys, monkeypatch)  # refused before Ray is asked for anything
     assert status == 2 and err == f"dytok: error: {folder / 'shots.json'} exists; use --force to replace it\n"
 
     local_ray["hook"].touch()  # the first worker to start the video now exits, as if killed
-    status, _, err = in_process([*args, "--force"], capsys, monkeypatch)
+    status, _, err = in_process([*on_ray, "--force"], capsys, monkeypatch)
     assert not local_ray["hook"].exists()  # the hook fired
     assert status == 0, err
     assert err.splitlines() == [f"wrote {folder / 'shots.json'}", "1 of 1 videos were retried after their Ray worker died"]
     again = json.loads((folder / "shots.json").read_text())
-    assert [window["resumed"] for window in again["windows"]] == [True, True]  # described by the first run, on a worker
+    assert [window["resumed"] for window in again["windows"]] == [True, True]  # read from the cache on the worker
     unresumed = [{**window, "resumed": False} for window in untimed_summary(again)["windows"]]
     assert {**untimed_summary(again), "windows": unresumed} == untimed_summary(first)
