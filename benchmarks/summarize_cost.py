@@ -35,6 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 SMALL_MODEL = Path("/tmp/dytok-summarize-small-llava")
 
 
+class EqualLengths(Pipeline):
+    """Every text exactly --max-new-tokens long: random weights end their texts at random lengths, which would
+    make two runs (two methods, two shapes) incomparable."""
+
+    def ask(self, *args, **kwargs):
+        return super().ask(*args, force_length=True, **kwargs)
+
+    def complete(self, prompt: str, force_length: bool = True):
+        return super().complete(prompt, force_length=True)
+
+
 def synthetic_video(minutes: float, size: str, rate: int) -> Path:
     """A `minutes`-long H.264 video of ffmpeg's test pattern in /tmp, made once and reused."""
     path = Path(f"/tmp/dytok-summarize-{minutes:g}min-{size}-{rate}fps.mp4")
@@ -62,6 +73,8 @@ def main() -> None:
     parser.add_argument("--max-window", type=float, default=60)
     parser.add_argument("--size", default="320x180", help="video frame size, WxH")
     parser.add_argument("--rate", type=int, default=10, help="video frame rate")
+    parser.add_argument("--equal-lengths", action="store_true",
+                        help="every text exactly --max-new-tokens long (to compare methods or shapes)")
     args = parser.parse_args()
 
     video = synthetic_video(args.minutes, args.size, args.rate)
@@ -79,14 +92,14 @@ def main() -> None:
     else:
         model = load_random_model(args.preset, device=settings.device, dtype=settings.dtype)
     loaded = time.perf_counter()
-    pipeline = Pipeline(settings, model=model)
+    pipeline = (EqualLengths if args.equal_lengths else Pipeline)(settings, model=model)
     segmentation = summarizing.Segmentation(max_window=args.max_window)
     summary = summarizing.summarize(pipeline, str(video), segmentation)
     record = summarizing.record(summary, settings, pipeline.prior_name)
     frames = sum(len(window["frames"]) for window in record["windows"])
     print(json.dumps({
         "model": settings.model, "dtype": str(model.model.dtype).removeprefix("torch."), "method": settings.method.value,
-        "ratio": settings.ratio, "fps": args.fps, "minutes": args.minutes, "video": f"{args.size} at {args.rate} fps",
+        "ratio": settings.ratio, "equal_lengths": args.equal_lengths, "fps": args.fps, "minutes": args.minutes, "video": f"{args.size} at {args.rate} fps",
         "windows": len(record["windows"]), "frames": frames, "chapters": len(record["chapters"]),
         "visual_tokens": {key: sum(w["visual_tokens"][key] for w in record["windows"]) for key in ("full", "kept")},
         "load_s": round(loaded - started, 2), "timings": record["timings"],

@@ -373,12 +373,14 @@ class Pipeline:
         reasoning = self.model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
         return text, reasoning
 
-    def complete(self, prompt: str) -> tuple[str, float]:
+    def complete(self, prompt: str, force_length: bool = False) -> tuple[str, float]:
         """The answering model's reply to `prompt` alone, no video (what is written about a video after
-        its frames were seen: chapter titles, a summary), without any reasoning, and the seconds it took."""
+        its frames were seen: chapter titles, a summary), without any reasoning, and the seconds it took.
+        `force_length` as in `answer`."""
         started = time.perf_counter()
         input_ids = self.model.text_prompt_ids(prompt, self.settings.think).to(self.model.device)
-        token_ids = self._generate({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)})
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        token_ids = self._generate(inputs, force_length)
         text, _ = self._texts(input_ids, token_ids)
         return text, time.perf_counter() - started
 
