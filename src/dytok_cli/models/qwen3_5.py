@@ -11,14 +11,17 @@ linear layers' states at and before the prune layer as they are: they have seen 
 
 Without `flash-linear-attention` and `causal-conv1d` the linear layers run `transformers`' PyTorch
 reference kernels, correct on any device and much slower; `transformers` says so once on stderr,
-which the CLI shows only with `--verbose`.
+which the CLI shows only with `--verbose`. On a CPU the adapter runs those layers' depthwise convolution
+in float32 (`linear_attention`: the bfloat16 one is slow there), through the per-layer kernel wrappers
+that `transformers` gives each layer when the `kernels` library is installed.
 """
 
 from __future__ import annotations
 
 from torch import nn
+from transformers import PreTrainedModel, ProcessorMixin
 
-from . import register
+from . import linear_attention, register
 from .decoder import Decoder, HybridDecoder
 from .qwen3_vl import Qwen3VL
 
@@ -26,6 +29,10 @@ from .qwen3_vl import Qwen3VL
 @register
 class Qwen3_5(Qwen3VL):
     model_type = "qwen3_5"
+
+    def __init__(self, name: str, model: PreTrainedModel, processor: ProcessorMixin) -> None:
+        super().__init__(name, model, processor)
+        linear_attention.install(model)
 
     def _layer_types(self) -> list[str]:
         return self.model.config.text_config.layer_types
