@@ -1,4 +1,4 @@
-"""The Gated DeltaNet layers' short causal convolution in float32 on a CPU (issue 24).
+"""The Gated DeltaNet layers' short causal convolution in float32 on a CPU.
 
 Without the `causal-conv1d` package, `transformers` runs the depthwise convolution of every
 linear-attention layer as `F.conv1d` in the weights' dtype. On a CPU a bfloat16 depthwise `conv1d` is
