@@ -44,9 +44,10 @@ def test_published_scores_and_measured_times_are_given_where_known_and_never_mad
     assert listed["qwen3-vl-2b"]["video_mme"] == {"score": 62.1, "thinking": False}
     assert listed["llava-ov-7b"]["video_mme"] is None and listed["qwen3-vl-8b"]["video_mme"] is None
     first = listed["qwen3.5-0.8b"]["first_question"]
-    assert first["seconds"] == 338.0 and "32 frames" in first["conditions"]
-    assert listed["llava-ov-0.5b"]["first_question"]["seconds"] == 969.0
-    assert [name for name, entry in listed.items() if entry["first_question"]] == ["llava-ov-0.5b", "qwen3.5-0.8b"]
+    assert first["seconds"] == 50.3 and "32 frames" in first["conditions"]
+    assert listed["llava-ov-0.5b"]["first_question"]["seconds"] == 201.1
+    measured = ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3.5-0.8b", "qwen3.5-2b"]
+    assert [name for name, entry in listed.items() if entry["first_question"]] == measured
 
 
 def test_parameters_are_the_shapes_own(listed):
@@ -98,5 +99,5 @@ def test_the_table_marks_the_default_and_fits_100_columns(dytok_here, tmp_path, 
     rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in preset_names()}
     assert list(rows) == preset_names()
     assert rows["qwen3-vl-2b"][1:4] == ["Qwen/Qwen3-VL-2B-Instruct", "(default)", "qwen3_vl"]
-    assert rows["qwen3-vl-2b"][-2:] == ["yes", "—"] and rows["qwen3.5-2b"][-2:] == ["no", "—"]
-    assert rows["qwen3.5-0.8b"][-4:] == ["853M", "57.7*", "no", "338"]
+    assert rows["qwen3-vl-2b"][-2:] == ["yes", "141"] and rows["qwen3-vl-8b"][-2:] == ["no", "—"]
+    assert rows["qwen3.5-0.8b"][-4:] == ["853M", "57.7*", "no", "50"]

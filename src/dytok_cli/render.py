@@ -411,7 +411,7 @@ def models_table(presets: Sequence[dict[str, Any]]) -> None:
         caption="model: what --model takes (with --random-weights, the preset's name too). params: counted from the "
         "config. Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok "
         "answers only with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a "
-        "first answer on a loaded 2-core CPU at 32 frames of 360p (--json says how), to compare, not to expect. "
+        "first answer on a 2-core CPU at 32 frames of 360p (--json says how), to compare, not to expect. "
         "—: none published or measured.",
         caption_justify="left",
         box=box.SIMPLE_HEAD,

@@ -27,14 +27,18 @@ VIDEO_MME = {
 SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
 
 # Seconds to a first answer, measured once per checkpoint under these conditions (docs/models.md, "The
-# default model"): the seconds of a loaded machine, to compare with each other, not to expect.
+# default model"): to compare with each other, not to expect on another machine.
 FIRST_QUESTION_CONDITIONS = (
-    "random weights of the real shape, 32 frames of a 640x360 clip, --method dytok-fastv, ratio 0.25, float32, "
-    "8 answer tokens, no prefix reuse; one run on a 2-core x86-64 CPU shared with five other jobs (load 10-15)"
+    "random weights of the real shape, 32 frames of a 640x360 clip, --method dytok-fastv, ratio 0.25, float32 "
+    "(--dtype auto there), 8 answer tokens, model loading not counted; one run each on a 2-core x86-64 CPU "
+    "(load 1.4-2.3)"
 )
 FIRST_QUESTION_S = {
-    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": 969.0,
-    "Qwen/Qwen3.5-0.8B": 338.0,
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": 201.1,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 370.1,
+    "Qwen/Qwen3-VL-2B-Instruct": 140.8,
+    "Qwen/Qwen3.5-0.8B": 50.3,
+    "Qwen/Qwen3.5-2B": 126.6,
 }
 
 
