@@ -291,6 +291,35 @@ def _settings(parameters: dict[str, Any], methods: list[Method] | None = None, *
         raise typer.BadParameter(str(error)) from None
 
 
+# The Ray flags `ask` and `summarize` share (each has its own --engine help and further Ray-only flags).
+_WORKERS = Annotated[Optional[int], typer.Option(
+    "--workers", metavar="N", rich_help_panel=ENGINE, help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")]
+_GPUS_PER_WORKER = Annotated[Optional[float], typer.Option(
+    "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
+    help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")]
+_RAY_ADDRESS = Annotated[Optional[str], typer.Option(
+    "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE, help="--engine ray: a cluster to join (auto or HOST:PORT).")]
+
+
+def _refuse_ray_flags_without_ray(engine: Engine, workers: int | None, gpus_per_worker: float | None,
+                                  ray_address: str | None, own: dict[str, bool] | None = None) -> None:
+    """A Ray flag given with the local engine is a usage error naming every such flag; `own`: a command's
+    further Ray-only flags, each with whether it was given."""
+    flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
+             "--ray-address": ray_address is not None, **(own or {})}
+    if engine is Engine.local and any(flags.values()):
+        raise typer.BadParameter(f"{', '.join(flag for flag, given in flags.items() if given)}: only used with --engine ray")
+
+
+def _ray_options(workers: int | None, gpus_per_worker: float | None, ray_address: str | None) -> RayOptions:
+    """The Ray flags given, over `RayOptions`' defaults; a bad value is a usage error."""
+    given = {"workers": workers, "gpus_per_worker": gpus_per_worker, "address": ray_address}
+    try:
+        return RayOptions(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 _REASONING_TOKENS_HELP = "Longest reasoning before the answer, in tokens (--think, or a model that always reasons)."
 
 
@@ -332,15 +361,9 @@ def ask(
     engine: Annotated[Engine, typer.Option(
         "--engine", metavar="NAME", rich_help_panel=ENGINE,
         help="local, or ray: Ray actors (pip install 'ray[data]').")] = Engine.local,
-    workers: Annotated[Optional[int], typer.Option(
-        "--workers", metavar="N", rich_help_panel=ENGINE,
-        help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option(
-        "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
-        help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(
-        "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
-        help="--engine ray: a cluster to join (auto or HOST:PORT).")] = None,
+    workers: _WORKERS = None,
+    gpus_per_worker: _GPUS_PER_WORKER = None,
+    ray_address: _RAY_ADDRESS = None,
     output_dir: Annotated[Optional[Path], typer.Option(
         "--output", metavar="DIR", rich_help_panel=ENGINE,
         help="--engine ray: write records to DIR, resumably.")] = None,
@@ -359,19 +382,12 @@ def ask(
         raise typer.BadParameter("--show-reasoning shows what this process generates: only with --engine local")
     if json_output and jsonl_output:
         raise typer.BadParameter("--json and --jsonl cannot be used together")
-    ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
-                 "--ray-address": ray_address is not None, "--output": output_dir is not None}
-    if engine is Engine.local and any(ray_flags.values()):
-        raise typer.BadParameter(f"{', '.join(flag for flag, given in ray_flags.items() if given)}: only used with --engine ray")
+    _refuse_ray_flags_without_ray(engine, workers, gpus_per_worker, ray_address, {"--output": output_dir is not None})
     if output_dir is None and (output_format is not None or force):
         raise typer.BadParameter("--format and --force: only used with --output DIR")
     if output_dir is not None and (json_output or jsonl_output):
         raise typer.BadParameter("--output writes the records to DIR; drop --json/--jsonl")
-    try:
-        given = {"workers": workers, "gpus_per_worker": gpus_per_worker, "address": ray_address}
-        ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    ray_options = _ray_options(workers, gpus_per_worker, ray_address)
     from .media import (
         inputs as given_inputs,  # torch-free: a wrong command line fails before anything loads
     )
@@ -640,15 +656,9 @@ def summarize(
     engine: Annotated[Engine, typer.Option(
         "--engine", metavar="NAME", rich_help_panel=ENGINE,
         help="local, or ray: whole videos spread over Ray actors (pip install 'ray[data]').")] = Engine.local,
-    workers: Annotated[Optional[int], typer.Option(
-        "--workers", metavar="N", rich_help_panel=ENGINE,
-        help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option(
-        "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
-        help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(
-        "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE,
-        help="--engine ray: a cluster to join (auto, or HOST:PORT).")] = None,
+    workers: _WORKERS = None,
+    gpus_per_worker: _GPUS_PER_WORKER = None,
+    ray_address: _RAY_ADDRESS = None,
     *,
     options: dict[str, Any],
 ) -> int:
@@ -665,15 +675,8 @@ def summarize(
         raise typer.BadParameter("--jsonl prints to stdout; drop --output")
     if force and output is None:
         raise typer.BadParameter("--force: only used with --output")
-    ray_flags = {"--workers": workers is not None, "--gpus-per-worker": gpus_per_worker is not None,
-                 "--ray-address": ray_address is not None}
-    if engine is Engine.local and any(ray_flags.values()):
-        raise typer.BadParameter(f"{', '.join(flag for flag, given in ray_flags.items() if given)}: only used with --engine ray")
-    try:
-        given = {"workers": workers, "gpus_per_worker": gpus_per_worker, "address": ray_address}
-        ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    _refuse_ray_flags_without_ray(engine, workers, gpus_per_worker, ray_address)
+    ray_options = _ray_options(workers, gpus_per_worker, ray_address)
     if options["random_weights"] and cache_dir is not None:
         raise typer.BadParameter("--cache-dir keeps described windows for a later run, but --random-weights draws "
                                  "new weights every run: drop one of them")
