@@ -43,7 +43,7 @@ class EqualLengths(Pipeline):
         return super().ask(*args, force_length=True, **kwargs)
 
     def complete(self, prompt: str, force_length: bool = True):
-        return super().complete(prompt, force_length=True)
+        return super().complete(prompt, force_length)
 
 
 def synthetic_video(minutes: float, size: str, rate: int) -> Path:
