@@ -77,6 +77,18 @@ def write_clip(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int
     return path
 
 
+def h264_stream(container: av.container.OutputContainer, fps: int, size: tuple[int, int], crf: str = "10",
+                **options: str) -> av.VideoStream:
+    """A yuv420p H.264 stream of `size` at `fps` frames a second in `container`, x264 at `crf` (10: near
+    lossless, so decoded frames stay close to what was drawn), quickest preset, and any further x264 `options`."""
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.time_base = Fraction(1, fps)
+    stream.options = {"crf": crf, "preset": "ultrafast", **options}
+    return stream
+
+
 def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int, int] = (64, 48),
                     fps: int = 10, *, rotation: int = 0, faststart: bool = False, keyframe_every: int | None = None) -> Path:
     """An H.264 .mp4 written by PyAV, optionally with a display rotation (counter-clockwise degrees,
@@ -85,11 +97,7 @@ def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int
     path = Path(path)
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "10", "preset": "ultrafast", **({"g": str(keyframe_every)} if keyframe_every else {})}
+        stream = h264_stream(container, fps, size, **({"g": str(keyframe_every)} if keyframe_every else {}))
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(n_frames):
@@ -178,11 +186,7 @@ def write_shots(path: str | os.PathLike, cuts: list[float], duration: float, fps
     width, height = size
     bounds = [0.0, *cuts]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "18", "preset": "ultrafast"}
+        stream = h264_stream(container, fps, size, crf="18")
         for i in range(round(duration * fps)):
             shot = max(k for k, start in enumerate(bounds) if start <= i / fps + 1e-9)
             colour = np.array(SHOT_COLOURS[shot % len(SHOT_COLOURS)], np.uint8)

@@ -7,14 +7,13 @@ order (the timestamps right after `<|notimestamps|>`, where its generation and d
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from clips import frame_pattern
+from clips import frame_pattern, h264_stream
 from tokenizers import pre_tokenizers
 from transformers import (
     GenerationConfig,
@@ -125,11 +124,7 @@ def write_clip_with_audio(path: Path, audio: np.ndarray | None, n_frames: int = 
     `rate`, copied to every channel); `audio=None` writes no audio stream."""
     layout = {1: "mono", 2: "stereo"}[channels]
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height = size
-        video.pix_fmt = "yuv420p"
-        video.codec_context.time_base = Fraction(1, fps)
-        video.options = {"crf": "10", "preset": "ultrafast"}
+        video = h264_stream(container, fps, size)
         sound = None
         if audio is not None:
             sound = container.add_stream("aac", rate=rate)

@@ -36,15 +36,31 @@ def shipped_processor(preset: str):
     return config, FAMILIES[preset].processor_for(config).video_processor
 
 
+def sized(clips, preset: str, size: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """(height, width) in pixels of `size`'s frames as the preset's shipped processor sizes them for dytok,
+    capped at `max_pixels` as `--max-pixels` caps them."""
+    config, processor = shipped_processor(preset)
+    patch = config.vision_config.patch_size
+    _, images = clips[size]
+    capped = {} if max_pixels is None else {"size": FAMILIES[preset].capped_size(processor, max_pixels, len(images))}
+    _, grid_h, grid_w = video_patches(processor, images, **capped)["video_grid_thw"][0].tolist()
+    return grid_h * patch, grid_w * patch
+
+
+def qwen_vl_utils_size(clips, preset: str, size: str, **options: int) -> tuple[int, int]:
+    """(height, width) of `size`'s frames as qwen-vl-utils sizes them for the preset's patch size (the oracle)."""
+    config, _ = shipped_processor(preset)
+    path, _ = clips[size]
+    reference = qwen_vl_utils.fetch_video({"video": str(path), "nframes": FRAMES, **options},
+                                          image_patch_size=config.vision_config.patch_size)
+    return tuple(reference.shape[-2:])
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_qwen_frames_are_sized_as_qwen_vl_utils_sizes_them(clips, preset, size):
-    config, processor = shipped_processor(preset)
-    patch = config.vision_config.patch_size
-    path, images = clips[size]
-    _, grid_h, grid_w = video_patches(processor, images)["video_grid_thw"][0].tolist()
-    reference = qwen_vl_utils.fetch_video({"video": str(path), "nframes": FRAMES}, image_patch_size=patch)
-    assert (grid_h * patch, grid_w * patch) == tuple(reference.shape[-2:])
+    height, width = sized(clips, preset, size)
+    assert (height, width) == qwen_vl_utils_size(clips, preset, size)
 
 
 def test_without_the_per_frame_cap_a_1080p_frame_would_cost_more(clips):
@@ -66,12 +82,6 @@ MAX_PIXELS = 200_000
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_max_pixels_sizes_frames_as_qwen_vl_utils_does_at_that_max_pixels(clips, preset, size):
-    config, processor = shipped_processor(preset)
-    patch = config.vision_config.patch_size
-    path, images = clips[size]
-    capped = FAMILIES[preset].capped_size(processor, MAX_PIXELS, len(images))
-    _, grid_h, grid_w = video_patches(processor, images, size=capped)["video_grid_thw"][0].tolist()
-    reference = qwen_vl_utils.fetch_video({"video": str(path), "nframes": FRAMES, "max_pixels": MAX_PIXELS},
-                                          image_patch_size=patch)
-    assert (grid_h * patch, grid_w * patch) == tuple(reference.shape[-2:])
-    assert grid_h * grid_w * patch**2 <= MAX_PIXELS
+    height, width = sized(clips, preset, size, MAX_PIXELS)
+    assert (height, width) == qwen_vl_utils_size(clips, preset, size, max_pixels=MAX_PIXELS)
+    assert height * width <= MAX_PIXELS
