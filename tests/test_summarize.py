@@ -374,11 +374,19 @@ def test_text_alone_is_answered_as_the_model_answers_it(model_type, build_family
     (["--workers", "2", "--ray-address", "auto"], "--workers, --ray-address: only used with --engine ray"),
     (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, not 0"),
     (["--engine", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be 0 or more, not -1"),
+    (["--random-weights", "--cache-dir", "cache"], "--random-weights draws new weights every run: drop one of them"),
 ])
 def test_usage_errors_say_which_flag(videos, dytok_here, args, message):
     result = dytok_here("summarize", str(videos["short"]), *args)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_one_subtitle_file_for_several_videos_is_refused(videos, dytok_here, tmp_path):
+    (tmp_path / "talk.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n")
+    result = dytok_here("summarize", str(videos["short"]), str(videos["two"]), "--subtitles", str(tmp_path / "talk.srt"))
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "is one video's subtitles; for several videos give a directory or auto" in result.stderr
 
 
 def test_without_ray_the_ray_engine_says_what_to_install(videos, dytok_here, monkeypatch):
