@@ -32,12 +32,24 @@ from tiny_models import FAMILIES  # noqa: E402
 ASSISTANT = dict(seed=1, text_layers=3, hidden=32, heads=2, kv_heads=1)
 
 
+_STARTED_EARLY: list = []
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A test module may define `start_early()`: work that runs beside the rest of the suite (in processes
-    of its own) starts as soon as it is known that the module's tests will run."""
+    of its own) starts as soon as it is known that the module's tests will run; and `finish_early(stopped)`,
+    called when this process's session ends (`stopped`: by Ctrl-C, -x or a failure that stops it)."""
     for module in {item.module for item in session.items if isinstance(item, pytest.Function)}:
         if callable(getattr(module, "start_early", None)):
             module.start_early()
+            _STARTED_EARLY.append(module)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+    for module in _STARTED_EARLY:
+        if callable(getattr(module, "finish_early", None)):
+            module.finish_early(stopped)
 
 
 @pytest.fixture(scope="session")

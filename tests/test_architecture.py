@@ -51,7 +51,7 @@ def wing(name: str) -> set[str]:
 
 
 MATH, APPS = wing("math"), wing("apps") - {"apps"}
-PRESENTATION = {"cli", "render"}
+PRESENTATION = {"__main__", "cli", "render"}
 LIBRARY = MODULES - APPS - PRESENTATION - {"apps"}
 
 

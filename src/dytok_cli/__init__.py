@@ -18,23 +18,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Backend, Device, DType, Method, Settings
-from .errors import DytokError, InputError, ModelError
-from .types import Question
-
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .config import Backend, Device, DType, Method, Settings
+    from .errors import DytokError, InputError, ModelError
     from .pipeline import Pipeline
-    from .types import Answer, Plan, Visual
+    from .types import Answer, Plan, Question, Visual
 
 __all__ = [
     "Answer", "Backend", "DType", "Device", "DytokError", "InputError", "Method", "ModelError", "Pipeline", "Plan",
     "Question", "Settings", "Visual", "ask",
 ]
 
-# What needs torch is imported on first use, so `import dytok_cli` (and the CLI's --help) stays quick.
-_LAZY = {"Pipeline": "pipeline", "Answer": "types", "Plan": "types", "Visual": "types"}
+# Everything is imported on first use: `import dytok_cli` costs nothing, so the `dytok` command's entry point
+# (a module of this package) takes charge of Ctrl-C as soon as Python has started, and --help stays quick.
+_LAZY = {
+    "Backend": "config", "DType": "config", "Device": "config", "Method": "config", "Settings": "config",
+    "DytokError": "errors", "InputError": "errors", "ModelError": "errors", "Pipeline": "pipeline",
+    "Answer": "types", "Plan": "types", "Question": "types", "Visual": "types",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +53,7 @@ def ask(video: str | Path, question: str | Question, **settings: Any) -> Answer:
 
     Loads the model for this one call: to ask several questions, keep a `Pipeline`.
     """
+    from .config import Settings
     from .pipeline import Pipeline
 
     return Pipeline(Settings(**settings)).ask(video, question)
