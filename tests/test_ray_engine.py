@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,13 @@ def _isolation_works() -> bool:
 RAY_INSTALLED = importlib.util.find_spec("ray") is not None
 
 
+# The test session's id, which all its xdist workers share; a session of one process makes its own.
+_SESSION = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+
+
 def _shared_folder() -> Path:
-    """One folder per test session, the same for all its xdist workers (they share the run's id)."""
-    session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"process-{os.getpid()}"
-    folder = Path(tempfile.gettempdir()) / f"dytok-ray-cases-{session}"
+    """One folder per test session, the same for all its workers."""
+    folder = Path(tempfile.gettempdir()) / f"dytok-ray-cases-{_SESSION}"
     folder.mkdir(exist_ok=True)
     return folder
 

@@ -21,25 +21,27 @@ _RECHECK_S = 0.05  # how often a held Ctrl-C looks again whether the import is o
 def importing_a_held_package(frame: FrameType | None) -> bool:
     """Whether `frame` or one that called it runs the top-level code of a module of those packages."""
     while frame is not None:
-        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__", "").partition(".")[0] in _HELD_WHILE_IMPORTING:
+        package = frame.f_globals.get("__name__", "").partition(".")[0]
+        if frame.f_code.co_name == "<module>" and package in _HELD_WHILE_IMPORTING:
             return True
         frame = frame.f_back
     return False
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """The handler of SIGINT, and of the alarm that brings a held SIGINT back."""
+    """The handler of SIGINT, and of the alarm that brings back a Ctrl-C while it is held."""
     if importing_a_held_package(frame):
+        signal.signal(signal.SIGALRM, _interrupt)
         signal.setitimer(signal.ITIMER_REAL, _RECHECK_S)
         return
+    if signum == signal.SIGALRM:  # the held Ctrl-C is delivered: the alarm is nobody's now
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
     raise KeyboardInterrupt
 
 
 def hold_interrupts_while_importing() -> None:
-    if not hasattr(signal, "setitimer"):  # Windows: no interval timer to bring a held Ctrl-C back
-        return
-    signal.signal(signal.SIGALRM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    if hasattr(signal, "setitimer"):  # not on Windows: no interval timer there to bring a held Ctrl-C back
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def main() -> int:
