@@ -44,10 +44,13 @@ def test_published_scores_and_measured_times_are_given_where_known_and_never_mad
     assert listed["qwen3-vl-2b"]["video_mme"] == {"score": 62.1, "thinking": False}
     assert listed["llava-ov-7b"]["video_mme"] is None and listed["qwen3-vl-8b"]["video_mme"] is None
     first = listed["qwen3.5-0.8b"]["first_question"]
-    assert first["seconds"] == 50.3 and "32 frames" in first["conditions"]
-    assert listed["llava-ov-0.5b"]["first_question"]["seconds"] == 201.1
-    measured = ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3.5-0.8b", "qwen3.5-2b"]
+    assert first["seconds"] == {"360p": 50.3, "1080p": 199.9} and "32 frames" in first["conditions"]
+    assert listed["llava-ov-0.5b"]["first_question"]["seconds"]["360p"] == 201.1
+    # Every preset of 4B parameters or less, at both sizes; none of the larger ones.
+    measured = [name for name, entry in listed.items() if entry["parameters"] < 5e9]
+    assert measured == ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3-vl-4b", "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b"]
     assert [name for name, entry in listed.items() if entry["first_question"]] == measured
+    assert all(set(listed[name]["first_question"]["seconds"]) == {"360p", "1080p"} for name in measured)
 
 
 def test_parameters_are_the_shapes_own(listed):
@@ -95,7 +98,7 @@ def test_the_table_marks_the_default_and_fits_100_columns(dytok_here, tmp_path, 
     result = dytok_here("models", env={"DYTOK_MODEL": "Qwen/Qwen3-VL-2B-Instruct"})
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
-    assert max(len(line.rstrip()) for line in lines) <= 100
+    assert max(len(line) for line in lines) <= 100 and not any(line.endswith(" ") for line in lines)
     rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in preset_names()}
     assert list(rows) == preset_names()
     assert rows["qwen3-vl-2b"][1:4] == ["Qwen/Qwen3-VL-2B-Instruct", "(default)", "qwen3_vl"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -407,13 +408,14 @@ def models_table(presets: Sequence[dict[str, Any]]) -> None:
     from rich import box
     from rich.table import Table
 
+    legend = (
+        "model: what --model takes (with --random-weights, the preset's name too). params: counted from the config. "
+        "Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok answers only "
+        "with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a first answer on "
+        "a 2-core CPU at 32 frames of 360p (--json says how, and gives 1080p's), to compare, not to expect. "
+        "—: none published or measured."
+    )
     table = Table(
-        caption="model: what --model takes (with --random-weights, the preset's name too). params: counted from the "
-        "config. Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok "
-        "answers only with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a "
-        "first answer on a 2-core CPU at 32 frames of 360p (--json says how), to compare, not to expect. "
-        "—: none published or measured.",
-        caption_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=0,  # the box's blank between columns is enough: 41 of the 100 columns go to a hub id
@@ -432,6 +434,10 @@ def models_table(presets: Sequence[dict[str, Any]]) -> None:
             parameters(preset["parameters"]),
             "—" if score is None else f"{score['score']:.1f}" + ("*" if score["thinking"] else ""),
             "yes" if preset["cached"] else "no",
-            "—" if first is None else f"{first['seconds']:.0f}",
+            "—" if first is None else f"{first['seconds']['360p']:.0f}",
         )
-    Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    out.print(table)
+    # Below the table, not its caption, and wrapped here: Rich pads a caption's lines to the table's width and
+    # leaves a blank at the end of a line it wraps.
+    out.print(textwrap.fill(legend, out.width), soft_wrap=True)

@@ -26,19 +26,21 @@ VIDEO_MME = {
 }
 SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
 
-# Seconds to a first answer, measured once per checkpoint under these conditions (docs/models.md, "The
-# default model"): to compare with each other, not to expect on another machine.
+# Seconds to a first answer, measured once per checkpoint and input size under these conditions (docs/models.md,
+# "The default model"): to compare with each other, not to expect on another machine.
 FIRST_QUESTION_CONDITIONS = (
-    "random weights of the real shape, 32 frames of a 640x360 clip, --method dytok-fastv, ratio 0.25, float32 "
-    "(--dtype auto there), 8 answer tokens, model loading not counted; one run each on a 2-core x86-64 CPU "
-    "(load 1.4-2.3)"
+    "random weights of the real shape, 32 frames of a 20-second clip (360p: 640x360; 1080p: 1920x1080), "
+    "--method dytok-fastv, ratio 0.25, float32 (--dtype auto there), 8 answer tokens, model loading not counted; "
+    "one run each on a 2-core x86-64 CPU (load 0.8-2.3)"
 )
 FIRST_QUESTION_S = {
-    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": 201.1,
-    "Qwen/Qwen2.5-VL-3B-Instruct": 370.1,
-    "Qwen/Qwen3-VL-2B-Instruct": 140.8,
-    "Qwen/Qwen3.5-0.8B": 50.3,
-    "Qwen/Qwen3.5-2B": 126.6,
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {"360p": 201.1, "1080p": 197.7},
+    "Qwen/Qwen2.5-VL-3B-Instruct": {"360p": 370.1, "1080p": 879.7},
+    "Qwen/Qwen3-VL-2B-Instruct": {"360p": 140.8, "1080p": 536.6},
+    "Qwen/Qwen3-VL-4B-Instruct": {"360p": 218.0, "1080p": 810.0},
+    "Qwen/Qwen3.5-0.8B": {"360p": 50.3, "1080p": 199.9},
+    "Qwen/Qwen3.5-2B": {"360p": 126.6, "1080p": 494.0},
+    "Qwen/Qwen3.5-4B": {"360p": 203.0, "1080p": 775.5},
 }
 
 
