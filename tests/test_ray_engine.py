@@ -78,7 +78,7 @@ def start_early() -> None:
 def finish_early(stopped: bool) -> None:
     """At the end of this process's session: a worker that started the run outlives it, as the test waiting
     for it may be in another worker; a session stopped early (Ctrl-C, -x) leaves nothing of it behind."""
-    if _run is not None and _run.poll() is None and not stopped:
+    if _run is not None and not stopped:
         _run.wait(timeout=RUN_TIMEOUT_S)
     _stop()
 

@@ -13,7 +13,8 @@ import signal
 import sys
 from types import FrameType
 
-EXIT_INTERRUPTED = 130
+from .errors import Interrupted
+
 _HELD_WHILE_IMPORTING = frozenset({"numpy"})  # top-level packages whose import a Ctrl-C must not break
 _RECHECK_S = 0.05  # how often a held Ctrl-C looks again whether the import is over
 
@@ -54,7 +55,7 @@ def main() -> int:
         from .render import error
 
         error("interrupted")
-        return EXIT_INTERRUPTED
+        return Interrupted.exit_code
 
 
 if __name__ == "__main__":
