@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import typer
+from conftest import modes, plain_modes
 
 from dytok_cli import cli, render
 from dytok_cli.apps.eval import manifest
@@ -42,6 +43,12 @@ def test_make_clip_writes_a_video_every_backend_reads(dytok_here, tmp_path):
         assert frames.timestamps[1] == pytest.approx(1 / 8)
     first, last = read_video(path, num_frames=16).images[[0, -1]]
     assert (first > 240).all(axis=-1).sum() == 0 and (last > 240).all(axis=-1).sum() > 0  # the square, from the middle on
+
+
+def test_make_clip_gives_the_clip_the_mode_open_would(dytok_here, tmp_path, umask):
+    path = tmp_path / "clip.mp4"
+    assert dytok_here("make-clip", str(path), "--seconds", "0.5", "--size", "64x48").returncode == 0
+    assert modes(path) == plain_modes(path, umask) and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
 
 
 @pytest.mark.parametrize("args, fragment", [
