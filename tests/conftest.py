@@ -122,6 +122,29 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", n_frames=24, size=(64, 48), fps=8.0)
 
 
+@pytest.fixture(params=[0o022, 0o027], ids=lambda mask: f"umask{mask:03o}")
+def umask(request) -> int:
+    """The process's umask while the test runs (put back after). A file dytok leaves should then have the mode a
+    plain open() gives a new file, 0o666 & ~umask: 0644 under the usual 022 (not tempfile's private 0600), and
+    0640 under 027, which shows the mode follows the umask rather than being 0644 written down."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def modes(root: Path) -> dict[str, int]:
+    """Every file and directory under `root` (and `root` itself if it is a file): path relative to `root`'s
+    parent -> permission bits."""
+    paths = [root, *sorted(root.rglob("*"))] if root.is_dir() else [root]
+    return {str(path.relative_to(root.parent)): path.stat().st_mode & 0o7777 for path in paths}
+
+
+def plain_modes(root: Path, umask: int) -> dict[str, int]:
+    """What `modes(root)` should be: files as a plain open() makes them, directories as a plain mkdir()."""
+    paths = [root, *sorted(root.rglob("*"))] if root.is_dir() else [root]
+    return {str(path.relative_to(root.parent)): (0o777 if path.is_dir() else 0o666) & ~umask for path in paths}
+
+
 @pytest.fixture
 def dytok_here(capfd, monkeypatch):
     """dytok_here(*args, env=None) -> the `CompletedProcess` of `dytok args` run by `cli.main` in this

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import modes, plain_modes
 
 from dytok_cli.media.cache import VisualCache
-from dytok_cli.types import EncodedVideo, Frames, Visual
+from dytok_cli.types import EncodedVideo, Frames, Line, Transcript, Visual
 
 
 def encoded(seed: int, frames: int = 3, tokens: int = 4) -> EncodedVideo:
@@ -52,6 +53,19 @@ def test_what_is_stored_comes_back(tmp_path, visual):
     assert_same(hit.prior_encoded, visual.prior_encoded)
     assert hit.timings == {"decode_s": 0.0, "vision_s": 0.0}  # nothing was spent on it this time
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [f"{key}.safetensors"]  # no temporary left
+
+
+def test_entries_get_the_mode_open_would(tmp_path, visual, umask):
+    """Not private: a cache directory shared by a group is a normal use, and the directory's own mode
+    decides who may read it (see media/cache.py)."""
+    cache = VisualCache(tmp_path / "cache")
+    key = cache.key(visual.video, {"model": "m"})
+    cache.store(key, visual)
+    said = Transcript("speech (tiny)", (Line(0.0, 1.5, "hello"),), None)
+    cache.store_transcript(key, said)
+    assert cache.load_transcript(key) == said
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == [f"{key}.safetensors", f"{key}.transcript.json"]
+    assert modes(tmp_path / "cache") == plain_modes(tmp_path / "cache", umask)
 
 
 def test_a_self_prior_is_stored_once(tmp_path, visual):

@@ -93,6 +93,27 @@ def test_json_record(dytok_here, tiny_llava_dir, clip):
     assert timestamps == sorted(timestamps) and timestamps[0] == 0.0
 
 
+def test_a_video_the_named_backend_cannot_decode_names_the_one_that_can(dytok_here, tiny_llava_dir, clip, monkeypatch):
+    """As decord2 3.4.0 fails on a video of some widths on some CPUs only: `auto` goes on to PyAV, a named
+    backend fails in one line that says which backend to name instead."""
+    from dytok_cli.media import video
+
+    def failing(path):
+        raise RuntimeError("Check failed: from_size == to_size (24576 vs. 18432)")
+
+    monkeypatch.setitem(video._READERS, "decord", failing)
+    args = ["ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--max-new-tokens", "2",
+            "--decode-timeout", "0"]  # decoded in this process, where the failing reader is
+    named = dytok_here(*args, "--backend", "decord")
+    assert (named.returncode, named.stdout) == (2, "")  # the one video named could not be used: nothing was done
+    assert named.stderr == (f"dytok: error: {clip}: could not be decoded with backend 'decord' (Check failed: "
+                            "from_size == to_size (24576 vs. 18432)); backend 'pyav' decodes it: use backend 'pyav' "
+                            "or 'auto'\n")
+    auto = dytok_here(*args, "--json")
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads(auto.stdout)["backend"] == "pyav"
+
+
 def test_method_none_record_has_full_budgets(dytok_here, tiny_llava_dir, clip):
     result = dytok_here("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "4", "--method", "none",
                         "--max-new-tokens", "4", "--json")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from clips import write_clip, write_text_file
+from conftest import modes, plain_modes
 
 from dytok_cli import cli
 from dytok_cli.apps import eval as evaluation
@@ -374,6 +375,17 @@ def test_finished_run_rebuilds_its_summary_without_a_model_or_matplotlib(tiny_ll
     assert json.loads(captured.out) == first == json.loads((output / evaluation.SUMMARY).read_text())
     assert captured.err == "no pareto.png: matplotlib is not installed (python -m pip install matplotlib)\n"
     assert not (output / evaluation.PARETO).exists()
+
+
+def test_every_output_gets_the_mode_open_would(tiny_llava_dir, videos, tmp_path, umask):
+    pytest.importorskip("matplotlib")
+    data = write_jsonl(tmp_path / "items.jsonl", [ours("q1", "a.mp4")])
+    output = tmp_path / "out"
+    assert cli.main(["eval", str(data), "--output", str(output), "--video-dir", str(videos), "--model",
+                     str(tiny_llava_dir), "--frames", "4", "--max-new-tokens", "3", "--decode-timeout", "0",
+                     "--method", "dytok", "--ratios", "0.5"]) == 0
+    assert sorted(path.name for path in output.iterdir()) == sorted(evaluation.OUTPUTS)
+    assert modes(output) == plain_modes(output, umask)
 
 
 def test_eval_refuses_a_foreign_output_directory(tmp_path, tiny_llava_dir, capsys):

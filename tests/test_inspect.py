@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from conftest import dytok_in_this_process
+from conftest import dytok_in_this_process, modes, plain_modes
 from PIL import Image
 
 from dytok_cli import render
@@ -191,6 +191,14 @@ def test_an_empty_directory_or_force_is_replaced_whole(inspected, tmp_path):
     names = os.listdir(target)
     assert len(names) == 4 + 2 and not [name for name in names if name.endswith(".jpg")]
     assert os.listdir(tmp_path) == ["keyframes"]  # nothing staged or set aside is left beside it
+
+
+def test_the_export_and_its_files_get_the_mode_mkdir_and_open_would(inspected, tmp_path, umask):
+    """Staged in a directory of its own that is renamed into place: made by mkdir, not mkdtemp (0700)."""
+    target = tmp_path / "keyframes"
+    export.export_keyframes(inspected.record, inspected.images, target, top=2, sheet=True)
+    assert len(os.listdir(target)) == 2 + 3  # the frames, the sheet and the two manifests
+    assert modes(target) == plain_modes(target, umask)
 
 
 def test_a_file_is_never_replaced(inspected, tmp_path):

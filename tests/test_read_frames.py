@@ -38,6 +38,18 @@ def test_exactly_the_frames_asked_for(clip, backend, monkeypatch):
         assert len(seeks) == 1  # straight to the keyframe before frame 130
 
 
+def test_a_named_backend_that_fails_names_one_that_reads_them(clip, monkeypatch):
+    def failing(path):
+        raise RuntimeError("Check failed: from_size == to_size (24576 vs. 18432)")
+
+    monkeypatch.setitem(video._READERS, "decord", failing)
+    assert read_frames(clip, [130, 131]).backend == "pyav"
+    with pytest.raises(VideoError) as error:
+        read_frames(clip, [130, 131], backend="decord")
+    assert str(error.value) == (f"{clip}: could not be decoded with backend 'decord' (Check failed: from_size == "
+                                "to_size (24576 vs. 18432)); backend 'pyav' decodes it: use backend 'pyav' or 'auto'")
+
+
 def test_frames_past_the_end_are_left_out_and_bad_arguments_refused(clip, tmp_path):
     assert read_frames(clip, [298, 299, 300, 5000], backend="pyav").indices == (298, 299)
     with pytest.raises(ValueError, match="ascending"):

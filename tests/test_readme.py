@@ -24,6 +24,18 @@ def test_ci_runs_the_readmes_test_command_in_a_new_virtual_environment():
     assert command in readme_lines
 
 
+def test_the_canary_upgrades_every_dependency_capped_at_what_the_suite_passes_on():
+    """A release past a cap is tried by CI's newest-releases job before users get it, for every capped one."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL).group(1)
+    capped = set(re.findall(r'^\s*"([A-Za-z0-9_.-]+)[^"]*<[^"]*",', dependencies, re.MULTILINE))
+    assert {"transformers", "torch", "decord2", "av", "opencv-python-headless", "scenedetect-headless"} <= capped
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    canary = workflow[workflow.index("  newest-releases:"):]
+    upgraded = re.search(r"pip install --upgrade ([^\n]+)", canary).group(1).split()
+    assert capped <= set(upgraded), sorted(capped - set(upgraded))
+
+
 # --- facts the README states that a test can check ----------------------------------------------
 
 

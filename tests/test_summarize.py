@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from clips import write_audio_only, write_empty_video, write_shots, write_text_file
+from conftest import modes, plain_modes
 
 from dytok_cli.apps import summarize as summarizing
 from dytok_cli.math.windows import MIN_CHAPTER_S
@@ -260,6 +261,18 @@ def test_output_is_written_whole_and_never_replaced_without_force(tiny_llava_dir
     into = dytok_here("summarize", *args, "--format", "vtt", "-o", f"{new}/")
     assert into.returncode == 0, into.stderr
     assert [path.name for path in new.iterdir()] == ["short.vtt"]
+
+
+@pytest.mark.parametrize("fmt", ["vtt", "json"])
+def test_the_chapters_and_the_resume_store_get_the_mode_open_would(tiny_llava_dir, videos, dytok_here, tmp_path,
+                                                                   scripted_model, umask, fmt):
+    target, cache = tmp_path / f"chapters.{fmt}", tmp_path / "cache"
+    done = dytok_here("summarize", str(videos["two"]), "-m", str(tiny_llava_dir), "--format", fmt, "-o", str(target),
+                      "--cache-dir", str(cache), *FAST)
+    assert done.returncode == 0, done.stderr
+    stored = sorted(path.name.split("-")[0] for path in cache.rglob("*.json"))
+    assert stored == ["cuts", "window", "window"]  # the resume store: the shot cuts, each window described
+    assert modes(target) == plain_modes(target, umask) and modes(cache) == plain_modes(cache, umask)
 
 
 def test_ctrl_c_leaves_nothing_half_written_and_the_rerun_resumes(tiny_llava_dir, videos, dytok_here, tmp_path,

@@ -24,6 +24,7 @@ from clips import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dytok_cli.media import video
 from dytok_cli.media.video import (
     BACKENDS,
     Frames,
@@ -276,6 +277,65 @@ def test_decord_reports_truncated_data(videos: Videos) -> None:
     with pytest.raises(VideoError) as error:
         read_video(videos.cut_data, num_frames=N_FRAMES, backend="decord")
     assert_one_line_naming(error, videos.cut_data, "decord")
+
+
+# --- an explicit backend that fails -------------------------------------------------------------
+
+# What decord2 3.4.0 raises on a video 96 pixels wide on some CPUs (an AMD EPYC with AVX-512), not on others.
+DECORD_ON_SOME_CPUS = ("[18:37:06] /project/src/runtime/ndarray.cc:171: Check failed: from_size == to_size "
+                       "(24576 vs. 18432) DECORDArrayCopyFromTo: The size must exactly match\n\nStack trace:\n  [bt]")
+
+
+def failing_reader(path: Path) -> None:
+    raise RuntimeError(DECORD_ON_SOME_CPUS)
+
+
+def test_a_named_backend_that_fails_names_one_that_reads_the_video(videos: Videos,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(video._READERS, "decord", failing_reader)
+    assert read_video(videos.clip, num_frames=4).backend == "pyav"  # auto goes on to the next
+    with pytest.raises(VideoError) as error:
+        read_video(videos.clip, num_frames=4, backend="decord")
+    assert str(error.value) == (
+        f"{videos.clip}: could not be decoded with backend 'decord' (Check failed: from_size == to_size (24576 vs. "
+        "18432) DECORDArrayCopyFromTo: The size must exactly match); backend 'pyav' decodes it: use backend 'pyav' "
+        "or 'auto'")
+
+
+def test_the_first_backend_in_autos_order_that_reads_it_is_named(videos: Videos,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(video._READERS, "opencv", failing_reader)
+    with pytest.raises(VideoError) as error:
+        read_video(videos.clip, num_frames=4, backend="opencv")
+    assert_one_line_naming(error, videos.clip, "with backend 'opencv' (Check failed",
+                           "backend 'decord' decodes it: use backend 'decord' or 'auto'")
+
+
+def test_the_other_backends_are_tried_only_once_the_named_one_failed(videos: Videos,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    for name, reader in list(video._READERS.items()):
+        monkeypatch.setitem(video._READERS, name,
+                            lambda path, name=name, reader=reader: opened.append(name) or reader(path))
+    for backend in DECODERS:
+        assert read_video(videos.clip, num_frames=4, backend=backend).backend == backend
+    assert opened == DECODERS
+    opened.clear()
+    monkeypatch.setitem(video._READERS, "pyav", lambda path: opened.append("pyav") or failing_reader(path))
+    with pytest.raises(VideoError, match="backend 'decord' decodes it"):
+        read_video(videos.clip, num_frames=4, backend="pyav")
+    assert opened == ["pyav", "decord"]  # OpenCV is not asked once decord is known to read it
+
+
+def test_a_video_no_backend_reads_gives_every_reason(videos: Videos, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DECODERS:
+        monkeypatch.setitem(video._READERS, name, failing_reader)
+    reason = "Check failed: from_size == to_size (24576 vs. 18432) DECORDArrayCopyFromTo: The size must exactly match"
+    for backend in BACKENDS:
+        with pytest.raises(VideoError) as error:
+            read_video(videos.clip, num_frames=4, backend=backend)
+        tried = DECODERS if backend == "auto" else [backend, *(name for name in DECODERS if name != backend)]
+        assert str(error.value) == f"{videos.clip}: could not be decoded ({'; '.join(f'{n}: {reason}' for n in tried)})"
 
 
 # --- errors -------------------------------------------------------------------------------------

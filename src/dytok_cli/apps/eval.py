@@ -16,11 +16,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import re
 import statistics
 import string
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +28,7 @@ from typing import Any, Protocol
 from ..batch import PER_VIDEO_ERRORS, one_line
 from ..config import BASELINE, Method, Settings
 from ..errors import InputError
+from ..files import write_atomically
 from ..media.cache import VisualCache, file_digest
 from ..models import VideoModel
 from ..pipeline import Answer, Pipeline
@@ -371,17 +370,6 @@ def manifest(data: Path, compared: Sequence[Settings], video_dir: Path | None) -
     return {"format": FORMAT, "data_sha256": file_digest(data), "settings": values}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class RunDirectory:
     """`--output DIR`. Checked, and a previous run's predictions read, when made: before a model loads.
     Written to only from `start`, once the run is about to answer."""
@@ -418,7 +406,7 @@ class RunDirectory:
             # --force replaces dytok's own files only; anything else in the directory stays.
             for name in OUTPUTS:
                 (self.directory / name).unlink(missing_ok=True)
-            write_atomically(self.directory / MANIFEST, (json.dumps(self.manifest, indent=2) + "\n").encode())
+            write_atomically(self.directory / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
         elif self._complete_bytes is not None:
             with open(predictions, "r+b") as handle:
                 handle.truncate(self._complete_bytes)
@@ -438,7 +426,7 @@ class RunDirectory:
 
     def write_summary(self, summary: dict) -> Path:
         path = self.directory / SUMMARY
-        write_atomically(path, (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomically(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return path
 
 

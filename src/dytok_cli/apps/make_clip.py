@@ -7,8 +7,6 @@ middle of the clip on, so that questions about what happens, and when, have answ
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_path
 
 FPS = 8
 # Every backend (decord, PyAV, OpenCV) decodes MPEG-4 Part 2, and every FFmpeg build encodes it.
@@ -49,10 +48,8 @@ def make_clip(path: Path, *, seconds: float, width: int, height: int, force: boo
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such directory")
     frames = max(1, round(seconds * FPS))
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp4")
-    os.close(handle)
-    try:
-        with av.open(temporary, mode="w", format="mp4") as container:
+    with atomic_path(path) as temporary:
+        with av.open(str(temporary), mode="w", format="mp4") as container:
             stream = container.add_stream(CODEC, rate=FPS)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.time_base = Fraction(1, FPS)
@@ -62,11 +59,4 @@ def make_clip(path: Path, *, seconds: float, width: int, height: int, force: boo
                 picture = av.VideoFrame.from_ndarray(frame(index, frames, width, height), format="rgb24")
                 container.mux(stream.encode(picture))
             container.mux(stream.encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file; the temporary one was private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return frames

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..errors import DytokError, InputError, Interrupted
+from ..files import TEMPORARY_PREFIX, atomic_path, write_atomically
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -440,28 +441,19 @@ def record_schema() -> Any:
     )
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_shard(directory: Path, records: list[dict[str, Any]], output_format: OutputFormat) -> None:
     """One shard file of `records`, complete or absent."""
     path = directory / f"part-{uuid.uuid4().hex}.{output_format.value}"
     if output_format is OutputFormat.jsonl:
         text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        _write_atomically(path, lambda target: target.write_text(text, encoding="utf-8"))
+        write_atomically(path, text)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pylist(records, schema=record_schema())
-        _write_atomically(path, lambda target: pq.write_table(table, target))
+        with atomic_path(path) as temporary:
+            pq.write_table(table, temporary)
 
 
 def read_records(directory: Path) -> list[dict[str, Any]]:
@@ -532,10 +524,10 @@ def prepare_output(directory: Path, settings: Settings, output_format: OutputFor
             for entry in directory.iterdir():
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.glob(".tmp-*"):  # from a run stopped mid-write
+    for leftover in directory.glob(f"{TEMPORARY_PREFIX}*"):  # from a run stopped mid-write
         leftover.unlink()
     if not manifest.exists():
-        _write_atomically(manifest, lambda target: target.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8"))
+        write_atomically(manifest, json.dumps(wanted, indent=2) + "\n")
 
 
 def write(

@@ -32,9 +32,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +52,7 @@ from ..config import (
     SummaryFormat,
 )
 from ..errors import InputError
+from ..files import write_atomically
 from ..math.windows import (
     Window,
     change_chapter_starts,
@@ -558,32 +557,16 @@ def write_file(path: Path, text: str, force: bool) -> None:
         raise InputError(f"{path} exists; use --force to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, text)
     except OSError as error:
         raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
-        raise
 
 
 # --- resume -------------------------------------------------------------------------------------------------
 
 
 def _write_json(path: Path, value: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(value, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(value))
 
 
 def _read_json(path: Path) -> Any:

@@ -5,6 +5,10 @@ Entries are safetensors files named by a hash of the video's bytes and of everyt
 changes the result (sampling, --max-pixels, backend, model, dtype, device). Writes go to a temporary
 file that is renamed into place, so concurrent runs never see half an entry; an entry that does not
 load, or whose stored digest does not match its tensors, is ignored and recomputed, never trusted.
+
+Entries get the umask's mode, as any new file, not a private one: a cache directory shared by a group
+(a cluster's scratch space) is a normal use, and who may read the entries is the directory's to say
+(a cache directory of mode 0700 keeps them private whatever their own mode).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_path, write_atomically
 from ..types import EncodedVideo, Frames, Line, Transcript, Visual
 
 _FORMAT = 3  # bump when the stored layout or the sampling changes; old entries then simply miss
@@ -119,14 +123,8 @@ class VisualCache:
             _flatten("prior", visual.prior_encoded, tensors, prior_meta)
         frames = {f.name: getattr(visual.frames, f.name) for f in dataclasses.fields(Frames) if f.name != "images"}
         meta = {"frames": frames, "encoded": encoded_meta, "prior": prior_meta, "digest": _tensors_digest(tensors)}
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
-        os.close(handle)
-        try:
+        with atomic_path(self._path(key)) as temporary:
             save_file(tensors, temporary, metadata={"dytok": json.dumps(meta)})
-            os.replace(temporary, self._path(key))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     def _transcript_path(self, key: str) -> Path:
         return self.directory / f"{key}.transcript.json"
@@ -143,11 +141,4 @@ class VisualCache:
     def store_transcript(self, key: str, transcript: Transcript) -> None:
         lines = [[line.start, line.end, line.text] for line in transcript.lines]
         data = json.dumps({"source": transcript.source, "lines": lines, "note": transcript.note}, ensure_ascii=False)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(data)
-            os.replace(temporary, self._transcript_path(key))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self._transcript_path(key), data)

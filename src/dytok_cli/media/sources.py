@@ -194,6 +194,8 @@ class _Digesting:
 
 def _spooled(spool: Path, write: Callable[[BinaryIO], None], suffix: str) -> MediaFile:
     spool.mkdir(parents=True, exist_ok=True)
+    # Private (mkstemp's 0600), unlike what dytok leaves behind: a video a client sent, kept only while
+    # its request is answered, for no one else to read.
     descriptor, name = tempfile.mkstemp(dir=spool, prefix="video-", suffix=suffix)
     path = Path(name)
     try:

@@ -24,6 +24,10 @@ Decisions callers can rely on:
   (not a video, truncated, no video stream, no decodable frame). Native libraries print to file
   descriptor 2 directly, so it points at /dev/null while they run; decord's own log is set to quiet,
   and PyAV's is left at its default, which already drops FFmpeg's messages.
+* An explicit backend that fails is not swapped for another, but its error names a backend that
+  decodes the file (the others are tried only then, on the way to the error). Which backend reads a
+  file is not always known in advance: decord2 3.4.0 fails on videos of some widths on some CPUs only
+  (32, 48, 96 and 144 pixels wide on an AMD EPYC with AVX-512; CI's CPU decodes 96).
 * Hangs. A native decoder can hang while holding the GIL, so `read_video_bounded` decodes in a
   separate process that can be killed.
 """
@@ -535,15 +539,26 @@ def _decode(path: Path, request: _Request, backend: str) -> Frames:
     if backend == "decord" and rotated:
         raise VideoError(f"{path}: is rotated ({request.rotation:g} degrees), which decord cannot decode; "
                          "use backend 'pyav' or 'opencv'")
-    names = [name for name in (_AUTO_ORDER if backend == "auto" else (backend,))
-             if not (rotated and name == "decord")]
-    failures = []
-    for name in names:
+    usable = [name for name in _AUTO_ORDER if not (rotated and name == "decord")]
+    failures: dict[str, str] = {}
+    for name in usable if backend == "auto" else [backend]:
         try:
             return _read_with(name, path, request)
         except Exception as error:  # noqa: BLE001 - native libraries raise assorted types
-            failures.append(f"{name}: {_describe(error)}")
-    raise VideoError(f"{path}: could not be decoded ({'; '.join(failures)})")
+            failures[name] = _describe(error)
+    if backend != "auto":
+        # Only now, on the way to an error, are the other backends tried: a read that works costs one.
+        for name in usable:
+            if name == backend:
+                continue
+            try:
+                _read_with(name, path, request)
+            except Exception as error:  # noqa: BLE001 - as above
+                failures[name] = _describe(error)
+                continue
+            raise VideoError(f"{path}: could not be decoded with backend '{backend}' ({failures[backend]}); "
+                             f"backend '{name}' decodes it: use backend '{name}' or 'auto'")
+    raise VideoError(f"{path}: could not be decoded ({'; '.join(f'{name}: {why}' for name, why in failures.items())})")
 
 
 def read_video(path: str | os.PathLike, *, num_frames: int | None = 32, fps: float | None = None,
