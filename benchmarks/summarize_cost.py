@@ -42,8 +42,8 @@ class EqualLengths(Pipeline):
     def ask(self, *args, **kwargs):
         return super().ask(*args, force_length=True, **kwargs)
 
-    def complete(self, prompt: str, force_length: bool = True):
-        return super().complete(prompt, force_length)
+    def complete(self, prompt: str, force_length: bool = True, max_new_tokens: int | None = None):
+        return super().complete(prompt, force_length, max_new_tokens)
 
 
 def synthetic_video(minutes: float, size: str, rate: int) -> Path:

@@ -235,6 +235,16 @@ def errors_said(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("dytok: error:")]
 
 
+def progress_said(stderr: str) -> list[str]:
+    """The progress lines of a stderr that is not a terminal (a line per window and step locally, per video on Ray)."""
+    return [line for line in stderr.splitlines() if line.startswith("summarize: ")]
+
+
+def said(stderr: str) -> list[str]:
+    """Every other line of stderr."""
+    return [line for line in stderr.splitlines() if not line.startswith("summarize: ")]
+
+
 def test_summaries_on_ray_equal_the_local_ones_and_a_bad_video_fails_alone(local_ray, local_summaries, tiny_llava_dir,
                                                                            long_videos, capsys, monkeypatch):
     local_status, local_records, local_err = local_summaries
@@ -249,7 +259,16 @@ def test_summaries_on_ray_equal_the_local_ones_and_a_bad_video_fails_alone(local
     assert len(records[0]["windows"]) == 2 and records[0]["segmentation"]["cuts"] == [12.0]  # cut found on the worker
     bad = f"dytok: error: {long_videos[1]}: is not a video file (no known container format)"
     assert errors_said(err) == errors_said(local_err) == [bad]
-    assert err == local_err  # one line for the bad video, nothing from Ray
+    assert said(err) == said(local_err)  # one line for the bad video, nothing from Ray
+    # Without a terminal, a line as the run starts and as each summary arrives (the bad video's is its error).
+    first, *arrived = progress_said(err)
+    assert first == "summarize: 3 videos on Ray; a line as each is summarised"
+    counted = [line.rsplit(" (", 1) for line in arrived]  # counted in the order they arrive, the bad one too
+    assert sorted(line for line, _ in counted) == [f"summarize: {video}: summarised on Ray"
+                                                   for video in sorted([long_videos[0], long_videos[2]])]
+    assert [count for _, count in counted] == sorted(count for _, count in counted)
+    assert {count for _, count in counted} <= {f"{k}/3 videos)" for k in (1, 2, 3)}
+    assert any("window 2/2" in line for line in progress_said(local_err))
 
 
 def test_summary_files_from_ray_and_a_rerun_resumes_from_the_cache_on_a_restarted_worker(
@@ -262,7 +281,7 @@ def test_summary_files_from_ray_and_a_rerun_resumes_from_the_cache_on_a_restarte
     args = summarize_args(tiny_llava_dir, long_videos[:1], "--format", "json", "-o", f"{folder}/", "--cache-dir", str(cache))
     status, printed, err = in_process(args, capsys, monkeypatch)
     assert status == 0 and printed == [], err
-    assert err.splitlines() == [f"wrote {folder / 'shots.json'}"]
+    assert said(err) == [f"wrote {folder / 'shots.json'}"]
     first = json.loads((folder / "shots.json").read_text())
     assert untimed_summary(first) == untimed_summary(local_record)
 
@@ -274,7 +293,9 @@ def test_summary_files_from_ray_and_a_rerun_resumes_from_the_cache_on_a_restarte
     status, _, err = in_process([*on_ray, "--force"], capsys, monkeypatch)
     assert not local_ray["hook"].exists()  # the hook fired
     assert status == 0, err
-    assert err.splitlines() == [f"wrote {folder / 'shots.json'}", "1 of 1 videos were retried after their Ray worker died"]
+    assert said(err) == [f"wrote {folder / 'shots.json'}", "1 of 1 videos were retried after their Ray worker died"]
+    assert progress_said(err) == ["summarize: 1 video on Ray; a line as each is summarised",
+                                  f"summarize: {long_videos[0]}: summarised on Ray (1/1 videos)"]
     again = json.loads((folder / "shots.json").read_text())
     assert [window["resumed"] for window in again["windows"]] == [True, True]  # read from the cache on the worker
     unresumed = [{**window, "resumed": False} for window in untimed_summary(again)["windows"]]

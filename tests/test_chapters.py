@@ -126,3 +126,9 @@ def test_markdown_has_the_summary_then_timed_chapters():
     text = markdown("talk.mp4", "It is a talk.", CHAPTERS)
     assert text.startswith("# talk.mp4\n\nIt is a talk.\n\n## Chapters\n")
     assert "### [0:00:12] Key = value" in text and "### [0:00:25] Two lines, déjà vu\n\nThe rest." in text
+
+
+def test_markdown_says_a_description_that_is_the_summary_once():
+    """A video of one chapter is summarised by its description: under its heading it is not said again."""
+    text = markdown("clip.mp4", "A ball bounces.", [Chapter(0, 4, "The ball", "A ball bounces.")])
+    assert text == "# clip.mp4\n\nA ball bounces.\n\n## Chapters\n\n### [0:00:00] The ball\n"

@@ -113,6 +113,17 @@ def test_progress_line_keeps_count_and_eta_at_80_columns(monkeypatch):
     assert "VID_2024" in line and "…" in line  # the name, shortened in the middle
 
 
+def test_a_progress_line_is_one_plain_line_where_nothing_is_animated(monkeypatch):
+    """Piped: the whole line, unwrapped however long, no colour or cursor codes; on a terminal nothing, as
+    the live display says it there."""
+    message = "summarize: /media/phone/DCIM/Camera/VID_20240501_183512.mp4: window 3/12 (0:40-1:00) described in 12.3 s"
+    for terminal, shown in [(False, message + "\n"), (True, "")]:
+        screen = io.StringIO()
+        monkeypatch.setattr(render, "console", Console(file=screen, width=80, force_terminal=terminal))
+        render.progress_line(message)
+        assert screen.getvalue() == shown
+
+
 def test_shorten_keeps_both_ends():
     assert render.shorten("short.mp4", 20) == "short.mp4"
     shortened = render.shorten("a_very_long_video_file_name.mp4", 16)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
 import sys
 import weakref
 from pathlib import Path
 
 import pytest
 from clips import write_audio_only, write_empty_video, write_shots, write_text_file
-from conftest import modes, plain_modes
+from conftest import modes, plain_modes, run_on_a_terminal
 
 from dytok_cli.apps import summarize as summarizing
 from dytok_cli.math.windows import MIN_CHAPTER_S
@@ -42,14 +44,24 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def scripted_model(monkeypatch):
     """The model's text steps answer from a script (its window descriptions are still its own): what it
-    names as chapter starts, then a title with every character a chapter file escapes."""
+    names as chapter starts, then a title with every character a chapter file escapes. Returns the
+    (prompt, max_new_tokens) of every text step, in order."""
+    asked: list[tuple[str, int | None]] = []
 
-    def complete(self, prompt):
+    def complete(self, prompt, force_length=False, max_new_tokens=None):
+        asked.append((prompt, max_new_tokens))
         if "Which parts begin a new chapter?" in prompt:
             return "New chapters at 00:00:14 and 14:00, after 7.5 s, in part 3 and part 99.", 0.0
         return "Title: The = Part; # of \\ it\nIt shows things.", 0.0
 
     monkeypatch.setattr(Pipeline, "complete", complete)
+    return asked
+
+
+def progress_lines(stderr: str, video: str) -> list[str]:
+    """The progress lines for `video` in a non-terminal stderr, each window's seconds as S."""
+    return [re.sub(r"in \d+\.\d s$", "in S s", line) for line in stderr.splitlines()
+            if line.startswith(f"summarize: {video}: ")]
 
 
 def summarize_json(dytok_here, *args: str) -> dict:
@@ -76,8 +88,12 @@ def test_the_cuts_are_found_and_chapters_start_where_windows_do_whatever_the_mod
     tiny_llava_dir, videos, dytok_here, scripted_model
 ):
     """The model names times that are no boundary (14:00, 0:14), a decimal, part 3 and a part that does not
-    exist: only part 3 counts, and its chapter starts exactly where window 3 does."""
-    record = summarize_json(dytok_here, str(videos["shots"]), "-m", str(tiny_llava_dir))
+    exist: only part 3 counts, and its chapter starts exactly where window 3 does. Stderr, not a terminal
+    here, has a plain line per window and per step after them, and stdout the record alone."""
+    video = str(videos["shots"])
+    result = dytok_here("summarize", video, "-m", str(tiny_llava_dir), "--format", "json", *FAST)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
     cuts = record["segmentation"]["cuts"]
     assert len(cuts) == len(CUTS) and all(abs(found - true) <= 0.5 for found, true in zip(cuts, CUTS))
     assert [window["start"] for window in record["windows"]] == [0.0, *cuts]
@@ -87,7 +103,21 @@ def test_the_cuts_are_found_and_chapters_start_where_windows_do_whatever_the_mod
     third = record["windows"][2]["start"]
     assert [(c["start"], c["end"]) for c in record["chapters"]] == [(0.0, third), (third, DURATION)]
     assert record["chapters"][0]["title"] == "The = Part; # of \\ it"
-    assert record["chapters"][0]["description"] == "It shows things."
+    assert [(c["description"], c["description_from"]) for c in record["chapters"]] == [("It shows things.", "model")] * 2
+    assert record["summary_from"] == "model"
+    spans = [(window["start"], window["end"]) for window in record["windows"]]
+    clock = [f"{int(start) // 60}:{int(start) % 60:02d}-{int(end) // 60}:{int(end) % 60:02d}" for start, end in spans]
+    assert progress_lines(result.stderr, video) == [
+        f"summarize: {video}: finding shots",
+        *[f"summarize: {video}: window {k}/4 ({span}) described in S s" for k, span in enumerate(clock, start=1)],
+        f"summarize: {video}: choosing chapters",
+        f"summarize: {video}: writing chapter 1/2",
+        f"summarize: {video}: writing chapter 2/2",
+        f"summarize: {video}: summarising",
+    ]
+    assert clock[0] == "0:00-0:12" and "\x1b" not in result.stderr
+    # The passes: the chapter choice, a title and paragraph for each chapter of two windows, the summary.
+    assert [cap for _, cap in scripted_model] == [None] * 4
     for window in record["windows"]:  # frames that start inside the window, at their true times
         assert window["timestamps"] and all(window["start"] <= t < window["end"] for t in window["timestamps"])
 
@@ -215,10 +245,61 @@ def test_bad_videos_fail_alone_with_one_line_each(tiny_llava_dir, videos, dytok_
     assert single.returncode == 2 and single.stdout == ""
     assert single.stderr.strip().splitlines() == [f"dytok: error: {videos['text']}: is not a video file (no known container format)"]
     short = records[-1]
-    assert short["error"] is None and short["chapters_from"] == "one window" and isinstance(short["summary"], str)
+    assert short["error"] is None and short["chapters_from"] == "one window" and short["summary"]
     assert [(w["start"], w["end"]) for w in short["windows"]] == [(0.0, 4.0)]
     assert [(c["start"], c["end"]) for c in short["chapters"]] == [(0.0, 4.0)]
 
+
+
+def test_a_video_of_one_window_runs_only_the_passes_whose_answer_is_not_known(tiny_llava_dir, videos, dytok_here,
+                                                                              monkeypatch):
+    """One window is one chapter: the window's description (one pass), then its title alone (one pass of at
+    most TITLE_TOKENS); no pass rewrites the description and none writes a summary, which is that
+    description. Every text runs to its cap here (as random weights of a real shape run theirs), so a title
+    given the whole --max-new-tokens would show."""
+    asked, completed, lengths = [], [], []
+    ask, complete, generate = Pipeline.ask, Pipeline.complete, Pipeline._generate
+
+    def asking(self, *args, **kwargs):
+        asked.append(args[1])
+        return ask(self, *args, **kwargs)
+
+    def completing(self, prompt, force_length=False, max_new_tokens=None):
+        completed.append(prompt)
+        return complete(self, prompt, force_length, max_new_tokens)
+
+    def full_length(self, inputs, force_length=False, *rest, **kwargs):
+        token_ids = generate(self, inputs, True, *rest, **kwargs)
+        lengths.append(len(token_ids))
+        return token_ids
+
+    monkeypatch.setattr(Pipeline, "ask", asking)
+    monkeypatch.setattr(Pipeline, "complete", completing)
+    monkeypatch.setattr(Pipeline, "_generate", full_length)
+    video = str(videos["short"])
+    result = dytok_here("summarize", video, "-m", str(tiny_llava_dir), "--format", "json", "--fps", "0.25",
+                        "--max-new-tokens", "40", "--decode-timeout", "0")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    (window,), (chapter,) = record["windows"], record["chapters"]
+    assert len(asked) == 1 and len(completed) == 1 and lengths == [40, summarizing.TITLE_TOKENS]
+    assert completed[0].startswith("This part of a video makes one chapter") and "title only" in completed[0]
+    assert window["description"] in completed[0]
+    assert record["chapters_from"] == "one window" and chapter["windows"] == [0, 0] and chapter["title"]
+    assert chapter["description"] == window["description"] != "" and chapter["description_from"] == "window"
+    assert record["summary"] == chapter["description"] and record["summary_from"] == "chapter"
+    assert progress_lines(result.stderr, video) == [f"summarize: {video}: finding shots",
+                                                    f"summarize: {video}: window 1/1 (0:00-0:04) described in S s",
+                                                    f"summarize: {video}: writing chapter 1/1"]
+
+
+@pytest.mark.skipif(shutil.which("dytok") is None, reason="the dytok script is not installed")
+def test_a_terminal_gets_the_live_display_and_not_the_lines_for_a_log(tiny_llava_dir, videos):
+    status, shown = run_on_a_terminal(["dytok", "summarize", str(videos["two"]), "-m", str(tiny_llava_dir), "--window", "12",
+                                       "--format", "json", *FAST], "stderr")
+    assert status == 0, shown
+    assert "2/2" in shown  # windows done of the total, live
+    assert "summarize: " not in shown and "described in" not in shown
 
 
 def test_in_the_bounded_worker(tiny_llava_dir, videos, dytok_here):
@@ -306,15 +387,17 @@ def test_ctrl_c_leaves_nothing_half_written_and_the_rerun_resumes(tiny_llava_dir
 
 class ScriptedPipeline:
     """What the text stages use of a pipeline: a model without a tokenizer (4 characters a token) and a
-    `complete` that answers from `reply(prompt)`, keeping every prompt it was given."""
+    `complete` that answers from `reply(prompt)`, keeping every prompt it was given and its cap."""
 
     def __init__(self, reply):
         self.model = type("Model", (), {"tokenizer": None})()
         self.prompts: list[str] = []
+        self.caps: list[int | None] = []
         self.reply = reply
 
-    def complete(self, prompt):
+    def complete(self, prompt, max_new_tokens=None):
         self.prompts.append(prompt)
+        self.caps.append(max_new_tokens)
         return self.reply(prompt), 0.0
 
 
@@ -337,6 +420,15 @@ def test_too_many_windows_for_one_prompt_are_chaptered_group_by_group(monkeypatc
     assert starts == [0, 2, 3, 5]
 
 
+def test_a_video_too_short_for_two_chapters_is_not_asked_where_chapters_begin():
+    """Three 6-second windows: no boundary leaves 10 s on both sides, so there is one chapter whatever a model
+    would answer, and it is not asked."""
+    pipeline = ScriptedPipeline(lambda prompt: "2, 3")
+    assert summarizing.chapter(pipeline, described(3, seconds=6.0), 18.0, summarizing._Quiet()) == ([0], "too short")
+    assert pipeline.prompts == []
+    assert summarizing.chapter(pipeline, described(3, seconds=10.0), 30.0, summarizing._Quiet()) == ([0, 1, 2], "model")
+
+
 def test_a_long_summary_is_a_summary_of_summaries(monkeypatch):
     monkeypatch.setattr(summarizing, "PROMPT_BUDGET", 120)
 
@@ -348,12 +440,51 @@ def test_a_long_summary_is_a_summary_of_summaries(monkeypatch):
     pipeline = ScriptedPipeline(reply)
     windows = described(8)
     spans = summarizing.chapter_spans([item.window for item in windows], [0, 2, 4, 6])
-    chapters, summary = summarizing.write_up(pipeline, windows, spans, summarizing._Quiet())
-    assert summary == "in short" and [c.title for c in chapters] == ["A title"] * 4
+    written = summarizing.write_up(pipeline, windows, spans, summarizing._Quiet())
+    assert written.summary == "in short" and [c.title for c in written.chapters] == ["A title"] * 4
+    assert written.descriptions_from == ["model"] * 4 and written.summary_from == "model"
     groups = [p for p in pipeline.prompts if p.startswith("These are consecutive parts of a video")]
     final = pipeline.prompts[-1]
     assert groups and final.startswith("These are the chapters of a video")
     assert "Parts 1-" in final and "it goes on" not in final
+
+
+def test_a_chapter_of_one_window_keeps_its_description_and_is_asked_for_a_title_alone():
+    """Three chapters, the middle one a single window: its description is the window's as it is, and its one
+    pass asks for the title alone, capped at TITLE_TOKENS (what else the model writes is not used); the
+    others are written by the model; the summary from the three."""
+
+    def reply(prompt: str) -> str:
+        if prompt.startswith("This part of a video"):
+            return "Title: Alone\nand a paragraph nobody asked for"
+        return "Two parts\nThey talk." if prompt.startswith("These consecutive parts") else "in short"
+
+    pipeline = ScriptedPipeline(reply)
+    windows = [dataclasses.replace(item, description=f" window {item.index} shows a dog\n") for item in described(5)]
+    spans = summarizing.chapter_spans([item.window for item in windows], [0, 2, 3])
+    written = summarizing.write_up(pipeline, windows, spans, summarizing._Quiet())
+    assert [c.title for c in written.chapters] == ["Two parts", "Alone", "Two parts"]
+    assert [c.description for c in written.chapters] == ["They talk.", "window 2 shows a dog", "They talk."]
+    assert written.descriptions_from == ["model", "window", "model"]
+    assert pipeline.caps == [None, summarizing.TITLE_TOKENS, None, None]
+    assert pipeline.prompts[1] == summarizing.WINDOW_TITLE_PROMPT.format(
+        parts="Part 3 (0:00:40-0:01:00): window 2 shows a dog")
+    assert written.summary == "in short" and written.summary_from == "model"
+
+
+def test_a_video_of_one_chapter_is_summarised_by_its_description_without_a_pass():
+    """Two windows in one chapter: one pass, for its title and paragraph; the summary is the paragraph. When
+    the model writes a title alone (random weights write no line break), the description is its windows'
+    descriptions in order, so it is not empty."""
+    windows = [dataclasses.replace(item, description=text) for item, text in zip(described(2), ["a dog\n runs", "it sits"])]
+    for reply, description, source in [("A title\nThe paragraph.", "The paragraph.", "model"),
+                                       ("Just a title", "a dog runs it sits", "windows")]:
+        pipeline = ScriptedPipeline(lambda prompt: reply)
+        written = summarizing.write_up(pipeline, windows, [range(0, 2)], summarizing._Quiet())
+        assert len(pipeline.prompts) == 1 and pipeline.prompts[0].startswith("These consecutive parts")
+        (chapter,) = written.chapters
+        assert chapter.description == description and written.descriptions_from == [source]
+        assert written.summary == description and written.summary_from == "chapter"
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
@@ -375,6 +506,10 @@ def test_text_alone_is_answered_as_the_model_answers_it(model_type, build_family
         output = model.model.generate(**inputs, max_new_tokens=6, do_sample=False)
     expected = model.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     assert text == expected and text
+    # A cap (a chapter title's) shortens the reply to its first tokens; one above --max-new-tokens does not lengthen it.
+    shorter = model.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:][:2], skip_special_tokens=True).strip()
+    assert pipeline.complete(prompt, max_new_tokens=2)[0] == shorter != text
+    assert pipeline.complete(prompt, max_new_tokens=100)[0] == text
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -151,6 +151,24 @@ def test_reasoning_is_kept_apart_from_the_answer(kind, clip, name, think):
     assert (record["answer"], record["reasoning"]) == (answer.text, answer.reasoning)
 
 
+@pytest.mark.parametrize("name, think", [("always", False), ("direct", True)])
+def test_a_capped_text_reply_caps_the_answer_after_the_reasoning(kind, name, think):
+    """A text reply capped below --max-new-tokens (a chapter title's, `Pipeline.complete`): the reasoning
+    still runs to its own allowance and is closed, and the answer after it stops at the cap."""
+    model_dir, adapter = kind(name)
+    pipeline = Pipeline(settings(model_dir, think=think), model=adapter)
+    prompt = "name this part of a video in a few words"
+    prompt_ids = adapter.text_prompt_ids(prompt, think)
+    inputs = {"input_ids": prompt_ids, "attention_mask": torch.ones_like(prompt_ids)}
+    reasoning = generated(adapter, inputs, REASONING_TOKENS)
+    close = adapter.markers.close
+    assert close not in reasoning
+    cap = ANSWER_TOKENS - 2
+    rest = generated(adapter, followed_by(inputs, [*reasoning, close]), ANSWER_TOKENS)
+    text, _ = pipeline.complete(prompt, max_new_tokens=cap)
+    assert text == adapter.decode(torch.tensor(rest[:cap])) != adapter.decode(torch.tensor(rest))
+
+
 def test_reasoning_cut_off_by_the_end_of_sequence_leaves_no_answer(kind, clip, monkeypatch):
     model_dir, adapter = kind("always")
     pipeline = Pipeline(settings(model_dir), model=adapter)

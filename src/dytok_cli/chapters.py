@@ -34,11 +34,12 @@ def one_line(text: str) -> str:
 
 
 def markdown(name: str, summary: str, chapters: Sequence[Chapter]) -> str:
-    """The summary, then one section per chapter headed `[h:mm:ss] title`."""
+    """The summary, then one section per chapter headed `[h:mm:ss] title` with its description, unless that
+    is the summary (a video of one chapter is summarised by its description): said once."""
     lines = [f"# {one_line(name)}", "", summary.strip() or "(no summary)", "", "## Chapters", ""]
     for chapter in chapters:
         lines += [f"### [{hms(chapter.start)}] {one_line(chapter.title)}", ""]
-        if chapter.description.strip():
+        if chapter.description.strip() and chapter.description.strip() != summary.strip():
             lines += [chapter.description.strip(), ""]
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -40,6 +40,10 @@ from .config import (
     SummaryFormat,
 )
 from .errors import DytokError, Interrupted
+from .timecode import short_hms
+
+if TYPE_CHECKING:
+    from .math.windows import Window
 
 app = typer.Typer(
     name="dytok",
@@ -589,17 +593,20 @@ def inspect_command(
 
 
 class _WindowProgress:
-    """The summarize display for one video on a terminal: its stage, then windows done/total with an ETA
-    once the windows are known (nothing when stderr is not a terminal)."""
+    """The summarize display for one video: on a terminal its stage, then windows done/total with an ETA
+    once the windows are known; else a plain line per window described and per step, so a long summary
+    is never silent in a log."""
 
     def __init__(self, video: str) -> None:
         self.video = video
+        self.total = 0
         self.bar = render.BatchProgress(0, live=False)
         self.bar.start_video(video)
         self.bar.__enter__()
 
     def windows(self, total: int, done: int) -> None:
         self.bar.__exit__(None, None, None)
+        self.total = total
         if done:
             render.note(f"{self.video}: {done} of {total} windows already described (--cache-dir); resuming")
         # Counted from the windows left, so the ETA reflects this run's speed.
@@ -610,8 +617,14 @@ class _WindowProgress:
     def stage(self, message: str) -> None:
         self.bar.stage(message)
 
-    def advance(self) -> None:
+    def step(self, message: str) -> None:
+        self.bar.stage(message)
+        render.progress_line(f"summarize: {self.video}: {message[:1].lower()}{message[1:]}")
+
+    def described(self, index: int, window: Window, seconds: float) -> None:
         self.bar.advance()
+        span = f"{short_hms(window.start)}-{short_hms(window.end)}"
+        render.progress_line(f"summarize: {self.video}: window {index + 1}/{self.total} ({span}) described in {seconds:.1f} s")
 
     def close(self) -> None:
         self.bar.__exit__(None, None, None)
@@ -787,12 +800,15 @@ def summarize(
             nonlocal done
             done += 1
             bar.advance()
+            if outcome.summary is not None:  # a failure says so in its own line
+                render.progress_line(f"summarize: {outcome.video}: summarised on Ray ({done}/{len(videos)} videos)")
             with bar.paused():
                 deliver(number, outcome)
 
         job = summarizing.Job(segmentation, str(cache_dir.resolve()) if cache_dir is not None else None)
         with render.BatchProgress(len(videos), live=len(videos) > 1) as bar:
             bar.stage("Summarising on Ray")
+            render.progress_line(f"summarize: {len(videos)} video{'s' if len(videos) > 1 else ''} on Ray; a line as each is summarised")
             try:
                 ray_engine.map_videos(settings, videos, job, emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
             except KeyboardInterrupt:

@@ -340,13 +340,16 @@ class Pipeline:
         clock: LogitsProcessor | None = None,
         streamer: Any = None,
         stopper: StoppingCriteria | None = None,
+        max_new_tokens: int | None = None,
     ) -> torch.Tensor:
-        """New token ids (n,) for `inputs`, sampled and sized as the settings say."""
+        """New token ids (n,) for `inputs`, sampled and sized as the settings say; `max_new_tokens` caps
+        the answer below the settings' (never above)."""
         settings, model = self.settings, self.model
+        length = settings.max_new_tokens if max_new_tokens is None else min(max_new_tokens, settings.max_new_tokens)
         generation = copy.deepcopy(model.model.generation_config)
-        generation.max_new_tokens = settings.max_new_tokens
+        generation.max_new_tokens = length
         if force_length:
-            generation.min_new_tokens = settings.max_new_tokens
+            generation.min_new_tokens = length
         if settings.temperature > 0:
             generation.update(do_sample=True, temperature=settings.temperature)
         else:
@@ -361,7 +364,7 @@ class Pipeline:
             # own, then is closed; --max-new-tokens counts the answer after it.
             budget = (model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
             processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
-            stopping.append(AnswerLength(*budget, settings.max_new_tokens))
+            stopping.append(AnswerLength(*budget, length))
             generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
         with torch.inference_mode():
             return model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)
@@ -373,14 +376,15 @@ class Pipeline:
         reasoning = self.model.decode(token_ids.new_tensor(split.reasoning)) if split.reasoning is not None else None
         return text, reasoning
 
-    def complete(self, prompt: str, force_length: bool = False) -> tuple[str, float]:
+    def complete(self, prompt: str, force_length: bool = False, max_new_tokens: int | None = None) -> tuple[str, float]:
         """The answering model's reply to `prompt` alone, no video (what is written about a video after
         its frames were seen: chapter titles, a summary), without any reasoning, and the seconds it took.
-        `force_length` as in `answer`."""
+        `force_length` as in `answer`; `max_new_tokens` caps the reply below --max-new-tokens (a title),
+        counted after any reasoning, which keeps its own allowance."""
         started = time.perf_counter()
         input_ids = self.model.text_prompt_ids(prompt, self.settings.think).to(self.model.device)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        token_ids = self._generate(inputs, force_length)
+        token_ids = self._generate(inputs, force_length, max_new_tokens=max_new_tokens)
         text, _ = self._texts(input_ids, token_ids)
         return text, time.perf_counter() - started
 

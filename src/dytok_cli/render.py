@@ -35,6 +35,13 @@ def status(message: str) -> Iterator[Any]:
         yield spinner
 
 
+def progress_line(message: str) -> None:
+    """One plain line of progress on stderr where nothing is animated (stderr is a pipe or a file), so a long
+    run is never silent there; nothing on a terminal, whose live display says it instead."""
+    if not console.is_terminal:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 

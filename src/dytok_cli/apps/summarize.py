@@ -17,7 +17,9 @@ The stages, in order, each a function below:
                10 s long. Times come from window boundaries, never from the model's text. When it names no
                usable window, the largest changes of the windows' mean visual features decide.
 6. `write_up`  a title and a paragraph per chapter, then one summary from the chapters (summaries of
-               groups first when they do not fit one prompt).
+               groups first when they do not fit one prompt). No pass is run whose answer is known: a
+               chapter of one window has that window's description, so only its title is asked for
+               (a few tokens); a video of one chapter has that chapter's description as its summary.
 
 Resume: with a cache directory, the shot cuts and each described window are stored as they complete
 (atomically), so a run stopped by Ctrl-C or a crash redoes only the windows not finished.
@@ -92,6 +94,16 @@ TITLE_PROMPT = (
     "These consecutive parts of a video make one chapter:\n\n{parts}\n\nOn the first line, write a short "
     "title for the chapter (at most eight words). On the next line, describe the chapter in one paragraph."
 )
+# A chapter of one window: its description is the window's, so only the title is asked for.
+WINDOW_TITLE_PROMPT = (
+    "This part of a video makes one chapter:\n\n{parts}\n\nWrite a short title for the chapter (at most "
+    "eight words). Answer with the title only."
+)
+# The answer's tokens a title is given: eight words are about 11 tokens of English (1.3 a word) and
+# MAX_TITLE's 80 characters about 20 (4 a character); 24 leaves room for a "Title:" label or quotes a model
+# adds. It counts the answer alone: a reasoning block before it (--think, or a model that always reasons)
+# has its own allowance (`Pipeline.complete`). --max-new-tokens below it still wins.
+TITLE_TOKENS = 24
 GROUP_PROMPT = "These are consecutive parts of a video, in order:\n\n{parts}\n\nSummarise them in one paragraph."
 SUMMARY_PROMPT = "These are the chapters of a video, in order:\n\n{parts}\n\nSummarise the whole video in one paragraph."
 
@@ -137,16 +149,21 @@ def default_fps(device: Device) -> float:
 
 
 class Progress(Protocol):
-    """What a display is told while a video is summarised (the CLI's shows windows done/total and an ETA)."""
+    """What a display is told while a video is summarised (the CLI's: on a terminal, windows done/total and
+    an ETA, live; else a line per window described and per step)."""
 
     def windows(self, total: int, done: int) -> None:
         """The video has `total` windows, `done` of them already described by an earlier run."""
 
     def stage(self, message: str) -> None:
-        """What is happening now."""
+        """What is happening now within a step (reading frames, encoding, generating): a detail that a
+        live display shows and a log leaves out."""
 
-    def advance(self) -> None:
-        """One more window described."""
+    def step(self, message: str) -> None:
+        """A step of the summary begins (finding shots, choosing chapters, writing one, the summary)."""
+
+    def described(self, index: int, window: Window, seconds: float) -> None:
+        """Window `index` (from 0) described, in `seconds`."""
 
 
 class _Quiet:
@@ -156,7 +173,10 @@ class _Quiet:
     def stage(self, message: str) -> None:
         pass
 
-    def advance(self) -> None:
+    def step(self, message: str) -> None:
+        pass
+
+    def described(self, index: int, window: Window, seconds: float) -> None:
         pass
 
 
@@ -192,8 +212,10 @@ class Summary:
     windows: list[DescribedWindow]
     chapters: list[Chapter]
     chapter_windows: list[range]
-    chapters_from: str  # "model", "visual change" or "one window"
+    chapters_from: str  # "model", "visual change", "one window" or "too short"
+    descriptions_from: list[str]  # per chapter: "model", "window" or "windows" (`write_up`)
     summary: str
+    summary_from: str  # "model", or "chapter": a video of one chapter is summarised by its description
     timings: dict[str, float] = field(default_factory=dict)
     transcript: Transcript | None = None  # what is said in it, with --subtitles or --speech
 
@@ -311,15 +333,18 @@ def _token_count(pipeline: Pipeline, text: str) -> int:
 
 def chapter(pipeline: Pipeline, described: Sequence[DescribedWindow], duration: float,
             progress: Progress) -> tuple[list[int], str]:
-    """The windows that open chapters, and what chose them: "model", "visual change" or "one window"."""
+    """The windows that open chapters, and what chose them: "model", "visual change", or without a choice
+    to make "one window" or "too short"."""
     windows = [item.window for item in described]
     if len(windows) == 1:
         return [0], "one window"
+    if chapter_starts(windows, range(1, len(windows))) == [0]:
+        return [0], "too short"  # no boundary leaves MIN_CHAPTER_S either side: one chapter, whatever is chosen
     lines = [_part_line(item.index + 1, item.window.start, item.window.end, item.description) for item in described]
     chosen: set[int] = set()
     groups = pack([_token_count(pipeline, line) for line in lines], PROMPT_BUDGET)
     for number, group in enumerate(groups, start=1):
-        progress.stage(f"Choosing chapters{f' ({number}/{len(groups)})' if len(groups) > 1 else ''}")
+        progress.step(f"Choosing chapters{f' ({number}/{len(groups)})' if len(groups) > 1 else ''}")
         first = " Part 1 always does." if group.start == 0 else ""
         answer, _ = pipeline.complete(CHAPTER_PROMPT.format(parts="\n".join(lines[i] for i in group), first=first))
         # A group's answer may only choose among the group's own parts.
@@ -358,7 +383,7 @@ def condense(pipeline: Pipeline, lines: list[str], progress: Progress, what: str
         groups = pack(counts, PROMPT_BUDGET)
         condensed = []
         for number, group in enumerate(groups, start=1):
-            progress.stage(f"{what}: summarising group {number}/{len(groups)}")
+            progress.step(f"{what}: summarising group {number}/{len(groups)}")
             answer, _ = pipeline.complete(GROUP_PROMPT.format(parts="\n".join(lines[i] for i in group)))
             condensed.append(f"Parts {group.start + 1}-{group.stop}: {' '.join(answer.split()) or '(no summary)'}")
         shorter = [_token_count(pipeline, line) for line in condensed]
@@ -368,24 +393,46 @@ def condense(pipeline: Pipeline, lines: list[str], progress: Progress, what: str
     return lines
 
 
+@dataclass(frozen=True)
+class WriteUp:
+    chapters: list[Chapter]
+    # Per chapter, where its description came from: "model" (the paragraph the model wrote from its
+    # windows' descriptions), "window" (a chapter of one window: that window's description), or "windows"
+    # (the model wrote a title alone: its windows' descriptions, in order).
+    descriptions_from: list[str]
+    summary: str
+    summary_from: str  # "model", or "chapter" (a video of one chapter: that chapter's description)
+
+
 def write_up(pipeline: Pipeline, described: Sequence[DescribedWindow], spans: Sequence[range],
-             progress: Progress) -> tuple[list[Chapter], str]:
-    """Each chapter's title and paragraph from its windows' descriptions, then the summary from the chapters."""
-    chapters = []
+             progress: Progress) -> WriteUp:
+    """Each chapter's title and paragraph from its windows' descriptions, then the summary from the chapters;
+    no pass whose answer is known (one window's description, one chapter's summary)."""
+    chapters, sources = [], []
     for number, span in enumerate(spans, start=1):
-        progress.stage(f"Writing chapter {number}/{len(spans)}")
+        progress.step(f"Writing chapter {number}/{len(spans)}")
         lines = [_part_line(i + 1, described[i].window.start, described[i].window.end, described[i].description)
                  for i in span]
-        answer, _ = pipeline.complete(TITLE_PROMPT.format(parts="\n".join(condense(pipeline, lines, progress, f"Chapter {number}"))))
-        title, description = title_and_description(answer, number)
+        own = [described[i].description.strip() for i in span]
+        if len(span) == 1:
+            answer, _ = pipeline.complete(WINDOW_TITLE_PROMPT.format(parts=lines[0]), max_new_tokens=TITLE_TOKENS)
+            (title, _), description, source = title_and_description(answer, number), own[0], "window"
+        else:
+            answer, _ = pipeline.complete(TITLE_PROMPT.format(parts="\n".join(condense(pipeline, lines, progress, f"Chapter {number}"))))
+            title, description = title_and_description(answer, number)
+            source = "model" if description else "windows"
+            description = description or " ".join(" ".join(text.split()) for text in own if text)
         start, end = described[span.start].window.start, described[span.stop - 1].window.end
         chapters.append(Chapter(start=start, end=end, title=title, description=description))
+        sources.append(source)
+    if len(chapters) == 1:
+        return WriteUp(chapters, sources, chapters[0].description, "chapter")
     lines = [f"Chapter {number} ({_span(c.start, c.end)}) {c.title}: {c.description or '(no description)'}"
              for number, c in enumerate(chapters, start=1)]
     lines = condense(pipeline, lines, progress, "Summary")
-    progress.stage("Summarising")
+    progress.step("Summarising")
     summary, _ = pipeline.complete(SUMMARY_PROMPT.format(parts="\n".join(lines)))
-    return chapters, summary.strip()
+    return WriteUp(chapters, sources, summary.strip(), "model")
 
 
 # --- the whole --------------------------------------------------------------------------------------------
@@ -403,7 +450,8 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
     said = pipeline.transcript(video, line.duration_s, progress.stage) if settings.uses_transcript else None
     listened = time.perf_counter()
     store = ResumeStore(cache_dir, video, pipeline, segmentation) if cache_dir is not None else None
-    progress.stage("Finding shots" if segmentation.window is None else "Cutting windows")
+    if segmentation.window is None:
+        progress.step("Finding shots")
     windows, cuts = segment(video, line, segmentation, settings, store)
     segmented = time.perf_counter()
     samples = sample(line, windows, settings)
@@ -418,17 +466,18 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
             described.append(dataclasses.replace(done, index=index, said=lines, resumed=True))
             continue
         progress.stage(f"Window {index + 1}/{len(windows)}")
+        begun = time.perf_counter()
         item = describe(pipeline, video, line, index, window, indices, lines, progress)
         if store is not None:
             store.save_window(item, indices)
         described.append(item)
-        progress.advance()
+        progress.described(index, window, time.perf_counter() - begun)
     windows_done = time.perf_counter()
 
     starts, chapters_from = chapter(pipeline, described, line.duration_s, progress)
     spans = chapter_spans(windows, starts)
     chaptered = time.perf_counter()
-    chapters, summary = write_up(pipeline, described, spans, progress)
+    written = write_up(pipeline, described, spans, progress)
     finished = time.perf_counter()
 
     computed = [item for item in described if not item.resumed]
@@ -438,8 +487,9 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
     timings.update(windows_s=windows_done - segmented, chapters_s=chaptered - windows_done,
                    write_up_s=finished - chaptered, total_s=finished - started)
     return Summary(video=video, duration_s=line.duration_s, segmentation=segmentation, cuts=cuts, windows=described,
-                   chapters=chapters, chapter_windows=spans, chapters_from=chapters_from, summary=summary, timings=timings,
-                   transcript=said)
+                   chapters=written.chapters, chapter_windows=spans, chapters_from=chapters_from,
+                   descriptions_from=written.descriptions_from, summary=written.summary, summary_from=written.summary_from,
+                   timings=timings, transcript=said)
 
 
 @dataclass(frozen=True)
@@ -501,11 +551,13 @@ def record(summary: Summary, settings: Settings, prior_model: str | None) -> dic
         "windows": [item.record() for item in summary.windows],
         "chapters": [
             {"index": number, "start": c.start, "end": c.end, "title": c.title, "description": c.description,
-             "windows": [span.start, span.stop - 1]}
-            for number, (c, span) in enumerate(zip(summary.chapters, summary.chapter_windows))
+             "description_from": source, "windows": [span.start, span.stop - 1]}
+            for number, (c, span, source) in enumerate(zip(summary.chapters, summary.chapter_windows,
+                                                           summary.descriptions_from))
         ],
         "chapters_from": summary.chapters_from,
         "summary": summary.summary,
+        "summary_from": summary.summary_from,
         "subtitles": _said_record(summary.transcript),
         "timings": {key: round(value, 4) for key, value in summary.timings.items()},
         "settings": settings_record(settings, prior_model),
@@ -521,7 +573,7 @@ def _said_record(said: Transcript | None) -> dict[str, Any] | None:
 
 def error_record(video: str, settings: Settings, prior_model: str | None, error: str) -> dict[str, Any]:
     return {"format": FORMAT, "video": video, "duration_s": None, "segmentation": None, "windows": [], "chapters": [],
-            "chapters_from": None, "summary": None, "subtitles": None, "timings": None, "settings": settings_record(settings, prior_model),
+            "chapters_from": None, "summary": None, "summary_from": None, "subtitles": None, "timings": None, "settings": settings_record(settings, prior_model),
             "error": error}
 
 
