@@ -3,10 +3,13 @@ modelled where timing depends on it."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from dytok_cli import gpu
+from dytok_cli.apps import bench
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import prior_pass, single_pass
@@ -79,3 +82,44 @@ def test_every_stage_is_charged_its_own_device_time(tiny_llava, tiny_llava_dir, 
     assert timings["prefill_s"] == (50.0 if method is Method.dytok_fastv else 0.0) + 100.0
     assert timings["generate_s"] - timings["prefill_s"] == new_tokens - 1
     assert work.queued == 0.0 and work.waits > 0
+
+
+def test_the_gpu_peak_is_the_allocators_high_water_mark_since_the_block_began(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: calls.append(("peak", device)) or 7 << 30)
+    with bench.peak_gpu_memory(torch.device("cpu")) as peak:
+        pass
+    assert peak() is None and calls == []
+    cuda = torch.device("cuda", 0)
+    with bench.peak_gpu_memory(cuda) as peak:
+        assert calls == [("reset", cuda)]
+    assert peak() == 7 << 30 and calls[-1] == ("peak", cuda)
+
+
+def test_bench_reports_each_cases_own_gpu_peak(tiny_llava, tiny_llava_dir, clip, monkeypatch):
+    """Reset before every timed run of a case, its largest peak reported; null on the CPU."""
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32, max_new_tokens=2,
+                        decode_timeout=None)
+    results = bench.run([settings], clip, [1.0, 0.5], model=tiny_llava, question="q", repeat=1, warmup=0)
+    assert [result["peak_gpu_bytes"] for result in results] == [None, None]
+    blocks = []
+
+    @contextmanager
+    def peaks(device):
+        blocks.append(device)
+        yield lambda: 100 * len(blocks)
+
+    monkeypatch.setattr(bench, "peak_gpu_memory", peaks)
+    results = bench.run([settings], clip, [1.0, 0.5], model=tiny_llava, question="q", repeat=2, warmup=1)
+    # Timed runs alternate between the cases: ratio 1's are blocks 1 and 3, ratio 0.5's 2 and 4.
+    assert blocks == [tiny_llava.device] * 4
+    assert [result["peak_gpu_bytes"] for result in results] == [300, 400]
+
+
+@pytest.mark.parametrize("device, named", [(Device.cpu, "cpu"), (Device.cuda, "NVIDIA T4"), (Device.auto, "NVIDIA T4")])
+def test_bench_names_the_gpu_only_when_it_runs_on_one(device, named, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA T4")
+    machine = bench.machine(Settings(model="m", device=device))
+    assert machine.endswith(f", {named}")

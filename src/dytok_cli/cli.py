@@ -882,7 +882,7 @@ def bench(
 
         results = benchmark.run(compared, video, measured, question=question, repeat=repeat, warmup=warmup,
                                 on_progress=progress.stage, on_finished=finished)
-    report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
+    report = {"machine": benchmark.machine(settings), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
               "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": settings.random_weights,
               "results": results}
