@@ -4,6 +4,7 @@ modelled where timing depends on it."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from dytok_cli import gpu
 from dytok_cli.apps import bench
 from dytok_cli.config import Device, DType, Method, Settings
+from dytok_cli.models import resolve_dtype
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import prior_pass, single_pass
 
@@ -123,3 +125,17 @@ def test_bench_names_the_gpu_only_when_it_runs_on_one(device, named, monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA T4")
     machine = bench.machine(Settings(model="m", device=device))
     assert machine.endswith(f", {named}")
+
+
+@pytest.mark.parametrize("card, major, expected", [("T4", 7, torch.float16), ("V100", 7, torch.float16),
+                                                   ("A100", 8, torch.bfloat16), ("H100", 9, torch.bfloat16)])
+def test_auto_dtype_on_a_gpu_is_bfloat16_only_where_it_is_native(card, major, expected, monkeypatch):
+    """torch's own `is_bf16_supported` on a card of compute capability `major`, where bfloat16 tensors can
+    be made (emulated below 8: what it counts as support unless told not to)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(name=card, major=major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert torch.cuda.is_bf16_supported()  # emulation counted: what `--dtype auto` used to go by
+    assert resolve_dtype(DType.auto, torch.device("cuda")) == expected
