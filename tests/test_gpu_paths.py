@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from dytok_cli import gpu
-from dytok_cli.apps import bench
+from dytok_cli.apps import bench, ray_engine
+from dytok_cli.apps.ray_engine import RayOptions
 from dytok_cli.config import Device, DType, Method, Settings
+from dytok_cli.errors import DytokError
 from dytok_cli.models import resolve_dtype
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import prior_pass, single_pass
@@ -139,3 +141,78 @@ def test_auto_dtype_on_a_gpu_is_bfloat16_only_where_it_is_native(card, major, ex
     monkeypatch.setattr(torch.version, "hip", None)
     assert torch.cuda.is_bf16_supported()  # emulation counted: what `--dtype auto` used to go by
     assert resolve_dtype(DType.auto, torch.device("cuda")) == expected
+
+
+class FakeRay:
+    """What the engine asks of Ray before any work, answered without starting it: a joined cluster with
+    `gpus` GPUs, and the options `map_batches` is called with."""
+
+    def __init__(self, gpus: float) -> None:
+        self.gpus = gpus
+        self.mapped: dict = {}
+        self.data = SimpleNamespace(from_items=lambda rows, override_num_blocks: self,
+                                    ActorPoolStrategy=lambda size: ("actors", size))
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 16.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    def remote(self, **options):
+        return lambda cls: SimpleNamespace(remote=lambda: "attempts")
+
+    def map_batches(self, fn, **options):
+        self.mapped = options
+        return self
+
+
+def actor_options(device: Device, gpus: float, options: RayOptions = RayOptions(workers=2)) -> dict:
+    ray, notes = FakeRay(gpus), []
+    settings = Settings(model="m", device=device)
+    with ray_engine._connected(ray, options, settings.device, notes.append) as settled:
+        ray_engine._mapped(ray, settings, ray_engine.Answer(), [{"video": "a.mp4", "indices": [0]}], settled, None)
+    assert notes == []
+    return ray.mapped
+
+
+@pytest.mark.parametrize("device, gpus, expected", [
+    (Device.cuda, 2, 1), (Device.auto, 2, 1), (Device.auto, 0, None), (Device.cpu, 2, None),
+])
+def test_ray_workers_reserve_a_gpu_each_where_the_models_run_on_one(device, gpus, expected):
+    """Ray hands an actor only the GPUs it reserved; one that reserved none sees every GPU (Ray 2.60 leaves
+    CUDA_VISIBLE_DEVICES alone at zero), and every such actor would load onto the first."""
+    mapped = actor_options(device, gpus)
+    assert mapped["num_gpus"] == expected and mapped["compute"] == ("actors", 2)
+
+
+def test_ray_workers_take_the_gpus_per_worker_given():
+    assert actor_options(Device.cuda, 2, RayOptions(workers=4, gpus_per_worker=0.5))["num_gpus"] == 0.5
+    assert actor_options(Device.auto, 2, RayOptions(workers=2, gpus_per_worker=0))["num_gpus"] is None
+
+
+@pytest.mark.parametrize("options, device, message", [
+    (RayOptions(workers=4, gpus_per_worker=1), Device.auto,
+     "--workers 4 with --gpus-per-worker 1 need 4 GPUs: the Ray cluster has 2 GPUs; --gpus-per-worker 0.5 shares them"),
+    (RayOptions(workers=3), Device.cuda,
+     "--workers 3 with one GPU per worker (--device cuda) need 3 GPUs: the Ray cluster has 2 GPUs; "
+     "--gpus-per-worker 0.66 shares them"),
+    (RayOptions(workers=1, gpus_per_worker=3), Device.cuda, "--gpus-per-worker 3: the Ray cluster has 2 GPUs; "
+     "--gpus-per-worker 2 shares them"),
+])
+def test_a_pool_the_gpus_cannot_hold_is_refused_before_any_work(options, device, message):
+    """Every worker's GPUs count: 4 workers of 1 GPU on 2 GPUs would wait forever for the other two."""
+    with pytest.raises(DytokError) as refused:
+        ray_engine._check_gpus(FakeRay(2), options, device, pytest.fail, started_here=True)
+    assert str(refused.value) == message
+    notes = []
+    ray_engine._check_gpus(FakeRay(2), options, device, notes.append, started_here=False)
+    assert notes == [message.replace(": the Ray cluster has 2 GPUs", ": the Ray cluster has 2 GPUs now; the workers wait "
+                                     "for more (Ctrl-C stops)", 1)]
+
+
+def test_a_pool_that_fits_the_gpus_goes_ahead():
+    settled = ray_engine._check_gpus(FakeRay(2), RayOptions(workers=4, gpus_per_worker=0.5), Device.cuda, pytest.fail,
+                                     started_here=True)
+    assert settled.gpus_per_worker == 0.5
+    assert ray_engine._check_gpus(FakeRay(0), RayOptions(workers=8), Device.auto, pytest.fail, True).gpus_per_worker == 0
