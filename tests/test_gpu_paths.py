@@ -3,13 +3,14 @@ modelled where timing depends on it."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from dytok_cli import gpu
+from dytok_cli import batch, gpu
 from dytok_cli.apps import bench, ray_engine
 from dytok_cli.apps.ray_engine import RayOptions
 from dytok_cli.config import Device, DType, Method, Settings
@@ -216,3 +217,26 @@ def test_a_pool_that_fits_the_gpus_goes_ahead():
                                      started_here=True)
     assert settled.gpus_per_worker == 0.5
     assert ray_engine._check_gpus(FakeRay(0), RayOptions(workers=8), Device.auto, pytest.fail, True).gpus_per_worker == 0
+
+
+def test_a_batch_out_of_gpu_memory_frees_it_and_answers_the_next_question(tiny_llava, tiny_llava_dir, clip, monkeypatch):
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device=Device.cpu, dtype=DType.float32, max_new_tokens=2,
+                        decode_timeout=None, method=Method.dytok, ratio=0.5)
+    pipeline = Pipeline(settings, model=tiny_llava)
+    ask, failures, freed = pipeline.ask, [1], []
+
+    def short_of_memory(*args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            ask(*args, **kwargs)  # as far as a question goes before it runs out: its prefix is kept
+            assert pipeline._prefix is not None
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return ask(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ask", short_of_memory)
+    monkeypatch.setattr(batch, "free_cached_memory", lambda: freed.append((pipeline._prefix, sys.exc_info()[0])))
+    outcomes = []
+    failed = batch.run(pipeline, [str(clip)], ["what?", "and then?"], outcomes.append)
+    assert failed == 1 and "out of memory" in outcomes[0].record["error"] and outcomes[1].answer is not None
+    # Freed once, outside the error's handler (whose frames hold tensors), with the prompt prefix gone.
+    assert freed == [(None, None)]
