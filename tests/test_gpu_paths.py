@@ -15,6 +15,7 @@ from dytok_cli.apps import bench, ray_engine
 from dytok_cli.apps.ray_engine import RayOptions
 from dytok_cli.config import Device, DType, Method, Settings
 from dytok_cli.errors import DytokError
+from dytok_cli import models
 from dytok_cli.models import resolve_dtype
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.prefill import prior_pass, single_pass
@@ -240,3 +241,20 @@ def test_a_batch_out_of_gpu_memory_frees_it_and_answers_the_next_question(tiny_l
     assert failed == 1 and "out of memory" in outcomes[0].record["error"] and outcomes[1].answer is not None
     # Freed once, outside the error's handler (whose frames hold tensors), with the prompt prefix gone.
     assert freed == [(None, None)]
+
+
+def test_random_weights_are_built_on_the_device_they_run_on(build_family, monkeypatch):
+    """Not initialised on the CPU and copied: the meta device stands in for the GPU (it holds no memory)."""
+    from transformers import AutoModelForImageTextToText
+
+    from_config, built_on = AutoModelForImageTextToText.from_config, []
+
+    def spy(*args, **kwargs):
+        built_on.append(torch.get_default_device())
+        return from_config(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_config", spy)
+    monkeypatch.setattr(models, "resolve_device", lambda device: torch.device("meta"))
+    model = models.load_random_model(str(build_family("llava_onevision")), device=Device.cuda, dtype=DType.float32)
+    assert built_on == [torch.device("meta")]
+    assert {parameter.device for parameter in model.model.parameters()} == {torch.device("meta")}

@@ -250,8 +250,11 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     if adapter is None:
         raise ModelError(f"{name!r} is a {config.model_type!r} model; dytok supports: {', '.join(supported_model_types())}")
     target = resolve_device(device)
-    model = AutoModelForImageTextToText.from_config(config, dtype=resolve_dtype(dtype, target))
-    return adapter(name, model.to(target).eval(), adapter.processor_for(config))
+    # Built where it runs: initialising a 7B shape at random takes the CPU minutes, and its copy would
+    # hold the whole model in host memory on its way to the GPU.
+    with target:
+        model = AutoModelForImageTextToText.from_config(config, dtype=resolve_dtype(dtype, target))
+    return adapter(name, model.eval(), adapter.processor_for(config))
 
 
 __all__ = [
