@@ -258,3 +258,29 @@ def test_random_weights_are_built_on_the_device_they_run_on(build_family, monkey
     model = models.load_random_model(str(build_family("llava_onevision")), device=Device.cuda, dtype=DType.float32)
     assert built_on == [torch.device("meta")]
     assert {parameter.device for parameter in model.model.parameters()} == {torch.device("meta")}
+
+
+def host_reads(monkeypatch) -> list[str]:
+    """Every read of a tensor's values or size by the host that waits for a GPU's queued work."""
+    reads = []
+    for name in ("tolist", "item", "nonzero", "cpu", "numpy"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda tensor, *a, _real=real, _name=name, **k: reads.append(_name)
+                            or _real(tensor, *a, **k))
+    return reads
+
+
+def test_visionzip_and_the_kept_index_wait_for_the_device_once_not_per_frame(monkeypatch):
+    from dytok_cli.math.selectors.visionzip import select_video
+    from dytok_cli.types import EncodedVideo
+
+    generator = torch.Generator().manual_seed(0)
+    frames, tokens = 8, 30
+    features, keys = torch.randn(frames, tokens, 16, generator=generator), torch.randn(frames, tokens, 4, generator=generator)
+    attention, budgets = torch.rand(frames, tokens, generator=generator), torch.tensor([3, 7, 12, 30, 0, 1, 9, 5])
+    video = EncodedVideo(features, torch.zeros(1, 16), attention, keys)
+    reads = host_reads(monkeypatch)
+    _, selections = select_video(features, attention, keys, budgets)
+    assert reads == ["tolist"]  # the budgets, which live on the host
+    video.kept_index([selection.token_index for selection in selections])
+    assert reads == ["tolist", "cpu"]

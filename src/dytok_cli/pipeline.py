@@ -27,7 +27,7 @@ from .media.speech import FRAMES_ALONE, Transcriber
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model, load_random_model
-from .models.thinking import AnswerLength, ReasoningBudget, ReasoningStreamer
+from .models.thinking import AnswerLength, ReasoningBudget, ReasoningProgress, ReasoningStreamer
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
@@ -361,9 +361,9 @@ class Pipeline:
         if model.markers is not None and not force_length:
             # A reasoning block (opened by the prompt, or by the model's first token) has an allowance of its
             # own, then is closed; --max-new-tokens counts the answer after it.
-            budget = (model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
-            processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
-            stopping.append(AnswerLength(*budget, settings.max_new_tokens))
+            progress = ReasoningProgress(model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
+            processors.append(ReasoningBudget(progress, settings.max_reasoning_tokens))
+            stopping.append(AnswerLength(progress, settings.max_new_tokens))
             generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
         with torch.inference_mode():
             return model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)

@@ -45,9 +45,9 @@ def select_frame(
     # A stable sort makes equal attention prefer the lower index, so the choice is reproducible.
     ranked = torch.sort(attention.float(), descending=True, stable=True).indices  # (T,)
     dominant_index = ranked[:n_dom].sort().values  # (n_dom,)
-    remaining = torch.ones(num_tokens, dtype=torch.bool, device=device)
-    remaining[dominant_index] = False
-    rest = remaining.nonzero().squeeze(1)  # (R,) index order, R = T - n_dom >= n_ctx
+    # The other tokens in index order, R = T - n_dom >= n_ctx: sorted rather than found with `nonzero`, whose
+    # size the host must wait for (on a GPU, a wait per frame).
+    rest = ranked[n_dom:].sort().values  # (R,)
 
     # Targets at a uniform stride over the remaining tokens; every other one merges into the
     # target whose key it most resembles (argmax: ties go to the lowest target).
