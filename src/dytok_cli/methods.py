@@ -121,7 +121,8 @@ def _plan(
     encoded = visual.encoded
     if selections is None:
         kept = stacked_features(encoded).flatten(0, 1)
-        kept_index = encoded.kept_index([torch.arange(encoded.tokens_per_frame)] * encoded.num_frames)
+        every = torch.arange(encoded.tokens_per_frame)  # on the host, as every kept index
+        kept_index = encoded.kept_index([every] * encoded.num_frames)
     else:
         kept = torch.cat([selection.tokens for selection in selections])
         kept_index = encoded.kept_index([selection.token_index for selection in selections])
@@ -155,7 +156,7 @@ class NoCompression(Strategy):
 
         encoded = visual.encoded
         timings["prior_s"] = 0.0
-        budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)
+        budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)  # on the host
         return _plan(visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
 
 

@@ -209,7 +209,7 @@ class ReasoningStreamer(BaseStreamer):
         else:
             sink = self.answer
         if sink is not None:
-            sink.put(torch.tensor([token]))
+            sink.put(torch.tensor([token]))  # on the host, where the text is decoded
 
     def _end_reasoning(self) -> None:
         if self.reasoning is not None:
