@@ -296,7 +296,7 @@ _WORKERS = Annotated[Optional[int], typer.Option(
     "--workers", metavar="N", rich_help_panel=ENGINE, help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")]
 _GPUS_PER_WORKER = Annotated[Optional[float], typer.Option(
     "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
-    help="--engine ray: GPUs per actor (default 1 where the models run on a GPU, else 0).")]
+    help="--engine ray: GPUs per actor (1 on a GPU, else 0).")]
 _RAY_ADDRESS = Annotated[Optional[str], typer.Option(
     "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE, help="--engine ray: a cluster to join (auto or HOST:PORT).")]
 
