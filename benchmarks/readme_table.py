@@ -52,7 +52,7 @@ def main() -> None:
 
     print(f"`{args.preset}` shape, random weights, {args.dtype}, {args.frames} frames, {args.method}, "
           f"prefix cache {'on' if args.prefix_cache else 'off'}"
-          f"{f' with prior {args.prior_preset}' if args.prior_preset else ''}; {bench.machine()}; "
+          f"{f' with prior {args.prior_preset}' if args.prior_preset else ''}; {bench.machine(compared[0])}; "
           f"median of {args.repeat} after {args.warmup} warm-up\n")
     print("| ratio | method | visual tokens | vision s | prior s | prefill s | TTFT s | decode tok/s | total s "
           "| next question s | next question, prefix recomputed s | KV cache MiB | peak RSS GiB | prefill speed-up "

@@ -69,17 +69,18 @@ def build_family(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def load_family(build_family):
-    """load_family(model_type, **options) -> its adapter, loaded through `from_pretrained` once per session."""
+    """load_family(model_type, dtype=float32, **options) -> its adapter, loaded through `from_pretrained` once per
+    session."""
     from dytok_cli.config import Device, DType
     from dytok_cli.models import load_model
 
-    loaded: dict[Path, object] = {}
+    loaded: dict[tuple[Path, DType], object] = {}
 
-    def load(model_type: str, **options):
-        path = build_family(model_type, **options)
-        if path not in loaded:
-            loaded[path] = load_model(str(path), device=Device.cpu, dtype=DType.float32, trust_remote_code=False)
-        return loaded[path]
+    def load(model_type: str, dtype: DType = DType.float32, **options):
+        key = (build_family(model_type, **options), dtype)
+        if key not in loaded:
+            loaded[key] = load_model(str(key[0]), device=Device.cpu, dtype=dtype, trust_remote_code=False)
+        return loaded[key]
 
     return load
 

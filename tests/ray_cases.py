@@ -27,7 +27,7 @@ from conftest import dytok_in_this_process  # noqa: E402
 
 from dytok_cli import cli  # noqa: E402
 from dytok_cli.apps import ray_engine  # noqa: E402
-from dytok_cli.config import Settings  # noqa: E402
+from dytok_cli.config import Device, Settings  # noqa: E402
 from dytok_cli.errors import DytokError  # noqa: E402
 from dytok_cli.apps.ray_engine import MANIFEST, OutputFormat, RayOptions  # noqa: E402
 
@@ -188,7 +188,7 @@ def test_ray_flags_need_the_ray_engine(tiny_llava_dir, videos, capsys, monkeypat
 
 def test_a_gpu_the_local_ray_lacks_is_refused_before_any_work(local_ray):
     with pytest.raises(DytokError, match=r"^--gpus-per-worker 0.5: the Ray cluster has 0 GPUs$"):
-        ray_engine._check_gpus(ray, RayOptions(gpus_per_worker=0.5), pytest.fail, started_here=True)
+        ray_engine._check_gpus(ray, RayOptions(gpus_per_worker=0.5), Device.cpu, pytest.fail, started_here=True)
 
 
 def test_without_ray_the_error_says_what_to_install(tiny_llava_dir, videos, capsys, monkeypatch):

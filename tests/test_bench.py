@@ -15,7 +15,7 @@ from dytok_cli.pipeline import Pipeline
 
 RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
-    "kv_cache_bytes", "peak_rss_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
+    "kv_cache_bytes", "peak_rss_bytes", "peak_gpu_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
     "speedup_next_question", "next_question_recomputed_s", "speedup_prefix_reuse", "runs", "spread",
 }
 

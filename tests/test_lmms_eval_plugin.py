@@ -15,7 +15,7 @@ import pytest
 from clips import write_clip, write_text_file
 
 from dytok_cli.config import Device, DType, Method, Settings
-from dytok_cli.apps.lmms_eval.plugin import Answerer, Request, cut_at, request_from_args, settings_from_args
+from dytok_cli.apps.lmms_eval.plugin import Answerer, Request, cut_at, gpu_index, request_from_args, settings_from_args
 from dytok_cli.pipeline import Pipeline
 
 QUESTION = "what happens in the video?\nA. dog\nB. cat\nAnswer with the option's letter from the given choices directly."
@@ -45,6 +45,80 @@ def test_model_args_become_settings():
     assert settings_from_args({"prior_layers": 20, "ratio": 1}).prior_layers == "20"
     with pytest.raises(ValueError, match="unknown model_args 'conv_template'"):
         settings_from_args({"conv_template": "qwen_1_5"})
+
+
+@pytest.mark.parametrize("model_args, environ, expected", [
+    ({"device": "cuda:1"}, {}, 1),
+    ({"device": "cuda:3"}, {"WORLD_SIZE": "4", "LOCAL_RANK": "1"}, 3),  # named, it wins
+    ({"device": "cuda"}, {}, None),  # CUDA's current device
+    ({}, {}, None),
+    ({"device": "cuda"}, {"WORLD_SIZE": "4", "LOCAL_RANK": "2"}, 2),  # `accelerate launch`: a GPU per process
+    ({}, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 1),
+    ({"device": "cpu"}, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, None),
+])
+def test_each_process_answers_on_the_gpu_it_is_given(model_args, environ, expected):
+    assert gpu_index(model_args, environ) == expected
+    assert settings_from_args(model_args).device in (Device.cuda, Device.cpu, Device.auto)
+
+
+def test_a_gpu_that_is_not_a_number_is_refused():
+    with pytest.raises(ValueError, match="device 'cuda:x' names no CUDA device"):
+        gpu_index({"device": "cuda:x"})
+
+
+def test_the_gpu_is_made_current_before_any_model_loads(tiny_llava_dir, monkeypatch):
+    import torch
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    answerer = Answerer(Settings(model=str(tiny_llava_dir), device=Device.cpu), gpu=1)
+    assert current == [1] and "model" not in answerer._shared.__dict__  # nothing loaded yet
+
+
+def test_the_lmms_class_under_accelerate_launch(tiny_llava_dir, monkeypatch):
+    """`model.Dytok` with stand-ins for lmms-eval and accelerate: process 1 of 2 takes its share of the
+    requests (its rank) and answers on GPU 1."""
+    import types
+
+    import torch
+
+    class Lmms:
+        def __init__(self) -> None:
+            self._rank, self._world_size = 0, 1
+
+        @property
+        def rank(self) -> int:
+            return self._rank
+
+        @property
+        def world_size(self) -> int:
+            return self._world_size
+
+    class Accelerator:
+        process_index, num_processes, local_process_index = 1, 2, 1
+
+    stand_ins = {"lmms_eval": types.ModuleType("lmms_eval"), "lmms_eval.api": types.ModuleType("lmms_eval.api"),
+                 "lmms_eval.api.instance": types.ModuleType("lmms_eval.api.instance"),
+                 "lmms_eval.api.model": types.ModuleType("lmms_eval.api.model"), "accelerate": types.ModuleType("accelerate")}
+    stand_ins["lmms_eval.api.instance"].Instance = object
+    stand_ins["lmms_eval.api.model"].lmms = Lmms
+    stand_ins["accelerate"].Accelerator = Accelerator
+    for name, module in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    import dytok_cli.apps.lmms_eval as package
+
+    try:  # imported over the stand-ins, and forgotten afterwards
+        from dytok_cli.apps.lmms_eval.model import Dytok
+
+        model = Dytok(pretrained=str(tiny_llava_dir), device="cuda")
+    finally:
+        sys.modules.pop("dytok_cli.apps.lmms_eval.model", None)
+        vars(package).pop("model", None)
+    assert (model.rank, model.world_size, model.device, current) == (1, 2, torch.device("cuda", 1), [1])
 
 
 def test_requests_from_lmms_eval_arguments():

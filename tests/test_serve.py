@@ -296,6 +296,69 @@ def test_a_full_queue_answers_429_with_retry_after(client, server):
     assert client.post("/v1/chat/completions", json=request("file:clip.mp4")).status_code == 200
 
 
+def running_out_of_memory(service: Service, times: int, monkeypatch) -> list[tuple]:
+    """The model's generation raises CUDA's out-of-memory error `times` times, then works; returns what was
+    kept (videos, pipelines, an error being handled) each time the service freed memory."""
+    import torch
+
+    from dytok_cli.apps.serve import service as service_module
+
+    generate, failures, freed = service.model.generate, [times], []
+
+    def short_of_memory(*args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(service.model, "generate", short_of_memory)
+    monkeypatch.setattr(service_module, "free_cached_memory",
+                        lambda: freed.append((len(service._visuals), len(service._pipelines), sys.exc_info()[0])))
+    return freed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_out_of_gpu_memory_frees_what_is_kept_and_tries_once_more(client, server, stream, monkeypatch):
+    assert client.post("/v1/chat/completions", json=request("file:other.mp4")).status_code == 200  # a video kept
+    freed = running_out_of_memory(server[2], 1, monkeypatch)
+    before = settle(client)
+    if stream:
+        with client.stream("POST", "/v1/chat/completions", json=request("file:clip.mp4", stream=True)) as response:
+            chunks = [json.loads(data) for data in events(response) if data != "[DONE]"]
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["finish_reason"]
+        assert not [chunk for chunk in chunks if "error" in chunk]
+    else:
+        response = client.post("/v1/chat/completions", json=request("file:clip.mp4"))
+        assert response.status_code == 200, response.text
+    # Every video and prefix was dropped, outside the error's handler (its frames hold tensors), then the
+    # request was answered on a second attempt.
+    assert freed == [(0, 0, None)]
+    after = settle(client)
+    assert after["answered"] == before["answered"] + 1 and after["failed"] == before["failed"]
+
+
+def test_out_of_gpu_memory_twice_is_a_503_and_the_next_request_is_served(client, server, monkeypatch):
+    freed = running_out_of_memory(server[2], 2, monkeypatch)
+    response = client.post("/v1/chat/completions", json=request("file:clip.mp4"))
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+    error = response.json()["error"]
+    assert error["code"] == "out_of_memory" and "out of GPU memory" in error["message"]
+    assert len(freed) == 2 and all(exception is None for *_, exception in freed)
+    assert client.post("/v1/chat/completions", json=request("file:clip.mp4")).status_code == 200
+
+
+def test_a_video_no_longer_kept_takes_its_prompt_prefix_with_it(tiny_llava_dir):
+    """The pipelines keep a video's prefix, whose tensors hold its encoding: evicting the video frees it."""
+    service = Service(settings(tiny_llava_dir), Limits(queue=1, keep_videos=1))
+    released = []
+    pipeline = Pipeline(settings(tiny_llava_dir), model=service.model)
+    pipeline.release = lambda: released.append("a")
+    service._pipelines.put(("prompt settings", "a"), pipeline)
+    service._visuals.put(("a", "sampling", "backend", None), "its visual")
+    service._visuals.put(("b", "sampling", "backend", None), "another")
+    assert released == ["a"]
+
+
 def test_under_load_every_request_is_answered_or_refused(server):
     """16 clients x 4 requests at once: each gets 200 or 429, none is lost, and the server goes on."""
 

@@ -10,13 +10,16 @@ import os
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from test_contract import own_inputs
 from tiny_models import EMPTY_BLOCK, OPEN_BLOCK
 
 from dytok_cli.apps import eval as evaluation
 from dytok_cli.apps.eval import Item
 from dytok_cli.config import Device, DType, Method, Settings
-from dytok_cli.models.thinking import Markers
+from dytok_cli.models.thinking import AnswerLength, Markers, ReasoningBudget, ReasoningProgress
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.record import answer_record
 
@@ -104,6 +107,45 @@ MARKERS = Markers(open=1, close=2)
 def test_an_answer_that_opens_with_reasoning_is_split(generated_ids, reasoning_first, reasoning, answer, closed):
     split = MARKERS.split(generated_ids, reasoning_first)
     assert (split.reasoning, split.answer, split.closed) == (reasoning, answer, closed)
+
+
+def generation_steps(prompt: list[int], generated: list[int], reasoning_first: bool, budget: int, length: int):
+    """What `generate` hands the reasoning budget (before each token) and the answer's length (after it),
+    one token at a time; yields (ids so far, the budget's forcing, whether to stop), as `Markers.split` of
+    the ids so far would decide them too."""
+    progress = ReasoningProgress(MARKERS, len(prompt), reasoning_first)
+    limit, stop = ReasoningBudget(progress, budget), AnswerLength(progress, length)
+    for count in range(len(generated)):
+        ids = torch.tensor([prompt + generated[:count]])
+        forced = bool(limit(ids, torch.zeros(1, 10))[0, 0].isinf())
+        stopped = bool(stop(torch.tensor([prompt + generated[: count + 1]]), None)[0])
+        yield generated[: count + 1], forced, stopped
+
+
+@examples(max_examples=300, deadline=None)
+@given(generated=st.lists(st.sampled_from([1, 2, 5, 6, 7]), max_size=12), reasoning_first=st.booleans(),
+       budget=st.integers(0, 4), length=st.integers(1, 4))
+def test_the_reasoning_budget_and_answer_length_decide_as_the_split_does(generated, reasoning_first, budget, length):
+    for ids, forced, stopped in generation_steps([9, 3], generated, reasoning_first, budget, length):
+        before = MARKERS.split(ids[:-1], reasoning_first)
+        assert forced == (before.reasoning is not None and not before.closed and len(before.reasoning) >= budget)
+        after = MARKERS.split(ids, reasoning_first)
+        assert stopped == (after.closed and len(after.answer) >= length)
+
+
+@pytest.mark.parametrize("generated, reasoning_first, at_most", [
+    ([7] * 200, False, 1),  # no reasoning: the first token says so, and nothing more is read
+    ([1, *[5] * 100, 2, *[7] * 100], False, 102),  # one token a step while reasoning, then nothing
+    ([*[5] * 50, 2, *[7] * 150], True, 51),
+])
+def test_generated_ids_are_read_once_and_not_after_the_answer_began(generated, reasoning_first, at_most, monkeypatch):
+    """Each step copies to the host only what is new since the last look: on a GPU every copy waits for
+    the device, and copying the whole answer every step grows with its length."""
+    copied = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda tensor: copied.append(tensor.numel()) or tolist(tensor))
+    steps = list(generation_steps([9, 3], generated, reasoning_first, budget=1000, length=1000))
+    assert len(steps) == len(generated) and sum(copied) == at_most
 
 
 def test_a_prompt_opens_reasoning_when_its_last_open_marker_is_not_closed():

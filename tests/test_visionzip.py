@@ -185,6 +185,32 @@ def test_dtype_is_preserved(dtype: torch.dtype) -> None:
     assert kept.dtype == dtype and kept.shape == (5, 8)
 
 
+def test_float32_merge_is_the_references_bit_for_bit() -> None:
+    """The merge as the reference writes it, all in the features' dtype: float32 runs exactly that."""
+    features, attention, keys = random_frame(tokens=40, dim=16, seed=3)
+    selection = select_frame(features, attention, keys, 14)
+    n_dom, n_ctx = split_budget(14)
+    rest = torch.tensor(sorted(set(range(40)) - set(selection.dominant_index.tolist())))
+    step = max(1, len(rest) // n_ctx)
+    is_target = torch.zeros(len(rest), dtype=torch.bool)
+    is_target[torch.arange(0, len(rest), step)[:n_ctx]] = True
+    metric = torch.nn.functional.normalize(keys[rest], dim=-1)
+    assign = torch.nn.functional.one_hot((metric[~is_target] @ metric[is_target].T).argmax(dim=1), n_ctx).to(features.dtype)
+    merged = assign.T @ features[rest][~is_target] / assign.sum(dim=0).clamp(min=1).unsqueeze(1)
+    assert torch.equal(selection.tokens[n_dom:], features[rest][is_target] + merged)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_large_merge_does_not_overflow_a_half_precision_model(dtype: torch.dtype) -> None:
+    """41 tokens of 3072 merged into a 42nd: their sum (125952) is past float16's largest value (65504)."""
+    features = torch.full((48, 4), 3072.0)
+    attention = torch.arange(48.0, 0, -1)  # the first 6 dominant, the other 42 one contextual token's
+    keys = torch.ones(48, 2)
+    selection = select_frame(features.to(dtype), attention, keys, 7)
+    assert selection.contextual == 1 and selection.tokens.dtype == dtype
+    assert torch.equal(selection.tokens[-1].float(), torch.full((4,), 6144.0))  # its own 3072, and the mean 3072
+
+
 def test_rejects_bad_inputs() -> None:
     features, attention, keys = random_frame()
     with pytest.raises(ValueError):

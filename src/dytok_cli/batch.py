@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .gpu import free_cached_memory
 from .pipeline import Pipeline, StageCallback
 from .record import answer_record, error_record
 from .types import Answer, Visual
@@ -62,9 +63,15 @@ def run(
                     message = _reason(error, video)
                     if visual is None:
                         unusable = message
+                    out_of_memory = isinstance(error, torch.OutOfMemoryError)
                 else:
                     emit(Outcome(answer_record(answer, settings, prior_name), answer))
                     continue
+                if out_of_memory:
+                    # Past the handler, the error's traceback and the tensors its frames held are gone: the
+                    # prompt prefix and the allocator's cache go too, so the next question finds them free.
+                    pipeline.release()
+                    free_cached_memory()
             emit(Outcome(error_record(video, question, settings, prior_name, message), None))
             failed += 1
         del visual

@@ -300,7 +300,7 @@ _WORKERS = Annotated[Optional[int], typer.Option(
     "--workers", metavar="N", rich_help_panel=ENGINE, help=f"--engine ray: actors, a model each (default {RayOptions.workers}).")]
 _GPUS_PER_WORKER = Annotated[Optional[float], typer.Option(
     "--gpus-per-worker", metavar="G", rich_help_panel=ENGINE,
-    help=f"--engine ray: GPUs per actor (default {RayOptions.gpus_per_worker:g}).")]
+    help="--engine ray: GPUs per actor (1 on a GPU, else 0).")]
 _RAY_ADDRESS = Annotated[Optional[str], typer.Option(
     "--ray-address", metavar="ADDRESS", rich_help_panel=ENGINE, help="--engine ray: a cluster to join (auto or HOST:PORT).")]
 
@@ -898,7 +898,7 @@ def bench(
 
         results = benchmark.run(compared, video, measured, question=question, repeat=repeat, warmup=warmup,
                                 on_progress=progress.stage, on_finished=finished)
-    report = {"machine": benchmark.machine(), "model": settings.model, "prior_model": options["prior_model"],
+    report = {"machine": benchmark.machine(settings), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
               "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": settings.random_weights,
               "results": results}

@@ -11,12 +11,12 @@ settings (and the CLI's usage errors) can consult a strategy without loading tor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import Method, MethodTraits
+from .gpu import clock
 from .math.layers import parse_prior_layers, with_attention
 
 if TYPE_CHECKING:
@@ -121,7 +121,8 @@ def _plan(
     encoded = visual.encoded
     if selections is None:
         kept = stacked_features(encoded).flatten(0, 1)
-        kept_index = encoded.kept_index([torch.arange(encoded.tokens_per_frame)] * encoded.num_frames)
+        every = torch.arange(encoded.tokens_per_frame)  # on the host, as every kept index
+        kept_index = encoded.kept_index([every] * encoded.num_frames)
     else:
         kept = torch.cat([selection.tokens for selection in selections])
         kept_index = encoded.kept_index([selection.token_index for selection in selections])
@@ -155,7 +156,7 @@ class NoCompression(Strategy):
 
         encoded = visual.encoded
         timings["prior_s"] = 0.0
-        budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)
+        budgets = torch.full((encoded.num_frames,), encoded.tokens_per_frame, dtype=torch.long)  # on the host
         return _plan(visual, question, uniform_weights(encoded.num_frames), budgets, None, timings)
 
 
@@ -173,10 +174,10 @@ class VisionZip(Strategy):
         from .math.budget import allocate_budgets, total_budget
         from .math.selectors.visionzip import select_video
 
-        started = time.perf_counter()
+        started = clock(context.prior.device)
         weights = self.weights(context, visual, question)
         # An assistant's vision pass is part of what the prior costs.
-        timings["prior_s"] = timings.pop("prior_vision_s", 0.0) + time.perf_counter() - started
+        timings["prior_s"] = timings.pop("prior_vision_s", 0.0) + clock(context.prior.device) - started
         encoded = visual.encoded
         total = total_budget(context.ratio, encoded.num_frames, encoded.tokens_per_frame)
         budgets = allocate_budgets(weights, total, cap=encoded.tokens_per_frame)
@@ -231,7 +232,7 @@ class DyToKFastV(Strategy):
 
         encoded = visual.encoded
         context.stage(f"Prefilling to layer {context.prune_layer}")
-        started = time.perf_counter()
+        started = clock(context.model.device)
         probe = single_pass.run_to_prune_layer(
             context.model, encoded, question, context.prune_layer, context.prior_layers, context.reuse, context.thinking
         )
@@ -242,7 +243,7 @@ class DyToKFastV(Strategy):
         kept_index = encoded.kept_index([selection.token_index for selection in selections])
         prefill = single_pass.prune(context.model, probe, kept_index)
         timings["prior_s"] = 0.0
-        timings["prefill_s"] = time.perf_counter() - started
+        timings["prefill_s"] = clock(context.model.device) - started
         return _plan(visual, question, weights, budgets, selections, timings, prefill=prefill)
 
     def generation_inputs(self, model: VideoModel, plan: Plan, reuse: PrefixReuse | None = None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +19,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from .config import DEFAULT_SPEECH_MODEL, Settings
 from .errors import InputError, ModelError
+from .gpu import clock
 from .math.layers import resolve_prune_layer
 from .media import subtitles
 from .media.cache import VisualCache
@@ -27,7 +27,7 @@ from .media.speech import FRAMES_ALONE, Transcriber
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model, load_random_model
-from .models.thinking import AnswerLength, ReasoningBudget, ReasoningStreamer
+from .models.thinking import AnswerLength, ReasoningBudget, ReasoningProgress, ReasoningStreamer
 from .prefill.prefix import PrefixReuse
 from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
@@ -35,14 +35,15 @@ StageCallback = Callable[[str], None]  # told what the pipeline is doing now, fo
 
 
 class _FirstTokenClock(LogitsProcessor):
-    """Notes when generation first asks for next-token scores: the prompt's prefill is done then."""
+    """Notes when generation first asks for next-token scores: the prompt's prefill is done once its
+    scores are computed, which on a GPU is later than they are asked for."""
 
     def __init__(self) -> None:
         self.at: float | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.at is None:
-            self.at = time.perf_counter()
+            self.at = clock(scores.device)
         return scores
 
 
@@ -180,9 +181,10 @@ class Pipeline:
         on it reuses the result."""
         visual = self._prepare_frames(video, on_stage)
         if self.settings.uses_transcript and visual.transcript is None:
-            started = time.perf_counter()
+            # What is said comes back as text, on the host: nothing is left running on a device after it.
+            started = clock()
             visual.transcript = self.transcript(video, visual.frames.duration_s, on_stage)
-            visual.timings["speech_s"] = time.perf_counter() - started
+            visual.timings["speech_s"] = clock() - started
         return visual
 
     def _prepare_frames(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
@@ -192,10 +194,10 @@ class Pipeline:
             hit = self.cache.load(key, video, self.model.device)
             if hit is not None:
                 return hit
-        started = time.perf_counter()
+        started = clock()  # decoding runs on the host
         stage("Decoding")
         frames = self.read(video)
-        decoded = time.perf_counter()
+        decoded = clock()
         visual = self.encode(str(video), frames, on_stage)
         visual.timings["decode_s"] = decoded - started
         if self.cache is not None:
@@ -209,14 +211,14 @@ class Pipeline:
         if "model" not in self.__dict__:
             stage(f"Loading {self.settings.model}")
         model = self.model
-        loaded = time.perf_counter()
+        loaded = clock(model.device)
         stage(f"Encoding {len(frames.indices)} frames")
         encoded = model.encode(frames, self.settings.max_pixels)
-        timings = {"decode_s": 0.0, "vision_s": time.perf_counter() - loaded}
+        timings = {"decode_s": 0.0, "vision_s": clock(model.device) - loaded}
         prior_encoded = encoded
         if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
-            encoding_started = time.perf_counter()
+            encoding_started = clock(self.prior.device)
             prior_encoded = self.prior.encode(frames, self.settings.max_pixels)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
@@ -224,7 +226,7 @@ class Pipeline:
                     f"the answering model into {encoded.num_frames}; use a prior model of the same family"
                 )
             # Part of what the prior costs, not the answering model's vision.
-            timings["prior_vision_s"] = time.perf_counter() - encoding_started
+            timings["prior_vision_s"] = clock(self.prior.device) - encoding_started
         return Visual(video, frames, encoded, prior_encoded, timings)
 
     def _cache_identity(self) -> dict[str, Any]:
@@ -308,11 +310,11 @@ class Pipeline:
         another thread or a signal handler) ends the answer after the token being generated; the answer
         then says `stopped`."""
         model = self.model
-        clock = _FirstTokenClock()
+        first_token = _FirstTokenClock()
         # Without a tokenizer (random weights) there are no words to stream: the ids come whole at the end.
         streams = (on_text or on_reasoning) and model.tokenizer is not None
         streamer = ReasoningStreamer(model.tokenizer, model.markers, on_text, on_reasoning) if streams else None
-        started = time.perf_counter()
+        started = clock(model.device)
         reuse = self._prefix_reuse(plan.encoded)
         if reuse is not None:
             reuse.reused = 0
@@ -321,12 +323,12 @@ class Pipeline:
             # A method reuses its prefix in the plan or here, never in both.
             plan.reused_prefix_tokens = max(plan.reused_prefix_tokens, reuse.reused)
         stopper = _StopWhenSet(stop) if stop is not None else None
-        token_ids = self._generate(inputs, force_length, clock, streamer, stopper)
-        finished = time.perf_counter()
+        token_ids = self._generate(inputs, force_length, first_token, streamer, stopper)
+        finished = clock(model.device)
         timings = dict(plan.timings)
         # A single pass began in `plan`, up to the prune layer.
         earlier = plan.timings.get("prefill_s", 0.0)
-        timings["prefill_s"] = earlier + (clock.at or finished) - started
+        timings["prefill_s"] = earlier + (first_token.at or finished) - started
         timings["generate_s"] = earlier + finished - started
         text, reasoning = self._texts(inputs["input_ids"], token_ids)
         if on_text and streamer is None:
@@ -337,7 +339,7 @@ class Pipeline:
         self,
         inputs: dict[str, Any],
         force_length: bool = False,
-        clock: LogitsProcessor | None = None,
+        first_token: LogitsProcessor | None = None,
         streamer: Any = None,
         stopper: StoppingCriteria | None = None,
         max_new_tokens: int | None = None,
@@ -356,15 +358,15 @@ class Pipeline:
             generation.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
-        processors = LogitsProcessorList([clock] if clock else [])
+        processors = LogitsProcessorList([first_token] if first_token else [])
         stopping = StoppingCriteriaList([stopper] if stopper else [])
         prompt_ids = inputs["input_ids"]
         if model.markers is not None and not force_length:
             # A reasoning block (opened by the prompt, or by the model's first token) has an allowance of its
             # own, then is closed; --max-new-tokens counts the answer after it.
-            budget = (model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
-            processors.append(ReasoningBudget(*budget, settings.max_reasoning_tokens))
-            stopping.append(AnswerLength(*budget, length))
+            progress = ReasoningProgress(model.markers, prompt_ids.shape[1], model.reasons_first(prompt_ids))
+            processors.append(ReasoningBudget(progress, settings.max_reasoning_tokens))
+            stopping.append(AnswerLength(progress, length))
             generation.max_new_tokens += settings.max_reasoning_tokens + 2  # and its two markers
         with torch.inference_mode():
             return model.generate(inputs, generation, processors, streamer, stopping_criteria=stopping)
@@ -381,12 +383,12 @@ class Pipeline:
         its frames were seen: chapter titles, a summary), without any reasoning, and the seconds it took.
         `force_length` as in `answer`; `max_new_tokens` caps the reply below --max-new-tokens (a title),
         counted after any reasoning, which keeps its own allowance."""
-        started = time.perf_counter()
+        started = clock(self.model.device)
         input_ids = self.model.text_prompt_ids(prompt, self.settings.think).to(self.model.device)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         token_ids = self._generate(inputs, force_length, max_new_tokens=max_new_tokens)
         text, _ = self._texts(input_ids, token_ids)
-        return text, time.perf_counter() - started
+        return text, clock(self.model.device) - started
 
     def ask(
         self,

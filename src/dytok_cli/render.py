@@ -282,6 +282,7 @@ _BENCH_COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "next_question_recomputed_s": ("next q\nno reuse s", lambda r: _seconds(r["next_question_recomputed_s"])),
     "kv_cache_bytes": ("KV\ncache", lambda r: _size(r["kv_cache_bytes"])),
     "peak_rss_bytes": ("peak\nRSS", lambda r: _size(r["peak_rss_bytes"])),
+    "peak_gpu_bytes": ("peak\nGPU", lambda r: "-" if r.get("peak_gpu_bytes") is None else _size(r["peak_gpu_bytes"])),
     "speedup_prefill": ("prefill\n×", lambda r: _speedup(r["speedup_prefill"])),
     "speedup_total": ("total\n×", lambda r: _speedup(r["speedup_total"])),
     "speedup_next_question": ("next q\n×", lambda r: _speedup(r["speedup_next_question"])),

@@ -137,9 +137,10 @@ class EncodedVideo:
         T tokens; the extra tokens, never compressed, follow."""
         import torch
 
-        frames = [f * self.tokens_per_frame + index.cpu() for f, index in enumerate(per_frame)]
+        # Copied to the host once, not frame by frame: each copy from a GPU waits for it.
+        frames = torch.cat([f * self.tokens_per_frame + index for f, index in enumerate(per_frame)]).cpu()
         extra = self.num_frames * self.tokens_per_frame + torch.arange(self.extra.shape[0])
-        return torch.cat([*frames, extra])
+        return torch.cat([frames, extra])
 
 
 @dataclass

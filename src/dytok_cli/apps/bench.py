@@ -16,7 +16,6 @@ import platform
 import resource
 import statistics
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from ..config import BASELINE, Settings
+from ..gpu import clock
 from ..models import (
     VideoModel,
     load_model,
@@ -65,6 +65,17 @@ def peak_rss() -> Iterator[Callable[[], int]]:
         sampler.join()
 
 
+@contextmanager
+def peak_gpu_memory(device: torch.device) -> Iterator[Callable[[], int | None]]:
+    """The CUDA allocator's high-water mark while the block runs (bytes): the weights, the KV cache and
+    the activations, which live on the GPU where RSS does not see them; None on any other device."""
+    if device.type != "cuda":
+        yield lambda: None
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    yield lambda: torch.cuda.max_memory_allocated(device)
+
+
 def kv_cache_bytes(model: VideoModel, sequence_length: int) -> int:
     """Bytes of the key/value cache holding `sequence_length` positions in every attention layer (a hybrid's
     linear-attention layers hold a state of fixed size instead, whatever the length)."""
@@ -79,11 +90,11 @@ def dtype_name(settings: Settings) -> str:
     return str(resolve_dtype(settings.dtype, resolve_device(settings.device))).removeprefix("torch.")
 
 
-def machine() -> str:
-    device = "cpu"
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name()
-    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+def machine(settings: Settings) -> str:
+    """The machine `settings` run on: its CPU, and the GPU only when they run on one."""
+    device = resolve_device(settings.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {name}"
 
 
 def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, float | None]:
@@ -191,9 +202,9 @@ def run(
         label = f"{labels[number]}: {step}"
         if on_progress:
             on_progress(label)
-        started = time.perf_counter()
+        started = clock()  # a run's pipeline calls each end with its device's work done
         measured = _one_run(pipelines[number], video, question)
-        elapsed += time.perf_counter() - started
+        elapsed += clock() - started
         done += 1
         if on_finished:
             on_finished(Finished(label, done, total, measured["total_s"], elapsed / done * (total - done)))
@@ -204,13 +215,16 @@ def run(
             timed(number, f"warm-up {index + 1}/{warmup}")
     runs: list[list[dict[str, float]]] = [[] for _ in cases]
     peaks = [0] * len(cases)
+    gpu_peaks: list[int | None] = [None] * len(cases)
     for index in range(repeat):
         for number in range(len(cases)):
-            with peak_rss() as peak:
+            with peak_rss() as peak, peak_gpu_memory(model.device) as gpu_peak:
                 runs[number].append(timed(number, f"run {index + 1}/{repeat}"))
             peaks[number] = max(peaks[number], peak())
+            if (reached := gpu_peak()) is not None:
+                gpu_peaks[number] = max(gpu_peaks[number] or 0, reached)
     results = []
-    for case, measured, peak in zip(cases, runs, peaks):
+    for case, measured, peak, gpu_peak in zip(cases, runs, peaks, gpu_peaks):
         result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value, "runs": len(measured)}
         result["visual_tokens"] = measured[0]["visual_tokens"]
         spread: dict[str, list[float] | None] = {}
@@ -221,6 +235,7 @@ def run(
         result["spread"] = spread
         result["kv_cache_bytes"] = measured[0]["kv_cache_bytes"]
         result["peak_rss_bytes"] = peak
+        result["peak_gpu_bytes"] = gpu_peak
         results.append(result)
     baseline = next((r for r in results if r["ratio"] == 1), None)
     for result in results:

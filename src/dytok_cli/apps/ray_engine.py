@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -31,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import Settings
+from ..config import Device, Settings
 from ..errors import DytokError, InputError, Interrupted
 from ..files import TEMPORARY_PREFIX, atomic_path, write_atomically
 
@@ -64,14 +65,25 @@ class OutputFormat(str, Enum):
 @dataclass(frozen=True)
 class RayOptions:
     workers: int = 1  # actors in the pool, each holding its own models
-    gpus_per_worker: float = 0.0  # fractions put several workers on one GPU
+    # Fractions put several workers on one GPU. None: one each where the models run on a GPU, else none
+    # (`gpus_per_worker`).
+    gpus_per_worker: float | None = None
     address: str | None = None  # None: RAY_ADDRESS if set, else a new local Ray; "auto" or host:port joins
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, not {self.workers}")
-        if not self.gpus_per_worker >= 0:
+        if self.gpus_per_worker is not None and not self.gpus_per_worker >= 0:
             raise ValueError(f"--gpus-per-worker must be 0 or more, not {self.gpus_per_worker:g}")
+
+
+def gpus_per_worker(options: RayOptions, device: Device, cluster_gpus: float) -> float:
+    """The GPUs each actor reserves: as given, else one where the models run on a GPU (`--device cuda`, or
+    `auto` on a cluster that has any) and none elsewhere. Ray hands an actor the GPUs it reserved (it sets
+    `CUDA_VISIBLE_DEVICES`); one that reserved none sees every GPU, so all of them would load onto the first."""
+    if options.gpus_per_worker is not None:
+        return options.gpus_per_worker
+    return 1.0 if device is Device.cuda or (device is Device.auto and cluster_gpus > 0) else 0.0
 
 
 def require_ray() -> None:
@@ -89,12 +101,12 @@ def _import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def _connected(ray: Any, options: RayOptions, note: Say) -> Iterator[None]:
+def _connected(ray: Any, options: RayOptions, device: Device, note: Say) -> Iterator[RayOptions]:
     """Ray for the length of a run: the caller's own if it already called `ray.init` (a notebook,
-    the tests), else a cluster joined or a local one started, shut down afterwards."""
+    the tests), else a cluster joined or a local one started, shut down afterwards. Yields `options` with
+    the GPUs per worker settled for models on `device` on that cluster."""
     if ray.is_initialized():
-        _check_gpus(ray, options, note, started_here=False)
-        yield
+        yield _check_gpus(ray, options, device, note, started_here=False)
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
     _check_reachable(address)
@@ -114,20 +126,29 @@ def _connected(ray: Any, options: RayOptions, note: Say) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise DytokError(f"--ray-address {address}: {_one_line(error)}") from None
     try:
-        _check_gpus(ray, options, note, started_here=address == "local")
-        yield
+        yield _check_gpus(ray, options, device, note, started_here=address == "local")
     finally:
         ray.shutdown()
 
 
-def _check_gpus(ray: Any, options: RayOptions, note: Say, started_here: bool) -> None:
-    """Ray would wait for a GPU that never comes; a cluster's autoscaler may still bring one."""
+def _check_gpus(ray: Any, options: RayOptions, device: Device, note: Say, started_here: bool) -> RayOptions:
+    """`options` with the GPUs per worker settled (`gpus_per_worker`). Ray would wait for GPUs that never
+    come, for every worker; a cluster's autoscaler may still bring them."""
     available = ray.cluster_resources().get("GPU", 0)
-    if options.gpus_per_worker > available:
-        message = f"--gpus-per-worker {options.gpus_per_worker:g}: the Ray cluster has {available:g} GPUs"
+    each = gpus_per_worker(options, device, available)
+    needed = each * options.workers
+    if needed > available + 1e-9:  # 3 x 0.1 is 0.30000000000000004
+        given = options.gpus_per_worker is not None
+        asked = f"--gpus-per-worker {each:g}" if given else f"one GPU per worker (--device {device.value})"
+        if options.workers > 1:
+            asked = f"--workers {options.workers} with {asked} need {needed:g} GPUs"
+        message = f"{asked}: the Ray cluster has {available:g} GPUs"
+        share = math.floor(available / options.workers * 100) / 100
+        hint = f"; --gpus-per-worker {share:g} shares them" if share > 0 else ""
         if started_here:
-            raise DytokError(message)
-        note(f"{message} now; the workers wait for more (Ctrl-C stops)")
+            raise DytokError(message + hint)
+        note(f"{message} now; the workers wait for more (Ctrl-C stops){hint}")
+    return dataclasses.replace(options, gpus_per_worker=each)
 
 
 def _check_reachable(address: str) -> None:
@@ -321,7 +342,7 @@ def _each_result(settings: Settings, task: VideoTask, rows: list[dict[str, Any]]
     """`task` on every row on Ray actors; `on_result(index, result, attempt)` for each result as its
     video completes (in the order videos complete, not input order)."""
     ray = _import_ray()
-    with _connected(ray, options, note), _quiet(ray, progress_bars=False):
+    with _connected(ray, options, settings.device, note) as options, _quiet(ray, progress_bars=False):
         blocks = _mapped(ray, settings, task, rows, options, cache_dir).iter_batches(batch_size=None, batch_format="pyarrow")
         try:
             for block in blocks:
@@ -555,7 +576,7 @@ def write(
     if groups:
         sink = _shard_sink(directory.resolve(), output_format)
         try:
-            with _connected(ray, options, note), _quiet(ray, progress_bars=sys.stderr.isatty()):
+            with _connected(ray, options, settings.device, note) as options, _quiet(ray, progress_bars=sys.stderr.isatty()):
                 _mapped(ray, settings, Answer(), groups, options, cache_dir).write_datasink(sink, ray_remote_args={"num_cpus": 0})
         except KeyboardInterrupt:
             written = len(read_records(directory)) - len(done)

@@ -26,7 +26,7 @@ def uniform_weights(num_frames: int) -> torch.Tensor:
     """Equal weight for every frame: static (non-DyToK) compression. Returns (F,) float32 summing to 1."""
     if num_frames < 1:
         raise ValueError(f"need at least one frame, got {num_frames}")
-    return torch.full((num_frames,), 1.0 / num_frames)  # (F,)
+    return torch.full((num_frames,), 1.0 / num_frames)  # (F,) on the host, as every frame weight
 
 
 def allocate_budgets(
@@ -67,7 +67,7 @@ def _caps(cap: int | torch.Tensor, num_frames: int) -> torch.Tensor:
             raise ValueError("cap must hold whole numbers of tokens")
         caps = cap.detach().to("cpu", torch.int64)
     else:
-        caps = torch.full((num_frames,), int(cap), dtype=torch.int64)
+        caps = torch.full((num_frames,), int(cap), dtype=torch.int64)  # on the host, as the budgets
     if (caps < 0).any():
         raise ValueError("cap must be non-negative")
     return caps  # (F,)

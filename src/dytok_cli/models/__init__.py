@@ -72,7 +72,9 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     if dtype is DType.auto:
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Below compute capability 8 (T4, V100) bfloat16 is emulated, slower than float16, and the
+            # attention falls back to its slowest kernel: such a card counts as one without it.
+            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         if device.type == "mps":
             return torch.float16
         # Measured on an AVX512-BF16 CPU: the vision tower 1.8x and the LLM prefill 1.9x faster than float32.
@@ -248,8 +250,11 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
     if adapter is None:
         raise ModelError(f"{name!r} is a {config.model_type!r} model; dytok supports: {', '.join(supported_model_types())}")
     target = resolve_device(device)
-    model = AutoModelForImageTextToText.from_config(config, dtype=resolve_dtype(dtype, target))
-    return adapter(name, model.to(target).eval(), adapter.processor_for(config))
+    # Built where it runs: initialising a 7B shape at random takes the CPU minutes, and its copy would
+    # hold the whole model in host memory on its way to the GPU.
+    with target:
+        model = AutoModelForImageTextToText.from_config(config, dtype=resolve_dtype(dtype, target))
+    return adapter(name, model.eval(), adapter.processor_for(config))
 
 
 __all__ = [

@@ -122,7 +122,7 @@ class VideoModel:
         ordinary = [i for i in range(1, min(vocabulary, 1000)) if i not in special][:length]
         text = [ordinary[i % len(ordinary)] for i in range(length)]
         before, after = text[: self.SYNTHETIC_TEXT_BEFORE], text[self.SYNTHETIC_TEXT_BEFORE :]
-        return torch.tensor([[*before, *self.video_span_ids(), *after]])
+        return torch.tensor([[*before, *self.video_span_ids(), *after]])  # on the host, as a tokenizer's ids
 
     def chat_text(self, question: Question | str, thinking: bool = False) -> str:
         """The chat template's text for `question` with one video placeholder, ending where the answer
@@ -149,7 +149,7 @@ class VideoModel:
             vocabulary = self.model.config.get_text_config().vocab_size
             ordinary = [i for i in range(1, min(vocabulary, 1000)) if i not in special]
             length = self.SYNTHETIC_TEXT_BEFORE + max(1, len(text) // 4)
-            return torch.tensor([[ordinary[i % len(ordinary)] for i in range(length)]])
+            return torch.tensor([[ordinary[i % len(ordinary)] for i in range(length)]])  # on the host, as a tokenizer's
         messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
         switch = {"enable_thinking": thinking} if self.thinking_switch else {}
         chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switch)
@@ -190,7 +190,7 @@ class VideoModel:
             raise ValueError(f"{type(self).__name__} takes no DeepStack features")
         ids = self.prompt_ids(question, thinking)[0]
         at = int((ids == self.video_token_id()).nonzero()[0])
-        placeholders = torch.full((visual_tokens.shape[0],), self.video_token_id(), dtype=ids.dtype)
+        placeholders = ids.new_full((visual_tokens.shape[0],), self.video_token_id())
         input_ids = torch.cat([ids[:at], placeholders, ids[at + 1 :]])[None].to(self.device)
         return {
             "input_ids": input_ids,

@@ -129,7 +129,7 @@ class Qwen2_5_VL(QwenVideoModel):
         placeholders = (ids == self.video_token_id()).nonzero()[:, 0]
         at, kept = int(placeholders[0]), placeholders.numel()
         full = video.num_frames * video.tokens_per_frame
-        index = torch.arange(kept) if kept_index is None else kept_index
+        index = torch.arange(kept) if kept_index is None else kept_index  # on the host, as every kept index
         if index.shape != (kept,) or int(index.max()) >= full:
             raise ValueError(f"kept_index must pick {kept} of the video's {full} tokens, got shape {tuple(index.shape)}")
         full_ids = torch.cat([ids[:at], ids.new_full((full,), self.video_token_id()), ids[at + kept :]])[None]

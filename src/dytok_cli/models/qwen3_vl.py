@@ -131,7 +131,8 @@ class Qwen3VL(QwenVideoModel):
         if video is None or video.grid is None:
             raise ValueError("Qwen3-VL prompts need the encoded video the visual tokens were taken from")
         frames, per_frame = video.num_frames, video.tokens_per_frame
-        index = torch.arange(frames * per_frame) if kept_index is None else kept_index.cpu()
+        # The prompt is laid out on the host, its ids as the tokenizer made them, and moved when whole.
+        index = torch.arange(frames * per_frame) if kept_index is None else kept_index.cpu()  # on the host
         frame_of = index // per_frame
         if (
             index.shape != (visual_tokens.shape[0],) or bool((index >= frames * per_frame).any())
@@ -150,12 +151,13 @@ class Qwen3VL(QwenVideoModel):
         placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
         counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
         # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
-        slots = placeholders.view(frames, per_frame)[torch.arange(per_frame)[None] < counts[:, None]]  # (N,)
-        keep = torch.ones(full.shape[0], dtype=torch.bool)
+        taken = torch.arange(per_frame)[None] < counts[:, None]  # on the host
+        slots = placeholders.view(frames, per_frame)[taken]  # (N,)
+        keep = torch.ones(full.shape[0], dtype=torch.bool)  # on the host
         keep[placeholders] = False
         keep[slots] = True
         # For each position of the compressed prompt, the uncompressed one whose M-RoPE position it takes.
-        source = torch.arange(full.shape[0])
+        source = torch.arange(full.shape[0])  # on the host
         source[slots] = placeholders[index]
         input_ids = full[keep][None].to(self.device)  # (1, S)
         encoder_output = BaseModelOutputWithDeepstackFeatures(
@@ -182,7 +184,7 @@ class Qwen3VL(QwenVideoModel):
             config = self.model.config
             patch = [*timestamp.tolist(), config.vision_start_token_id,
                      *[self.video_token_id()] * video.tokens_per_frame, config.vision_end_token_id]
-            return torch.cat([prompt[:at], torch.tensor(patch * video.num_frames, dtype=prompt.dtype), prompt[at + 1 :]])
+            return torch.cat([prompt[:at], prompt.new_tensor(patch * video.num_frames), prompt[at + 1 :]])
         text = self.chat_text(question, thinking)
         per_group = video.frames_per_group
         # Times in seconds as frame indices at 1 frame per second: the processor's timestamp of each patch,
@@ -191,7 +193,7 @@ class Qwen3VL(QwenVideoModel):
             total_num_frames=video.num_frames * per_group, fps=1.0,
             frames_indices=[seconds for seconds in video.timestamps for _ in range(per_group)],
         )
-        grid = {"video_grid_thw": torch.tensor([list(video.grid)]), "video_metadata": [metadata]}
+        grid = {"video_grid_thw": torch.tensor([list(video.grid)]), "video_metadata": [metadata]}  # on the host
         # The processor's own expansion of the template's video span, which changes between releases
         # (5.25 drops the template's outer vision markers, since every patch carries its own).
         replacement = self.processor.replace_video_token(grid, 0)

@@ -81,19 +81,58 @@ class Markers:
         return Split(ids, [], closed=False)
 
 
+class ReasoningProgress:
+    """Where generation stands, as `Markers.split` of the generated ids would say, kept up to date from the
+    tokens that are new since the last look alone: on a GPU, copying every generated id to the host at
+    every step costs a copy that grows with the answer. Once the answer has begun nothing more is read:
+    its length is the sequence's."""
+
+    def __init__(self, markers: Markers, prompt_length: int, reasoning_first: bool) -> None:
+        self.markers = markers
+        self.phase = "reasoning" if reasoning_first else "start"  # then "reasoning" or "answer"
+        self.read = prompt_length  # positions of the sequence looked at
+        self.reasoning = 0  # tokens inside the block so far
+        self.answer_from = prompt_length  # where the answer begins, once `phase` is "answer"
+
+    def update(self, input_ids: torch.Tensor) -> None:
+        length = input_ids.shape[1]
+        if self.phase != "answer" and length > self.read:
+            for position, token in enumerate(input_ids[0, self.read : length].tolist(), start=self.read):
+                if self.phase == "start":
+                    self.phase = "reasoning" if token == self.markers.open else "answer"
+                    self.answer_from = position
+                elif token == self.markers.close:
+                    self.phase, self.answer_from = "answer", position + 1
+                else:
+                    self.reasoning += 1
+                if self.phase == "answer":
+                    break
+        self.read = length
+
+    @property
+    def closed(self) -> bool:
+        """False while a reasoning block is open."""
+        return self.phase != "reasoning"
+
+    def answer_tokens(self, length: int) -> int:
+        """Tokens of the answer in a sequence of `length`."""
+        return length - self.answer_from if self.phase == "answer" else 0
+
+
 class ReasoningBudget(LogitsProcessor):
     """Ends a reasoning block that has reached `limit` tokens: `</think>` is then the only token allowed,
     so the model answers from what it has reasoned so far instead of running out of tokens before it."""
 
-    def __init__(self, markers: Markers, prompt_length: int, reasoning_first: bool, limit: int) -> None:
-        self.markers, self.prompt_length, self.reasoning_first, self.limit = markers, prompt_length, reasoning_first, limit
+    def __init__(self, progress: ReasoningProgress, limit: int) -> None:
+        self.progress, self.limit = progress, limit
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        split = self.markers.split(input_ids[0, self.prompt_length :].tolist(), self.reasoning_first)
-        if split.reasoning is None or split.closed or len(split.reasoning) < self.limit:
+        progress = self.progress
+        progress.update(input_ids)
+        if progress.closed or progress.reasoning < self.limit:
             return scores
         forced = torch.full_like(scores, float("-inf"))
-        forced[:, self.markers.close] = 0.0
+        forced[:, progress.markers.close] = 0.0
         return forced
 
 
@@ -101,12 +140,12 @@ class AnswerLength(StoppingCriteria):
     """Stops once the answer after any reasoning block has `limit` tokens: `--max-new-tokens` bounds the
     answer alone, whatever the reasoning took."""
 
-    def __init__(self, markers: Markers, prompt_length: int, reasoning_first: bool, limit: int) -> None:
-        self.markers, self.prompt_length, self.reasoning_first, self.limit = markers, prompt_length, reasoning_first, limit
+    def __init__(self, progress: ReasoningProgress, limit: int) -> None:
+        self.progress, self.limit = progress, limit
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        split = self.markers.split(input_ids[0, self.prompt_length :].tolist(), self.reasoning_first)
-        done = split.closed and len(split.answer) >= self.limit
+        self.progress.update(input_ids)
+        done = self.progress.closed and self.progress.answer_tokens(input_ids.shape[1]) >= self.limit
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -170,7 +209,7 @@ class ReasoningStreamer(BaseStreamer):
         else:
             sink = self.answer
         if sink is not None:
-            sink.put(torch.tensor([token]))
+            sink.put(torch.tensor([token]))  # on the host, where the text is decoded
 
     def _end_reasoning(self) -> None:
         if self.reasoning is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from .plugin import Answerer, request_from_args, settings_from_args
+from .plugin import Answerer, gpu_index, request_from_args, settings_from_args
 
 
 class Dytok(lmms):
@@ -19,7 +22,22 @@ class Dytok(lmms):
         super().__init__()
         if device is not None:
             model_args.setdefault("device", device)
-        self._answerer = Answerer(settings_from_args(model_args))
+        gpu = gpu_index(model_args)
+        # What lmms-eval gathers results on, read only with several processes (where `gpu_index` names a GPU).
+        self._device = torch.device("cuda", gpu) if gpu is not None else torch.device("cpu")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # One of several processes (`accelerate launch`): lmms-eval gives each its share of the requests
+            # by rank, and gathers the results through the accelerator, as for its own models.
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+            self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self._answerer = Answerer(settings_from_args(model_args), gpu=gpu)
+
+    @property
+    def device(self) -> torch.device:
+        """Where lmms-eval puts the tensors it gathers across processes."""
+        return self._device
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         parsed = [request_from_args(request.args, self.task_dict) for request in requests]

@@ -45,8 +45,7 @@ def settings_from_args(model_args: Mapping[str, Any]) -> Settings:
     """Settings from `--model_args` as lmms-eval parses them (digits arrive as numbers, words as strings).
 
     Names are our options' (`method`, `ratio`, `prior_model`, `prior_layers`, `frames`, ...), plus lmms-eval's
-    `pretrained` and `max_frames_num`. `device=cuda:N` runs on CUDA's current device: pick it with
-    CUDA_VISIBLE_DEVICES.
+    `pretrained` and `max_frames_num`. `device=cuda:N` is `cuda` here; `gpu_index` keeps the N.
     """
     fields = {field.name for field in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
@@ -65,6 +64,21 @@ def settings_from_args(model_args: Mapping[str, Any]) -> Settings:
             value = float(value)
         values[field] = value
     return Settings(**values)
+
+
+def gpu_index(model_args: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> int | None:
+    """The CUDA device this process answers on: the N of `device=cuda:N`; else, in one of several processes
+    launched together (`accelerate launch`, torchrun: WORLD_SIZE above 1), its LOCAL_RANK, so each has a GPU
+    of its own; None (CUDA's current device) otherwise."""
+    device = str(model_args.get("device", ""))
+    if device.startswith("cuda:"):
+        index = device.removeprefix("cuda:")
+        if not index.isdigit():
+            raise ValueError(f"dytok: device {device!r} names no CUDA device; use cuda:N")
+        return int(index)
+    if device in ("", "cuda", "auto") and int(environ.get("WORLD_SIZE", "1")) > 1:
+        return int(environ.get("LOCAL_RANK", "0"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,13 @@ def cut_at(text: str, until: Sequence[str]) -> str:
 class Answerer:
     """Answers requests with one set of models; the questions about a video share its decoding and vision."""
 
-    def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None):
+    def __init__(self, settings: Settings, *, model: VideoModel | None = None, prior: VideoModel | None = None,
+                 gpu: int | None = None):
+        """`gpu`: the CUDA device to answer on (`gpu_index`), made the current one before any model loads."""
+        if gpu is not None:
+            import torch
+
+            torch.cuda.set_device(gpu)
         self.settings = settings
         self._shared = Pipeline(settings, model=model, prior=prior)
         self._pipelines: dict[tuple[int, float, bool], Pipeline] = {}

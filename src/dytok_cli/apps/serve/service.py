@@ -4,6 +4,9 @@ Requests are jobs run one at a time on the model's own thread; at most `queue` w
 and the next is refused with a time to retry. A job streams what it generates back to the event loop as
 events, and stops between two tokens when its client goes (`Pipeline.answer`'s `stop`).
 
+A model that runs out of GPU memory frees every warm video and prompt prefix and the allocator's cache,
+then tries the request once more before it answers 503; either way the next request finds that memory free.
+
 Warm videos are keyed by the digest of their bytes, so the same video sent again (as another path, a
 data: URL, a download) finds its decoded frames and vision features, and, for the same settings, the
 pipeline that keeps its prompt prefix: a later question on it runs only its own tokens. Whether the model
@@ -19,6 +22,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -27,6 +31,7 @@ import torch
 
 from ...config import Method, Settings
 from ...errors import ModelError
+from ...gpu import free_cached_memory
 from ...media.cache import VisualCache
 from ...media.sources import MediaFile
 from ...pipeline import Pipeline
@@ -38,10 +43,12 @@ Value = TypeVar("Value")
 
 
 class LRU(Generic[Key, Value]):
-    """The `limit` most recently used entries; the oldest goes (and what it holds is freed) to make room."""
+    """The `limit` most recently used entries; the oldest goes (and what it holds is freed) to make room,
+    told to `on_evict`."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_evict: Callable[[Key, Value], None] | None = None) -> None:
         self.limit = limit
+        self.on_evict = on_evict
         self._entries: OrderedDict[Key, Value] = OrderedDict()
 
     def get(self, key: Key) -> Value | None:
@@ -53,7 +60,15 @@ class LRU(Generic[Key, Value]):
         self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+            evicted = self._entries.popitem(last=False)
+            if self.on_evict:
+                self.on_evict(*evicted)
+
+    def items(self) -> list[tuple[Key, Value]]:
+        return list(self._entries.items())
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,9 +97,11 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
+    sent: set[str] = field(default_factory=set)  # the kinds of event emitted so far
 
     def emit(self, kind: str, value: Any) -> None:
         """From the model's thread: hand an event to the loop (dropped if the loop is gone)."""
+        self.sent.add(kind)
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
         except RuntimeError:
@@ -94,6 +111,13 @@ class Job:
 class Busy(ApiError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(429, f"the server is busy; retry in {retry_after} s", code="queue_full",
+                         headers={"Retry-After": str(retry_after)})
+
+
+class OutOfMemory(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(503, f"the model ran out of GPU memory on this request; every video and prefix it kept is "
+                         f"freed: retry in {retry_after} s, or with fewer frames", code="out_of_memory",
                          headers={"Retry-After": str(retry_after)})
 
 
@@ -136,7 +160,7 @@ class Service:
         if settings.think and not self.model.can_think():
             raise ModelError(f"--think: {settings.model} has no chat template with a thinking mode")
         self.prior = base.prior if settings.prior_model else None
-        self._visuals: LRU[tuple, Visual] = LRU(limits.keep_videos)
+        self._visuals: LRU[tuple, Visual] = LRU(limits.keep_videos, on_evict=self._release_prefixes)
         self._pipelines: LRU[tuple, Pipeline] = LRU(limits.keep_videos)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dytok-model")
         self._lock = threading.Lock()
@@ -223,7 +247,7 @@ class Service:
         try:
             if job.stop.is_set():
                 raise Stopped
-            outcome = self._answer(job)
+            outcome = self._answer_in_memory(job)
             job.emit("done", outcome)
             self.counts["stopped" if outcome.answer.stopped else "answered"] += 1
         except Stopped as stopped:
@@ -239,6 +263,32 @@ class Service:
                 self.running -= 1
 
     # --- a job on the model's thread ------------------------------------------------------------
+
+    def _answer_in_memory(self, job: Job) -> Outcome:
+        """`_answer`; after running out of GPU memory, once more with every kept video and prefix freed, unless
+        its client has had some of the answer already (it would get it twice). Out of memory again: a 503."""
+        for attempt in range(2):
+            try:
+                return self._answer(job)
+            except torch.OutOfMemoryError:
+                if attempt or job.sent & {"text", "reasoning"}:
+                    break
+            # Past the handler: the error's traceback, and the tensors its frames held, are gone.
+            self._free_memory()
+        self._free_memory()
+        raise OutOfMemory(self.retry_after())
+
+    def _free_memory(self) -> None:
+        """Every warm video and prompt prefix, and the allocator's cached blocks, given back."""
+        self._visuals.clear()
+        self._pipelines.clear()
+        free_cached_memory()
+
+    def _release_prefixes(self, key: tuple, visual: Visual) -> None:
+        """A video no longer kept: the pipelines' prompt prefixes of it would keep its encoding alive."""
+        for (_, digest), pipeline in self._pipelines.items():
+            if digest == key[0]:
+                pipeline.release()
 
     def _warm(self, settings: Settings, media: MediaFile) -> tuple[Pipeline, Visual]:
         """The pipeline for these settings and this video (its prefix kept), and the video's visual work."""
@@ -262,12 +312,13 @@ class Service:
         return pipeline, visual
 
     def _answer(self, job: Job) -> Outcome:
+        # The video's file stays until the job ends (`_run`): a second attempt decodes it again.
         pipeline, visual = self._warm(job.settings, job.media)
-        job.media.discard()  # what the answer needs of it is in `visual`
         plan: Plan = pipeline.plan(visual, job.question)
         if job.stop.is_set():
             raise Stopped
-        job.emit("ready", plan)
+        if "ready" not in job.sent:  # a second attempt's plan is the first one's
+            job.emit("ready", plan)
         answer = pipeline.answer(plan, Trimmed(lambda text: job.emit("text", text)), job.force_length, job.stop,
                                  on_reasoning=Trimmed(lambda text: job.emit("reasoning", text)))
         answer.timings["total_s"] = sum(answer.timings.get(key, 0.0) for key in ("decode_s", "vision_s", "prior_s", "generate_s"))

@@ -45,9 +45,9 @@ def select_frame(
     # A stable sort makes equal attention prefer the lower index, so the choice is reproducible.
     ranked = torch.sort(attention.float(), descending=True, stable=True).indices  # (T,)
     dominant_index = ranked[:n_dom].sort().values  # (n_dom,)
-    remaining = torch.ones(num_tokens, dtype=torch.bool, device=device)
-    remaining[dominant_index] = False
-    rest = remaining.nonzero().squeeze(1)  # (R,) index order, R = T - n_dom >= n_ctx
+    # The other tokens in index order, R = T - n_dom >= n_ctx: sorted rather than found with `nonzero`, whose
+    # size the host must wait for (on a GPU, a wait per frame).
+    rest = ranked[n_dom:].sort().values  # (R,)
 
     # Targets at a uniform stride over the remaining tokens; every other one merges into the
     # target whose key it most resembles (argmax: ties go to the lowest target).
@@ -56,13 +56,15 @@ def select_frame(
     is_target[torch.arange(0, rest.numel(), step, device=device)[:n_ctx]] = True
     metric = F.normalize(keys[rest].float(), dim=-1)  # (R, Dk); a zero key stays zero, never NaN
     similarity = metric[~is_target] @ metric[is_target].T  # (R - n_ctx, n_ctx)
-    assign = F.one_hot(similarity.argmax(dim=1), n_ctx).to(features.dtype)  # (R - n_ctx, n_ctx)
+    assign = F.one_hot(similarity.argmax(dim=1), n_ctx).float()  # (R - n_ctx, n_ctx)
 
-    rest_features = features[rest]  # (R, D)
+    # Summed in float32: a sum of many float16 features overflows to inf. `.float()` is the tensor itself
+    # for float32 features, so their path is the reference's, bit for bit.
+    rest_features = features[rest].float()  # (R, D)
     # A target nobody joined divides zero by one and keeps its own feature.
     counts = assign.sum(dim=0).clamp(min=1).unsqueeze(1)  # (n_ctx, 1)
     merged = assign.T @ rest_features[~is_target] / counts  # (n_ctx, D)
-    contextual = rest_features[is_target] + merged  # (n_ctx, D)
+    contextual = (rest_features[is_target] + merged).to(features.dtype)  # (n_ctx, D)
     tokens = torch.cat([features[dominant_index], contextual])  # (n, D)
     return FrameSelection(tokens, n_dom, n_ctx, torch.cat([dominant_index, rest[is_target]]))
 
