@@ -315,7 +315,7 @@ def test_eval_command_isolates_an_unreadable_video(tiny_llava_dir, videos, tmp_p
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
         f"dytok: error: bad: {videos / 'broken.mp4'}: is not a video file (no known container format)",
-        "no pareto.png: matplotlib is not installed (python -m pip install matplotlib)",
+        "no pareto.png: matplotlib is not installed (python -m pip install 'dytok-cli[plot]')",
     ]
     assert "dytok-fastv" in captured.out and "none" in captured.out
 
@@ -372,7 +372,7 @@ def test_finished_run_rebuilds_its_summary_without_a_model_or_matplotlib(tiny_ll
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == first == json.loads((output / evaluation.SUMMARY).read_text())
-    assert captured.err == "no pareto.png: matplotlib is not installed (python -m pip install matplotlib)\n"
+    assert captured.err == "no pareto.png: matplotlib is not installed (python -m pip install 'dytok-cli[plot]')\n"
     assert not (output / evaluation.PARETO).exists()
 
 
