@@ -388,3 +388,14 @@ def test_eval_refuses_a_foreign_output_directory(tmp_path, tiny_llava_dir, capsy
         "or another directory\n"
     )
     assert sorted(path.name for path in output.iterdir()) == ["thesis.tex"]
+
+
+def test_a_data_set_none_of_whose_videos_can_be_read_loads_no_model(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "items.jsonl", [ours("q1", "a.mp4"), ours("q2", "a.mp4")])
+    (tmp_path / "a.mp4").write_text("not a video")
+    output = tmp_path / "out"
+    # The model named does not exist: reaching it would fail differently.
+    assert cli.main(["eval", str(data), "--output", str(output), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert capsys.readouterr().err == (f"dytok: error: none of the 1 videos that exist can be read (first: {tmp_path / 'a.mp4'}: "
+                                       "is not a video file (no known container format))\n")
+    assert not output.exists()

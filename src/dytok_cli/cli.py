@@ -1011,14 +1011,13 @@ def eval_(
         raise DytokError(f"none of the {videos} videos exists (first: {missing[0]}); check --video-dir")
     if missing:
         render.note(f"{len(missing)} of {videos} videos are missing (first: {missing[0]}); their pairs are recorded as errors")
-    # A model loads only if a video can be read: usually the first probe finds one.
-    present = list(dict.fromkeys(item.video for item in items if item.video not in missing))
-    refused = _refused_before_loading(present, options["decode_timeout"])
-    if len(refused) == len(present):
-        raise DytokError(f"none of the {len(present)} videos that exist can be read (first: {refused[0]})")
     cases = evaluation.grid(methods, measured)
     run_dir = evaluation.RunDirectory(output, evaluation.manifest(data, compared, video_dir), force)
     work = evaluation.pending(items, cases, run_dir.records)
+    # No model loads for a data set none of whose videos can be read: usually the first probe finds one that can.
+    present = list(dict.fromkeys(item.video for item in items if item.video not in missing))
+    if work and len(refused := _refused_before_loading(present, options["decode_timeout"])) == len(present):
+        raise DytokError(f"none of the {len(present)} videos that exist can be read (first: {refused[0]})")
     failed = 0
     if work:
         _random_weights_note(options)
