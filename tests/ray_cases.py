@@ -195,7 +195,7 @@ def test_without_ray_the_error_says_what_to_install(tiny_llava_dir, videos, caps
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     status, records, err = in_process(ask_args(tiny_llava_dir, videos[:1], "--engine", "ray"), capsys, monkeypatch)
     assert status == 2 and records == []
-    assert err == "dytok: error: --engine ray needs Ray: python -m pip install 'ray[data]>=2.60'\n"
+    assert err == "dytok: error: --engine ray needs Ray: python -m pip install 'dytok-cli[ray]'\n"
 
 
 # --- dytok summarize --engine ray -------------------------------------------------------------------------

@@ -148,6 +148,50 @@ def test_broken_files_do_not_stop_the_batch(tiny_llava_dir, folder, broken, caps
     assert "Traceback" not in err
 
 
+def test_a_batch_of_unusable_videos_loads_no_model(folder, broken):
+    """Each bad input gets its line and record, the run exits 1, and nothing loads: the fresh process that ran
+    it has not imported torch. From stdin too, and for summarize."""
+    bad = [str(broken[kind]) for kind in ("not a video", "empty", "audio-only", "corrupt", "missing")]
+    runs = [
+        (["ask", *bad, "-q", "what?"], ""),
+        (["ask", "-", "-q", "what?", "--jsonl"], "".join(f"{path}\n" for path in bad)),
+        (["summarize", *bad], ""),
+    ]
+    script = (
+        "import io, json, sys\nfrom dytok_cli import cli\n"
+        f"for argv, stdin in {runs!r}:\n"
+        "    sys.stdin = io.StringIO(stdin)\n"
+        "    code = cli.main(argv)\n"
+        "    print(json.dumps([code, 'torch' in sys.modules]), flush=True)\n"
+        "    print('--', file=sys.stderr, flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "NO_COLOR": "1"})
+    outcomes = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("[")]
+    assert outcomes == [[1, False]] * len(runs), result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["video"], r["answer"]) for r in records] == [(path, None) for path in bad]
+    for (argv, _), messages in zip(runs, result.stderr.split("--\n")[:-1], strict=True):
+        lines = messages.splitlines()
+        assert [line.split(": ")[2] for line in lines] == bad, (argv, messages)  # `dytok: error: PATH: why`
+        assert all(line.startswith("dytok: error: ") for line in lines)
+
+
+def test_unusable_videos_ahead_of_a_good_one_keep_their_places(tiny_llava_dir, folder, broken, capsys, monkeypatch):
+    """They are refused before the model loads, and their records still come in input order."""
+    events = []
+    real_load = pipeline_module.load_model
+    monkeypatch.setattr(pipeline_module, "load_model", lambda name, **kw: events.append("load") or real_load(name, **kw))
+    paths = [str(broken["not a video"]), str(broken["empty"]), str(folder / "a.mp4"), str(broken["missing"])]
+    argv = cli_args(tiny_llava_dir, "ask", *paths, "-q", "what?", "-q", "and then?", "--jsonl")
+    argv[argv.index("--decode-timeout") + 1] = "60"  # the probes run in a worker, bounded, as decoding does
+    monkeypatch.setattr("dytok_cli.render.write_json", lambda record, indent=2: events.append(record["video"]))
+    status, _, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 1
+    assert events == [paths[0]] * 2 + [paths[1]] * 2 + ["load"] + [paths[2]] * 2 + [paths[3]] * 2
+    assert len(err.strip().splitlines()) == 6  # a line per failed pair
+
+
 def test_questions_file_and_stdin(tiny_llava_dir, folder, tmp_path, capsys, monkeypatch):
     questions = tmp_path / "questions.txt"
     questions.write_text("what happens?\n\nhow many people?\n")

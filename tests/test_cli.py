@@ -205,10 +205,12 @@ def test_prior_layers_beyond_the_model(dytok_here, tiny_llava_dir, clip):
     assert_one_line_error(result, 2, "--prior-layers", "0-3")
 
 
-@pytest.mark.parametrize("model", ["./no/such/model/dir", "nobody-here/no-such-model"])
-def test_unknown_model(dytok_here, clip, model):
+@pytest.mark.parametrize("model, code", [("./no/such/model/dir", 2), ("nobody-here/no-such-model", 3)])
+def test_unknown_model(dytok_here, clip, model, code):
+    """A directory that is not there is a bad argument; a hub id not in the cache, with HF_HUB_OFFLINE set as
+    the suite sets it, is a model not to be had now (exit 3)."""
     result = dytok_here("ask", str(clip), "--model", model, "--frames", "2")
-    assert_one_line_error(result, 2, model, "--model PATH", "HF_HUB_OFFLINE")
+    assert_one_line_error(result, code, model, "--model PATH", "HF_HUB_OFFLINE")
 
 
 def test_model_of_an_unsupported_family(dytok_here, tmp_path, clip):

@@ -316,7 +316,7 @@ def test_eval_command_isolates_an_unreadable_video(tiny_llava_dir, videos, tmp_p
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
         f"dytok: error: bad: {videos / 'broken.mp4'}: is not a video file (no known container format)",
-        "no pareto.png: matplotlib is not installed (python -m pip install matplotlib)",
+        "no pareto.png: matplotlib is not installed (python -m pip install 'dytok-cli[plot]')",
     ]
     assert "dytok-fastv" in captured.out and "none" in captured.out
 
@@ -373,7 +373,7 @@ def test_finished_run_rebuilds_its_summary_without_a_model_or_matplotlib(tiny_ll
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == first == json.loads((output / evaluation.SUMMARY).read_text())
-    assert captured.err == "no pareto.png: matplotlib is not installed (python -m pip install matplotlib)\n"
+    assert captured.err == "no pareto.png: matplotlib is not installed (python -m pip install 'dytok-cli[plot]')\n"
     assert not (output / evaluation.PARETO).exists()
 
 
@@ -400,3 +400,14 @@ def test_eval_refuses_a_foreign_output_directory(tmp_path, tiny_llava_dir, capsy
         "or another directory\n"
     )
     assert sorted(path.name for path in output.iterdir()) == ["thesis.tex"]
+
+
+def test_a_data_set_none_of_whose_videos_can_be_read_loads_no_model(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "items.jsonl", [ours("q1", "a.mp4"), ours("q2", "a.mp4")])
+    (tmp_path / "a.mp4").write_text("not a video")
+    output = tmp_path / "out"
+    # The model named does not exist: reaching it would fail differently.
+    assert cli.main(["eval", str(data), "--output", str(output), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert capsys.readouterr().err == (f"dytok: error: none of the 1 videos that exist can be read (first: {tmp_path / 'a.mp4'}: "
+                                       "is not a video file (no known container format))\n")
+    assert not output.exists()

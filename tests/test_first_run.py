@@ -116,6 +116,12 @@ BEFORE_TORCH = [
     (["inspect", "a.mp4", "--random-weights", "--prior-model", "tiny", "--method", "dytok"],
      "--prior-model 'tiny' is not a preset; presets: "),
     (["bench", "fake.mp4"], "fake.mp4: is not a video file (no known container format)"),
+    # A file that is no video is refused before a model (or torch) loads, by every command that loads one.
+    (["ask", "fake.mp4", "what?"], "fake.mp4: is not a video file (no known container format)"),
+    (["ask", "fake.mp4", "--json"], "fake.mp4: is not a video file (no known container format)"),
+    (["inspect", "fake.mp4"], "fake.mp4: is not a video file (no known container format)"),
+    (["chat", "fake.mp4"], "fake.mp4: is not a video file (no known container format)"),
+    (["summarize", "fake.mp4"], "fake.mp4: is not a video file (no known container format)"),
     (["bench", "emptydir"], "emptydir: is a directory; bench measures one video file"),
     (["bench", "missing.mp4"], "missing.mp4: no such file"),
 ]

@@ -29,7 +29,7 @@ FRAMES = 6
 RATIO = 0.5
 TABLE_ROW = re.compile(
     r"^\s*(?P<index>\d+)\s+(?P<frame>\d+)\s+(?P<time>\d\d:\d\d\.\d\d)\s+(?P<weight>\d\.\d{4})\s+(?P<rank>\d+)"
-    r"\s+(?P<budget>\d+)\s+(?P<kept>\d+\.\d)%\s+(?P<dominant>\d+)/(?P<contextual>\d+)\s"
+    r"\s+(?P<budget>\d+)\s+(?P<kept>\d+\.\d)%\s+(?P<dominant>\d+)/(?P<contextual>\d+)(\s|$)"  # an empty bar ends the line
 )
 KEYFRAME_NAME = re.compile(r"^rank\d{2}_f\d{6}_\d{2}m\d{2}\.\d{2}s\.(png|jpg)$")
 

@@ -1,6 +1,6 @@
 """What a person reads on stderr: errors naming a video once, a Ctrl-C below a streamed answer, a
-prompt before reading stdin, "Loading…" while torch imports, a progress line that fits, and the note
-when --max-frames thins an --fps sample."""
+prompt before reading stdin, "Loading…" while torch imports, a progress line that fits, the note
+when --max-frames thins an --fps sample, and one way to install an optional extra."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import run_on_a_terminal
@@ -15,6 +16,11 @@ from rich.console import Console
 
 from dytok_cli import cli, render
 from dytok_cli import pipeline as pipeline_module
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency there
+    import tomli as tomllib
 
 DYTOK = shutil.which("dytok")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -128,3 +134,50 @@ def test_shorten_keeps_both_ends():
     assert render.shorten("short.mp4", 20) == "short.mp4"
     shortened = render.shorten("a_very_long_video_file_name.mp4", 16)
     assert len(shortened) == 16 and shortened.startswith("a_very_") and shortened.endswith("ame.mp4")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTIONAL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+EXTRAS = set(OPTIONAL)
+# What each extra brings, by name: a hint never names these itself, so that every hint is the same command.
+BROUGHT = {re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower()
+           for requirements in OPTIONAL.values() for requirement in requirements if not requirement.startswith("dytok-cli")}
+
+
+def install_commands() -> list[tuple[str, list[str]]]:
+    """Every `pip install` in the package's code, the README and docs/: where, and the words it installs
+    (up to a backtick, a bracket that closes it, a comment or the next command)."""
+    found = []
+    for path in [*sorted((ROOT / "src").rglob("*.py")), ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        if path.suffix == ".md":
+            text = " ".join(text.split())  # a command may wrap in prose
+        for match in re.finditer(r"pip install([^`)#\n]*?)(?=&&|[`)#\n]|$)", text):
+            words, skip = [], False
+            for word in match.group(1).split():
+                if not skip and not word.startswith("-"):
+                    words.append(word.strip("'\""))
+                skip = word in ("--index-url", "--extra-index-url")
+            found.append((f"{path.relative_to(ROOT)}: {match.group(0)}", words))
+    return found
+
+
+def test_every_install_hint_adds_an_extra_of_the_distribution():
+    """One way to add an optional part, everywhere: `python -m pip install 'dytok-cli[EXTRA]'` (`install_hint`),
+    EXTRA one that pyproject.toml defines; never the packages an extra brings, named by hand."""
+    hints = [name for path in (ROOT / "src").rglob("*.py") for name in re.findall(r"install_hint\(['\"]([^'\"]+)", path.read_text())]
+    assert sorted(set(hints)) == ["plot", "ray", "serve"] and set(hints) <= EXTRAS
+    commands = install_commands()
+    assert len(commands) > 10
+    for where, words in commands:
+        for word in words:
+            if "{" in word:  # install_hint's own template
+                continue
+            if extra := re.fullmatch(r"dytok-cli\[(.+)\]", word):
+                assert extra.group(1) in EXTRAS, where
+            elif word.startswith("."):  # a checkout installs itself only in the set-up, with the test extra
+                assert word in (".", ".[test]"), where
+            else:
+                assert re.match(r"[A-Za-z0-9._-]+", word).group(0).lower() not in BROUGHT, where
+    added = {extra.group(1) for _, words in commands for word in words if (extra := re.fullmatch(r"dytok-cli\[(\w[^]]*)\]", word))}
+    assert added == {"lmms-eval", "plot", "ray", "serve"}  # every extra a user adds is named where it is needed

@@ -1,6 +1,6 @@
 """`dytok models`: every shipped preset with its family, its parameters (counted as a checkpoint holds them),
 the published score and measured time where there is one, whether its weights are in the local cache, and
-the default marked; a table in 100 columns, or JSON."""
+the default marked; a table that fits 100 columns (80 without the family), names never cut, or JSON."""
 
 from __future__ import annotations
 
@@ -92,15 +92,45 @@ def test_weights_count_as_cached_only_when_every_shard_is_there(tmp_path, monkey
     assert cached == {"whole": True, "half": False, "single": True, "config": False, "broken": False, "absent": False}
 
 
+def table_rows(lines: list[str]) -> dict[str, list[str]]:
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in preset_names()}
+    assert list(rows) == preset_names()  # every preset's name whole, on a row of its own
+    return rows
+
+
 def test_the_table_marks_the_default_and_fits_100_columns(dytok_here, tmp_path, monkeypatch):
+    """Piped without COLUMNS: 100 columns, the whole table."""
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("COLUMNS", raising=False)
     fake_cache(tmp_path, "Qwen/Qwen3-VL-2B-Instruct", {"model.safetensors": ""})
     result = dytok_here("models", env={"DYTOK_MODEL": "Qwen/Qwen3-VL-2B-Instruct"})
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100 and not any(line.endswith(" ") for line in lines)
-    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in preset_names()}
-    assert list(rows) == preset_names()
+    rows = table_rows(lines)
     assert rows["qwen3-vl-2b"][1:4] == ["Qwen/Qwen3-VL-2B-Instruct", "(default)", "qwen3_vl"]
     assert rows["qwen3-vl-2b"][-2:] == ["yes", "141"] and rows["qwen3-vl-8b"][-2:] == ["no", "—"]
     assert rows["qwen3.5-0.8b"][-4:] == ["853M", "57.7*", "no", "50"]
+    assert "family column" not in result.stdout
+
+
+def test_at_80_columns_no_name_is_cut(dytok_here):
+    """COLUMNS is honoured on a pipe too; the family column gives way, and the legend says so."""
+    result = dytok_here("models", env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and "…" not in result.stdout
+    assert max(len(line) for line in lines) <= 80 and not any(line.endswith(" ") for line in lines)
+    rows = table_rows(lines)
+    assert rows["llava-ov-0.5b"][:2] == ["llava-ov-0.5b", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"]
+    assert rows["qwen3.5-0.8b"][1:5] == ["Qwen/Qwen3.5-0.8B", "(default)", "853M", "57.7*"]
+    assert "The family column needs " in " ".join(result.stdout.split())
+
+
+def test_narrower_than_the_names_the_table_keeps_them_whole(dytok_here):
+    """The table keeps its 80 columns (a terminal wraps them) rather than cut a name; the legend fits."""
+    result = dytok_here("models", env={"COLUMNS": "50"})
+    lines = result.stdout.splitlines()
+    rows = table_rows(lines)
+    assert rows["llava-ov-0.5b"][1] == "llava-hf/llava-onevision-qwen2-0.5b-ov-hf" and "…" not in result.stdout
+    legend = lines[lines.index(next(line for line in lines if line.startswith("model: "))):]
+    assert max(len(line) for line in legend) <= 50 and not any(line.endswith(" ") for line in lines)

@@ -89,7 +89,7 @@ def _stop() -> None:
         _run.wait()
 
 
-@pytest.mark.skipif(not RAY_INSTALLED, reason="ray is not installed (python -m pip install 'ray[data]>=2.60')")
+@pytest.mark.skipif(not RAY_INSTALLED, reason="ray is not installed (python -m pip install 'dytok-cli[ray]')")
 @pytest.mark.skipif(not _isolation_works(), reason="no network namespace can be made here (unshare --net needs root)")
 def test_ray_engine_cases_in_an_isolated_network():
     start_early()

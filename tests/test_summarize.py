@@ -541,7 +541,7 @@ def test_without_ray_the_ray_engine_says_what_to_install(videos, dytok_here, mon
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     result = dytok_here("summarize", str(videos["short"]), "--engine", "ray")
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == "dytok: error: --engine ray needs Ray: python -m pip install 'ray[data]>=2.60'\n"
+    assert result.stderr == "dytok: error: --engine ray needs Ray: python -m pip install 'dytok-cli[ray]'\n"
 
 
 def test_a_misplaced_argument_is_refused_before_anything_runs(dytok_here):

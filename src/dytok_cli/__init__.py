@@ -22,20 +22,21 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .config import Backend, Device, DType, Method, Settings
-    from .errors import DytokError, InputError, ModelError
+    from .errors import DytokError, InputError, ModelError, ModelUnavailable
     from .pipeline import Pipeline
     from .types import Answer, Plan, Question, Visual
 
 __all__ = [
-    "Answer", "Backend", "DType", "Device", "DytokError", "InputError", "Method", "ModelError", "Pipeline", "Plan",
-    "Question", "Settings", "Visual", "ask",
+    "Answer", "Backend", "DType", "Device", "DytokError", "InputError", "Method", "ModelError", "ModelUnavailable",
+    "Pipeline", "Plan", "Question", "Settings", "Visual", "ask",
 ]
 
 # Everything is imported on first use: `import dytok_cli` costs nothing, so the `dytok` command's entry point
 # (a module of this package) takes charge of Ctrl-C as soon as Python has started, and --help stays quick.
 _LAZY = {
     "Backend": "config", "DType": "config", "Device": "config", "Method": "config", "Settings": "config",
-    "DytokError": "errors", "InputError": "errors", "ModelError": "errors", "Pipeline": "pipeline",
+    "DytokError": "errors", "InputError": "errors", "ModelError": "errors", "ModelUnavailable": "errors",
+    "Pipeline": "pipeline",
     "Answer": "types", "Plan": "types", "Question": "types", "Visual": "types",
 }
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, about
 from .gpu import free_cached_memory
 from .pipeline import Pipeline, StageCallback
 from .record import answer_record, error_record
@@ -60,7 +59,7 @@ def run(
                             on_prepared(visual)
                     answer = pipeline.ask(visual, question, on_text=on_text, on_stage=on_stage, on_reasoning=on_reasoning)
                 except PER_VIDEO_ERRORS as error:
-                    message = _reason(error, video)
+                    message = about(video, error)
                     if visual is None:
                         unusable = message
                     out_of_memory = isinstance(error, torch.OutOfMemoryError)
@@ -78,16 +77,3 @@ def run(
         pipeline.release()
     return failed
 
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _reason(error: BaseException, video: str) -> str:
-    """`error` in one line that names `video` once: a VideoError names it already, others do not."""
-    text = one_line(error)
-    for name in (video, str(Path(video))):
-        if text.startswith(f"{name}: "):
-            text = text[len(name) + 2 :]
-            break
-    return f"{video}: {text}"

@@ -39,7 +39,7 @@ from .config import (
     Settings,
     SummaryFormat,
 )
-from .errors import DytokError, Interrupted
+from .errors import DytokError, Interrupted, install_hint
 from .timecode import short_hms
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def ask(
         "--jsonl", rich_help_panel=OUTPUT, help="Print a JSON record per line as each pair completes.")] = False,
     engine: Annotated[Engine, typer.Option(
         "--engine", metavar="NAME", rich_help_panel=ENGINE,
-        help="local, or ray: Ray actors (pip install 'ray[data]').")] = Engine.local,
+        help=f"local, or ray: Ray actors ({install_hint('ray')}).")] = Engine.local,
     workers: _WORKERS = None,
     gpus_per_worker: _GPUS_PER_WORKER = None,
     ray_address: _RAY_ADDRESS = None,
@@ -381,7 +381,6 @@ def ask(
     """Answer questions about videos (default question: "Describe this video.")."""
     settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
                          temperature=temperature, seed=seed)
-    cache_dir = options["cache_dir"]
     if show_reasoning and engine is not Engine.local:
         raise typer.BadParameter("--show-reasoning shows what this process generates: only with --engine local")
     if json_output and jsonl_output:
@@ -419,32 +418,21 @@ def ask(
         extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
         raise DytokError(f"no video files in {' '.join(inputs)} (extensions: {extensions})")
     _check_subtitles(options["subtitles"], videos=len(videos))
-    _random_weights_note(options)
-
-    # Imported here so `--help` and usage errors answer without loading torch.
-    with render.status("Loading…"):
-        from . import batch
-        from .media.cache import VisualCache
-        from .media.video import thinning_note
-        from .pipeline import Pipeline
-
-    if output_dir is not None:
-        failed = ray_engine.write(settings, videos, questions, output_dir, options=ray_options, note=render.note,
-                                  error=render.error, output_format=output_format or OutputFormat.jsonl, force=force,
-                                  cache_dir=cache_dir)
-        return EXIT_FAILED if failed else EXIT_OK
+    # With the local engine the videos ahead of the first usable one are refused before anything loads (Ray's
+    # workers check their own).
+    local = engine is Engine.local and output_dir is None
+    refused = _refused_before_loading(videos, settings.decode_timeout) if local else []
     pairs = len(videos) * len(questions)
-    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
     stream = engine is Engine.local and not (json_output or jsonl_output) and render.stdout_is_terminal()
+    progress = render.BatchProgress(pairs, live=pairs > 1)  # shown once the answering starts
     collected: list[dict] = []
     errors: list[str] = []
     completed = 0
 
-    def emit(outcome: batch.Outcome) -> None:
+    def deliver(record: dict[str, Any]) -> None:
         nonlocal completed
         completed += 1
         progress.advance()
-        record = outcome.record
         if record["error"]:
             errors.append(record["error"])
             if not single:
@@ -458,9 +446,73 @@ def ask(
             with progress.paused():
                 render.write("\n" if stream else f"{heading}{record['answer']}\n")
 
+    if refused:
+        from .methods import strategy
+        from .record import error_record
+
+        prior_name = strategy(settings.method).prior_model(settings.model, settings.prior_model)
+        for video, reason in zip(videos, refused):
+            for asked in questions:
+                deliver(error_record(video, asked, settings, prior_name, reason))
+    failed_in_folder = 0
+    if len(refused) < len(videos):
+        try:
+            failed_in_folder = _answer(settings, videos[len(refused):], questions, deliver, progress, options=options, engine=engine,
+                    ray_options=ray_options, stream=stream, headings=pairs > 1, show_reasoning=show_reasoning,
+                    output_dir=output_dir, output_format=output_format, force=force)
+        except KeyboardInterrupt:
+            render.end_line()  # a partly streamed answer: the message goes below it
+            raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
+    if json_output:
+        render.write_json(collected[0] if pairs == 1 else collected)
+    if errors and single:
+        raise DytokError(errors[0])
+    return EXIT_FAILED if errors or failed_in_folder else EXIT_OK
+
+
+def _refused_before_loading(videos: list[str], timeout_s: float | None) -> list[str]:
+    """Why each video ahead of the first usable one cannot be used (a line naming it), found by the decoders'
+    quick probe without torch: a model loads at the first video it can answer about, so a run whose videos
+    are all unusable loads none. Each probe is bounded by --decode-timeout (0 or None: no limit), as decoding is."""
+    from .errors import about
+    from .media.video import VideoError, call_bounded, check_video
+
+    refused = []
+    for video in videos:
+        try:
+            call_bounded(check_video, video, timeout_s=timeout_s or None, what="probing")
+        except VideoError as error:
+            refused.append(about(video, error))
+        else:
+            break
+    return refused
+
+
+def _answer(settings: Settings, videos: list[str], questions: list[str], deliver: Callable[[dict[str, Any]], None],
+            progress: render.BatchProgress, *, options: dict[str, Any], engine: Engine, ray_options: RayOptions,
+            stream: bool, headings: bool, show_reasoning: bool, output_dir: Path | None,
+            output_format: OutputFormat | None, force: bool) -> int:
+    """`ask`'s answering, once its arguments are checked: every question on every video, each pair's record
+    to `deliver` as it completes; with --output the records go into that folder instead, and the number of
+    failed pairs is returned."""
+    _random_weights_note(options)
+    cache_dir = options["cache_dir"]
+    # Imported here so `--help` and usage errors answer without loading torch.
+    with render.status("Loading…"):
+        from . import batch
+        from .media.cache import VisualCache
+        from .media.video import thinning_note
+        from .pipeline import Pipeline
+
+    if output_dir is not None:
+        return ray_engine.write(settings, videos, questions, output_dir, options=ray_options, note=render.note,
+                                error=render.error, output_format=output_format or OutputFormat.jsonl, force=force,
+                                cache_dir=cache_dir)
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+
     def before_pair(video: str, question: str) -> None:
         progress.start_video(video)
-        if stream and pairs > 1:
+        if stream and headings:
             with progress.paused():
                 render.write(f"# {video}: {question}\n")
 
@@ -469,25 +521,19 @@ def ask(
             if note:
                 progress.note(f"{visual.video}: {note}")
 
-    with render.BatchProgress(pairs, live=pairs > 1) as progress:
-        try:
-            if engine is Engine.ray:
-                failed = ray_engine.run(settings, videos, questions, emit, options=ray_options, note=progress.note,
-                                        cache_dir=cache_dir)
-            else:
-                failed = batch.run(
-                    pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
-                    on_text=progress.streaming(render.write) if stream else None,
-                    on_reasoning=progress.streaming(render.reasoning) if show_reasoning else None,
-                )
-        except KeyboardInterrupt:
-            render.end_line()  # a partly streamed answer: the message goes below it
-            raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
-    if json_output:
-        render.write_json(collected[0] if pairs == 1 else collected)
-    if failed and single:
-        raise DytokError(errors[0])
-    return EXIT_FAILED if failed else EXIT_OK
+    def emit(outcome: batch.Outcome) -> None:
+        deliver(outcome.record)
+
+    with progress:
+        if engine is Engine.ray:
+            ray_engine.run(settings, videos, questions, emit, options=ray_options, note=progress.note, cache_dir=cache_dir)
+        else:
+            batch.run(
+                pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
+                on_text=progress.streaming(render.write) if stream else None,
+                on_reasoning=progress.streaming(render.reasoning) if show_reasoning else None,
+            )
+    return 0
 
 
 @app.command("inspect", cls=PlainHelpCommand, short_help="Show where the visual tokens go; export keyframes.")
@@ -559,6 +605,8 @@ def inspect_command(
 
     if export_dir is not None:
         export.check_target(export_dir, force)
+    if refused := _refused_before_loading([video], settings.decode_timeout):
+        raise DytokError(refused[0])
     _random_weights_note(options)
     with render.status("Loading…"):
         from .media.cache import VisualCache
@@ -668,7 +716,7 @@ def summarize(
     null_separated: Annotated[bool, typer.Option("-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
     engine: Annotated[Engine, typer.Option(
         "--engine", metavar="NAME", rich_help_panel=ENGINE,
-        help="local, or ray: whole videos spread over Ray actors (pip install 'ray[data]').")] = Engine.local,
+        help=f"local, or ray: whole videos spread over Ray actors ({install_hint('ray')}).")] = Engine.local,
     workers: _WORKERS = None,
     gpus_per_worker: _GPUS_PER_WORKER = None,
     ray_address: _RAY_ADDRESS = None,
@@ -731,18 +779,24 @@ def summarize(
     if engine is Engine.ray:
         ray_engine.require_ray()
 
-    _random_weights_note(options)
+    local = engine is Engine.local
+    # As in `ask`: the videos ahead of the first usable one are refused before anything loads, locally.
+    refused = _refused_before_loading(videos, options["decode_timeout"]) if local else []
+    printing_records = jsonl_output or (fmt is SummaryFormat.json and output is None)
+    if len(refused) == len(videos) and not printing_records:  # nothing to summarise, and no record to print
+        if single:
+            raise DytokError(refused[0])
+        for reason in refused:
+            render.error(reason)
+        return EXIT_FAILED
+    if len(refused) < len(videos):
+        _random_weights_note(options)
     with render.status("Loading…"):
-        from .media.cache import VisualCache
-        from .pipeline import Pipeline
+        from .methods import strategy
 
         rate = fps if fps is not None else summarizing.default_fps(options["device"])
     settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
-    # The cache folder keeps a transcript too (--speech), beside the described windows. With Ray the
-    # workers build their own pipelines; this one only names the prior model in the records.
-    local = engine is Engine.local
-    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir and local else None)
-    prior_name = pipeline.prior_name
+    prior_name = strategy(settings.method).prior_model(settings.model, settings.prior_model)
     collected: dict[int, dict] = {}  # --format json on stdout: the records, by the videos' places in the input
     errors: list[str] = []
     written: list[Path] = []
@@ -782,8 +836,15 @@ def summarize(
                else "with --cache-dir DIR a rerun resumes where it stopped")
         return how + (f" (with --force, as {len(written)} of the files are written)" if written else "")
 
-    if local:
-        for number, video in enumerate(videos):
+    for number, reason in enumerate(refused):
+        deliver(number, summarizing.Outcome(videos[number], None, reason))
+    if local and len(refused) < len(videos):
+        with render.status("Loading…"):
+            from .media.cache import VisualCache
+            from .pipeline import Pipeline
+        # The cache folder keeps a transcript too (--speech), beside the described windows.
+        pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+        for number, video in enumerate(videos[len(refused):], start=len(refused)):
             progress = _WindowProgress(video)
             try:
                 outcome = summarizing.attempt(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
@@ -793,7 +854,7 @@ def summarize(
                                   f"{resume()}") from None
             progress.close()
             deliver(number, outcome)
-    else:
+    elif not local:
         done = 0
 
         def emit(number: int, outcome: summarizing.Outcome) -> None:
@@ -969,6 +1030,10 @@ def eval_(
     cases = evaluation.grid(methods, measured)
     run_dir = evaluation.RunDirectory(output, evaluation.manifest(data, compared, video_dir), force)
     work = evaluation.pending(items, cases, run_dir.records)
+    # No model loads for a data set none of whose videos can be read: usually the first probe finds one that can.
+    present = list(dict.fromkeys(item.video for item in items if item.video not in missing))
+    if work and len(refused := _refused_before_loading(present, options["decode_timeout"])) == len(present):
+        raise DytokError(f"none of the {len(present)} videos that exist can be read (first: {refused[0]})")
     failed = 0
     if work:
         _random_weights_note(options)
@@ -986,7 +1051,7 @@ def eval_(
     try:
         evaluation.plot_pareto(summary, output / evaluation.PARETO)
     except ImportError:
-        render.note("no pareto.png: matplotlib is not installed (python -m pip install matplotlib)")
+        render.note(f"no pareto.png: matplotlib is not installed ({install_hint('plot')})")
     if json_output:
         render.write_json(summary)
     else:
@@ -1017,6 +1082,8 @@ def chat(
     conversation (the answers, never the reasoning), and the video is decoded, encoded and prefilled once."""
     settings = _settings(options, max_new_tokens=max_new_tokens, max_reasoning_tokens=max_reasoning_tokens,
                          temperature=temperature, seed=seed)
+    if refused := _refused_before_loading([video], settings.decode_timeout):
+        raise DytokError(refused[0])
     _random_weights_note(options)
     with render.status("Loading…"):
         from .apps import chat as talk
@@ -1090,7 +1157,7 @@ def serve(
         from .apps.serve import app as server
         from .apps.serve.service import Limits, Service
     except ImportError as error:
-        raise DytokError(f"dytok serve needs FastAPI and uvicorn: python -m pip install fastapi uvicorn ({error})") from None
+        raise DytokError(f"dytok serve needs FastAPI and uvicorn: {install_hint('serve')} ({error})") from None
     from .media.cache import VisualCache
     from .media.sources import MediaPolicy
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -211,11 +212,7 @@ def format_layers(layers: Sequence[int]) -> str:
 
 
 def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) -> None:
-    """Where an inspect record's tokens go, one row per sampled frame in time order, on stdout.
-
-    A Console of its own because `console` writes to stderr; like any Rich console it honours
-    NO_COLOR and COLUMNS (80 when stdout is not a terminal).
-    """
+    """Where an inspect record's tokens go, one row per sampled frame in time order, on stdout."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -228,13 +225,9 @@ def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) ->
         prior = "no prior: uniform weights"
     else:
         prior = f"prior {record['prior_model']} layers {format_layers(prior_layers or ())}"
-    caption = (
-        f"visual tokens {visual['full']} → {visual['kept']}, ratio {record['ratio']:g} ({record['method']}); {prior}"
-    )
+    legend = f"visual tokens {visual['full']} → {visual['kept']}, ratio {record['ratio']:g} ({record['method']}); {prior}"
     table = Table(
         title=Text(f"{record['video']}: {record['question']}"),
-        caption=Text(caption),
-        caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         header_style="bold",
@@ -255,8 +248,7 @@ def budgets_table(record: dict[str, Any], prior_layers: Sequence[int] | None) ->
             f"{frame['dominant']}/{frame['contextual']}",
             Text(budget_bar(retention), style="cyan"),
         )
-    # Twelve numeric columns need more than the 80 columns Rich assumes for a pipe.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 132).print(table)
+    print_table(stdout_console(), table, legend)
 
 
 def _size(count: float) -> str:
@@ -329,25 +321,23 @@ def _seconds(value: float | None) -> str:
 
 
 def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
-    """The `dytok bench` results as a table on stdout: the main columns, or every one with `wide`.
-
-    The main columns fit in 80 columns (Rich's width for a pipe, or COLUMNS); the wide table gets the
-    width it needs, so a narrow terminal wraps its lines instead of cutting every cell to "…".
-    """
+    """The `dytok bench` results as a table on stdout: the main columns, which fit in 80 columns, or every
+    one with `wide`."""
     from rich import box
     from rich.table import Table
 
     names = tuple(_BENCH_COLUMNS) if wide else BENCH_DEFAULT_COLUMNS
     if wide and any(result.get("runs", 1) > 1 for result in report["results"]):
         names = tuple(name for column in names for name in (column, *(["spread:" + column] if column in _BENCH_SPREAD else [])))
-    table = Table(
-        title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
-        caption=f"{report['machine']}; {_bench_figures(report)}; speed-ups (×) against ratio 1 in this run; next q: a later "
+    legend = (
+        f"{report['machine']}; {_bench_figures(report)}; speed-ups (×) against ratio 1 in this run; next q: a later "
         "question on the same video, decoding and vision reused"
         + (", and the prompt prefix's LLM work (--no-prefix-cache to recompute it)" if report["prefix_cache"]
            else "; the prompt prefix recomputed (--no-prefix-cache)")
-        + ("" if wide else "; --wide or --json for all measures"),
-        caption_justify="left",
+        + ("" if wide else "; --wide or --json for all measures")
+    )
+    table = Table(
+        title=f"{report['model']} · {report['dtype']} · {report['frames']} frames · {report['method']}",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -366,11 +356,7 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
         table.add_column(header, justify="right", no_wrap=True)
     for result in report["results"]:
         table.add_row(*(cell(result, name) for name in names))
-    output = Console(highlight=False)
-    if wide:
-        unlimited = output.options.update_width(10_000)
-        output = Console(highlight=False, width=max(output.width, output.measure(table, options=unlimited).maximum))
-    output.print(table)
+    print_table(stdout_console(), table, legend)
 
 
 def eval_table(summary: dict[str, Any]) -> None:
@@ -379,12 +365,12 @@ def eval_table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     settings = summary["settings"]
+    legend = ("accuracy over answered pairs (answered/items); seconds per answer, each counting its video's decoding "
+              "and vision; × against none in this run")
     table = Table(
         title=f"{settings['model']} · {settings['frames']} frames · {summary['items']} items",
-        caption="accuracy over answered pairs (answered/items); seconds per answer, each counting its video's "
-        "decoding and vision; × against none in this run",
-        caption_justify="left",
         box=box.SIMPLE_HEAD,
+        show_edge=False,
         pad_edge=False,
         collapse_padding=True,
     )
@@ -403,7 +389,7 @@ def eval_table(summary: dict[str, Any]) -> None:
             "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}", f"{r['answered']}/{r['items']}",
             timed(r["total_s"], r["speedup_total"]), timed(r["prefill_s"], r["speedup_prefill"]),
         )
-    Console(highlight=False, width=None if sys.stdout.isatty() else 100).print(table)
+    print_table(stdout_console(), table, legend)
 
 
 def parameters(count: int) -> str:
@@ -412,40 +398,84 @@ def parameters(count: int) -> str:
 
 
 def models_table(presets: Sequence[dict[str, Any]]) -> None:
-    """`dytok models`: one row per shipped preset (`catalog.Preset.record`), on stdout; fits 100 columns."""
+    """`dytok models`: one row per shipped preset (`catalog.Preset.record`), on stdout. A console narrower than
+    the whole table (95 columns) gets it without the family column, in 80 columns: never a name cut short."""
+    legend = (
+        "model: what --model takes (with --random-weights, the preset's name too). size: parameters, counted from "
+        "the config. Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok "
+        "answers only with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a "
+        "first answer on a 2-core CPU at 32 frames of 360p (--json says how, and gives 1080p's), to compare, not to "
+        "expect. —: none published or measured."
+    )
+    out = stdout_console()
+    table = _models_table(presets, family=True)
+    if (whole := table_width(out, table)) > out.width:
+        table = _models_table(presets, family=False)
+        legend += f" The family column needs {whole} columns (--json gives it too)."
+    print_table(out, table, legend)
+
+
+def _models_table(presets: Sequence[dict[str, Any]], *, family: bool) -> Any:
+    """The table of `models_table`, with or without the family column (the hub id says the family too)."""
     from rich import box
     from rich.table import Table
 
-    legend = (
-        "model: what --model takes (with --random-weights, the preset's name too). params: counted from the config. "
-        "Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok answers only "
-        "with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a first answer on "
-        "a 2-core CPU at 32 frames of 360p (--json says how, and gives 1080p's), to compare, not to expect. "
-        "—: none published or measured."
-    )
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
-        padding=0,  # the box's blank between columns is enough: 41 of the 100 columns go to a hub id
+        padding=0,  # the box's blank between columns is enough: a hub id takes 41 columns
         header_style="bold",
     )
-    for header in ("preset", "model", "family"):
+    for header in ("preset", "model", *(["family"] if family else [])):
         table.add_column(header, no_wrap=True)
-    for header in ("params", "Video-\nMME", "cached", "first\nq (s)"):
+    for header in ("size", "Video\nMME", "cached", "first\nq (s)"):
         table.add_column(header, justify="right", no_wrap=True)
     for preset in presets:
         score, first = preset["video_mme"], preset["first_question"]
         table.add_row(
             preset["preset"],
             preset["model"] + (" (default)" if preset["default"] else ""),
-            preset["family"],
+            *([preset["family"]] if family else []),
             parameters(preset["parameters"]),
             "—" if score is None else f"{score['score']:.1f}" + ("*" if score["thinking"] else ""),
             "yes" if preset["cached"] else "no",
             "—" if first is None else f"{first['seconds']['360p']:.0f}",
         )
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
-    out.print(table)
-    # Below the table, not its caption, and wrapped here: Rich pads a caption's lines to the table's width and
-    # leaves a blank at the end of a line it wraps.
-    out.print(textwrap.fill(legend, out.width), soft_wrap=True)
+    return table
+
+
+# Columns of stdout when it is not a terminal and COLUMNS is not set (Rich would assume 80).
+PIPE_WIDTH = 100
+
+
+def stdout_console() -> Console:
+    """A console on stdout (`console` writes to stderr), as wide as the terminal, or COLUMNS where it is set,
+    else `PIPE_WIDTH`. Like any Rich console it honours NO_COLOR."""
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+    return Console(highlight=False, width=width)
+
+
+def table_width(out: Console, table: Any) -> int:
+    """The columns `table` takes with no cell cut: every column of ours is no_wrap, so its widest cell."""
+    return out.measure(table, options=out.options.update_width(10_000)).maximum
+
+
+def print_table(out: Console, table: Any, legend: str) -> None:
+    """`table` on `out`, then `legend` under it, with no line ending in blanks.
+
+    A table wider than the console is printed whole at its own width (a terminal then wraps its lines)
+    rather than with its cells cut to "…": what is copied from a table (a name, an id, a figure) is whole.
+    The legend is not the table's caption, which Rich pads to the table's width: it is wrapped here, to
+    the console, and no wider than the table or 80 columns, whichever is wider.
+    """
+    from rich.segment import Segment, Segments
+
+    width = max(out.width, needed := table_width(out, table))
+    for line in out.render_lines(table, out.options.update_width(width), pad=False):
+        while line and not line[-1].control and not line[-1].text.rstrip():
+            line.pop()
+        if line:
+            last = line.pop()
+            line.append(Segment(last.text.rstrip(), last.style, last.control))
+        out.print(Segments([*line, Segment.line()]), soft_wrap=True, end="")
+    out.print(textwrap.fill(legend, min(out.width, max(needed, 80))), soft_wrap=True, markup=False)

@@ -25,9 +25,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..batch import PER_VIDEO_ERRORS, one_line
+from ..batch import PER_VIDEO_ERRORS
 from ..config import BASELINE, Method, Settings
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..files import write_atomically
 from ..media.cache import VisualCache, file_digest
 from ..models import VideoModel

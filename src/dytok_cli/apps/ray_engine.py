@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Device, Settings
-from ..errors import DytokError, InputError, Interrupted
+from ..errors import DytokError, InputError, Interrupted, install_hint
 from ..files import TEMPORARY_PREFIX, atomic_path, write_atomically
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]  # where a run's notes (or failed pairs' one-line errors) go: the CLI's stderr
 
-INSTALL_HINT = "python -m pip install 'ray[data]>=2.60'"
 # A video whose worker dies (killed, out of memory) is run again on the restarted worker this many
 # times; after that it gets error results (`VideoTask.gave_up`) and the run goes on. (Ray Data itself
 # retries an actor's tasks without end, so the count is kept here.)
@@ -96,7 +95,7 @@ def _import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise DytokError(f"--engine ray needs Ray: {INSTALL_HINT}") from None
+        raise DytokError(f"--engine ray needs Ray: {install_hint('ray')}") from None
     return ray
 
 

@@ -53,7 +53,7 @@ from ..config import (
     Settings,
     SummaryFormat,
 )
-from ..errors import InputError
+from ..errors import InputError, about
 from ..files import write_atomically
 from ..math.windows import (
     Window,
@@ -505,13 +505,12 @@ def attempt(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cache
             progress: Progress | None = None) -> Outcome:
     """`summarize`, with a failure that belongs to this video (unreadable, out of memory) as its outcome;
     any other error (a model that does not load) is raised, as it stops a batch."""
-    from ..batch import PER_VIDEO_ERRORS, one_line  # torch: only once a video is summarised
+    from ..batch import PER_VIDEO_ERRORS  # torch: only once a video is summarised
 
     try:
         return Outcome(video, summarize(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress))
     except PER_VIDEO_ERRORS as error:
-        message = one_line(error)
-        return Outcome(video, None, message if message.startswith(f"{video}: ") else f"{video}: {message}")
+        return Outcome(video, None, about(video, error))
 
 
 @dataclass(frozen=True)

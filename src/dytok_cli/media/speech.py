@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Device, DType
-from ..errors import ModelError
-from ..models import model_source, resolve_device, resolve_dtype
+from ..errors import ModelError, ModelUnavailable
+from ..models import fetch_failed, model_source, resolve_device, resolve_dtype
 from ..types import Line, Transcript
 from . import subtitles
 from .audio import RATE, is_silent, read_audio_bounded
@@ -71,7 +71,8 @@ class Transcriber:
                 source, dtype=resolve_dtype(self.dtype, target), use_safetensors=True, local_files_only=local_only
             )
         except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load speech model {self.name!r}: {str(error).splitlines()[0]}") from error
+            failure = ModelUnavailable if fetch_failed(error) else ModelError
+            raise failure(f"cannot load speech model {self.name!r}: {str(error).splitlines()[0]}") from error
         return pipeline(
             "automatic-speech-recognition", model=model.to(target).eval(), tokenizer=processor.tokenizer,
             feature_extractor=processor.feature_extractor, device=target,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import PRESETS_DIR, Device, DType, shape_name_problem
-from ..errors import ModelError
+from ..errors import ModelError, ModelUnavailable
 from .base import VideoModel
 
 _REGISTRY: dict[str, type[VideoModel]] = {}
@@ -86,8 +86,15 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def _unreachable(name: str, reason: str, flag: str = "--model") -> ModelError:
-    return ModelError(f"cannot load model {name!r}: {reason}; pass {flag} PATH for a local model directory")
+def _unreachable(name: str, reason: str, flag: str = "--model", *, available: bool = False,
+                 random_weights: bool = False) -> ModelError:
+    """Why `name` (given with `flag`) does not load, and what loads instead. `available`: the failure is the
+    model's or the name's (exit 2); otherwise the model is not to be had now (`ModelUnavailable`, exit 3), and
+    random weights in its shape, which need no download, are named too where they apply."""
+    instead = f"pass {flag} PATH for a local model directory"
+    if not available and flag == "--model" and not random_weights:
+        instead += ", or --random-weights to run without a download"
+    return (ModelError if available else ModelUnavailable)(f"cannot load model {name!r}: {reason}; {instead}")
 
 
 # A reachable hub answers a HEAD in well under a second; a network that drops packets would
@@ -95,8 +102,9 @@ def _unreachable(name: str, reason: str, flag: str = "--model") -> ModelError:
 _HUB_PROBE_TIMEOUT_S = 5.0
 
 
-def _hub_files_only_local(name: str, flag: str = "--model") -> bool:
-    """Whether `name` (a hub id) must load from the local cache alone; raises when it cannot load at all.
+def _hub_files_only_local(name: str, flag: str = "--model", *, random_weights: bool = False) -> bool:
+    """Whether `name` (a hub id) must load from the local cache alone; raises when it cannot load at all:
+    `ModelUnavailable` when there is no network or the hub fails, `ModelError` when the hub says no.
 
     The hub library retries an unreachable hub with backoff for half a minute, printing each try,
     whenever a file is not cached yet. One short request first tells a working network from none,
@@ -122,8 +130,10 @@ def _hub_files_only_local(name: str, flag: str = "--model") -> bool:
         raise ModelError(f"{flag} {name!r} is neither a local model directory nor a valid hub id") from None
     if is_offline_mode():
         if not cached:
-            raise _unreachable(name, "not in the local cache (HF_HUB_OFFLINE is set, so nothing is downloaded)", flag)
+            raise _unreachable(name, "not in the local cache (HF_HUB_OFFLINE is set, so nothing is downloaded)", flag,
+                               random_weights=random_weights)
         return True
+    available = True  # the hub answered about the model itself: asking again gives the same answer
     try:
         get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=_HUB_PROBE_TIMEOUT_S)
     except GatedRepoError:
@@ -132,16 +142,51 @@ def _hub_files_only_local(name: str, flag: str = "--model") -> bool:
         reason = "no such model on the hub (or it is private: log in with `hf auth login`)"
     except EntryNotFoundError:
         reason = "the hub repository has no config.json: not a transformers model"
-    except HfHubHTTPError as error:
-        reason = f"the hub answered {error.response.status_code}"
+    except HfHubHTTPError as error:  # a server error, a rate limit: the hub failing, not the name
+        reason, available = f"not in the local cache, and the hub answered {error.response.status_code}", False
     except Exception as error:  # noqa: BLE001 - the network's failures come in many types; all mean offline
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
-        reason = f"not in the local cache, and the hub is not reachable ({cause})"
+        reason, available = f"not in the local cache, and the hub is not reachable ({cause})", False
     else:
         return False
     if cached:
         return True
-    raise _unreachable(name, reason, flag)
+    raise _unreachable(name, reason, flag, available=available, random_weights=random_weights)
+
+
+def fetch_failed(error: BaseException) -> bool:
+    """Whether `error`, raised while loading a model, came from fetching its files (not in the cache and no
+    network, the hub failing, a download broken off) rather than from the model (a file it lacks, a name or
+    revision the hub does not know): read from the hub library's errors in its chain."""
+    import httpx
+    from huggingface_hub.errors import (
+        BadRequestError,
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, LocalEntryNotFoundError):  # before its base class EntryNotFoundError
+            return True
+        if isinstance(cause, (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, BadRequestError)):
+            return False
+        if isinstance(cause, (HfHubHTTPError, httpx.TransportError, ConnectionError, TimeoutError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _load_failure(name: str, error: Exception) -> ModelError | None:
+    """`error` from `from_pretrained(name)` as the one line to report, or None where it is not about
+    loading (a bug is not dressed up as a missing model)."""
+    reason = str(error).splitlines()[0].rstrip(".") if str(error) else type(error).__name__
+    if fetch_failed(error):
+        return _unreachable(name, reason)
+    return _unreachable(name, reason, available=True) if isinstance(error, OSError) else None
 
 
 def model_source(name: str, flag: str = "--model") -> tuple[str, bool]:
@@ -167,10 +212,12 @@ def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bo
     options = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
     try:
         config = AutoConfig.from_pretrained(source, **options)
-    except OSError as error:
-        raise _unreachable(name, str(error).splitlines()[0].rstrip(".")) from error
     except ValueError as error:  # unrecognised model type, or remote code refused
         raise ModelError(f"cannot load model {name!r}: {str(error).splitlines()[0]}") from error
+    except Exception as error:
+        if (failure := _load_failure(name, error)) is None:
+            raise
+        raise failure from error
     _discover_families()
     adapter = _REGISTRY.get(config.model_type)
     if adapter is None:
@@ -183,8 +230,10 @@ def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bo
         model = AutoModelForImageTextToText.from_pretrained(
             source, config=config, dtype=resolve_dtype(dtype, target), use_safetensors=True, **options
         )
-    except OSError as error:
-        raise _unreachable(name, str(error).splitlines()[0].rstrip(".")) from error
+    except Exception as error:
+        if (failure := _load_failure(name, error)) is None:
+            raise
+        raise failure from error
     return adapter(name, model.to(target).eval(), processor)
 
 
@@ -240,11 +289,12 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
         config = preset_config(preset)
     else:
         path = Path(name).expanduser()
-        local_only = path.exists() or _hub_files_only_local(name)
+        local_only = path.exists() or _hub_files_only_local(name, random_weights=True)
         try:
             config = AutoConfig.from_pretrained(str(path) if path.exists() else name, local_files_only=local_only)
         except (OSError, ValueError) as error:
-            raise _unreachable(name, f"not a preset ({', '.join(shipped)}) and its config cannot be read") from error
+            raise _unreachable(name, f"not a preset ({', '.join(shipped)}) and its config cannot be read",
+                               available=path.exists() or isinstance(error, ValueError), random_weights=True) from error
     _discover_families()
     adapter = _REGISTRY.get(config.model_type)
     if adapter is None:
@@ -258,6 +308,6 @@ def load_random_model(name: str, *, device: Device, dtype: DType) -> VideoModel:
 
 
 __all__ = [
-    "VideoModel", "load_model", "load_random_model", "model_source", "parameter_count", "preset_config", "preset_for",
-    "presets", "register", "resolve_device", "resolve_dtype", "supported_model_types",
+    "VideoModel", "fetch_failed", "load_model", "load_random_model", "model_source", "parameter_count", "preset_config",
+    "preset_for", "presets", "register", "resolve_device", "resolve_dtype", "supported_model_types",
 ]

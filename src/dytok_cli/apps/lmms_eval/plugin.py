@@ -1,6 +1,6 @@
 """dytok as an lmms-eval model, registered through lmms-eval's `lmms_eval.models` entry point (no fork):
 
-    pip install 'dytok-cli[lmms-eval]'
+    python -m pip install 'dytok-cli[lmms-eval]'
     lmms-eval --model dytok --model_args pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,method=dytok,ratio=0.25 \\
         --tasks videomme
 
@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...batch import PER_VIDEO_ERRORS, one_line
+from ...batch import PER_VIDEO_ERRORS
 from ...config import Backend, Device, DType, Method, Settings
+from ...errors import one_line
 from ...media import subtitles
 from ...models import VideoModel
 from ...pipeline import Pipeline
