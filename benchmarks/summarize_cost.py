@@ -10,6 +10,7 @@ in a fresh process, so the peak resident memory (`ru_maxrss`) is that run's alon
     python benchmarks/summarize_cost.py --small --minutes 5
     python benchmarks/summarize_cost.py --small --minutes 60
     python benchmarks/summarize_cost.py --minutes 2 --method none
+    python benchmarks/summarize_cost.py --video clip.mp4 --preset qwen3.5-0.8b   # a video of your own, no ffmpeg
 
 Prints one JSON object: the stage timings of the summary record, the windows and frames, and this process's
 peak RSS (the decoding workers are processes of their own, each holding one window's frames). Times on a shared machine are noise: compare runs made together.
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--model", help="a local model directory to load instead")
     parser.add_argument("--small", action="store_true", help="a small random LLaVA-OneVision (built in /tmp once)")
     parser.add_argument("--minutes", type=float, default=5)
+    parser.add_argument("--video", type=Path, help="summarise this video instead of generating one (--minutes, --size "
+                        "and --rate then do not apply)")
     parser.add_argument("--fps", type=float, default=0.25)
     parser.add_argument("--method", default="dytok-fastv")
     parser.add_argument("--ratio", type=float, default=None)
@@ -77,7 +80,7 @@ def main() -> None:
                         help="every text exactly --max-new-tokens long (to compare methods or shapes)")
     args = parser.parse_args()
 
-    video = synthetic_video(args.minutes, args.size, args.rate)
+    video = args.video or synthetic_video(args.minutes, args.size, args.rate)
     if args.small:
         from tiny_models import build_llava_onevision
 
@@ -97,13 +100,15 @@ def main() -> None:
     summary = summarizing.summarize(pipeline, str(video), segmentation)
     record = summarizing.record(summary, settings, pipeline.prior_name)
     frames = sum(len(window["frames"]) for window in record["windows"])
+    minutes = record["duration_s"] / 60
     print(json.dumps({
         "model": settings.model, "dtype": str(model.model.dtype).removeprefix("torch."), "method": settings.method.value,
-        "ratio": settings.ratio, "equal_lengths": args.equal_lengths, "fps": args.fps, "minutes": args.minutes, "video": f"{args.size} at {args.rate} fps",
+        "ratio": settings.ratio, "equal_lengths": args.equal_lengths, "fps": args.fps, "minutes": round(minutes, 3),
+        "video": str(args.video) if args.video else f"{args.size} at {args.rate} fps",
         "windows": len(record["windows"]), "frames": frames, "chapters": len(record["chapters"]),
         "visual_tokens": {key: sum(w["visual_tokens"][key] for w in record["windows"]) for key in ("full", "kept")},
         "load_s": round(loaded - started, 2), "timings": record["timings"],
-        "seconds_per_video_minute": round(record["timings"]["total_s"] / args.minutes, 2),
+        "seconds_per_video_minute": round(record["timings"]["total_s"] / minutes, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }, indent=2))
 

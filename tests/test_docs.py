@@ -284,3 +284,92 @@ def test_a_python_example_compiles_and_imports_what_exists(page, line, code):
             missing = {alias.name for alias in node.names
                        if alias.name not in top_level_names(path) and module_file(f"{node.module}.{alias.name}") is None}
             assert not missing, f"{page}:{line}: {node.module} has no {sorted(missing)}"
+
+
+# --- measured figures ---------------------------------------------------------------------------------------
+
+# Words from inside the project's own work, which mean nothing to a reader ("no session so far had one"), and
+# "this CPU", which a reader takes for their own: a figure names the CPU it was measured on instead.
+INSIDE_WORDS = re.compile(r"\bsessions?\b|\bso far had\b|\blast time\b|\bthis CPU\b", re.I)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=relative)
+def test_a_page_says_nothing_from_inside_the_project(page):
+    text = INLINE.sub("", prose(page.read_text(encoding="utf-8")))
+    found = [f"{relative(page)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group(0)!r}"
+             for match in INSIDE_WORDS.finditer(text)]
+    assert not found, "\n".join(found)
+
+
+def docs_figures():
+    """benchmarks/docs_figures.py as a module (it imports only the standard library until it measures)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "benchmarks" / "docs_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+FIGURES = docs_figures()
+MACHINE = FIGURES.Machine(date="2026-12-07", cpu="AMD EPYC", cores=2, avx512_bf16=True, torch="2.14.1",
+                          transformers="5.25.0")
+
+
+def test_each_regenerated_region_is_marked_once_in_its_page():
+    """What `docs_figures.py --write` replaces is there, once, and only the parts it writes are marked."""
+    for part, page in FIGURES.PAGES.items():
+        text = page.read_text(encoding="utf-8")
+        replaced = FIGURES.replace_region(text, part, "NEW")
+        start, end = f"<!-- docs_figures {part} -->\n", f"\n<!-- /docs_figures {part} -->"
+        assert start + "NEW" + end in replaced
+        assert replaced.split(start)[0] == text.split(start)[0] and replaced.split(end)[1] == text.split(end)[1]
+        # What stands there now is figures with their conditions: a date and whether the CPU had AVX512-BF16.
+        region = text.split(start)[1].split(end)[0]
+        assert re.search(r"\b20\d\d-\d\d-\d\d\b", region) and "AVX512-BF16" in region, f"{part}: {region[:80]!r}"
+    marked = {(relative(page), part) for page in PAGES for part in
+              re.findall(r"<!-- docs_figures (\S+) -->", INLINE.sub("", prose(page.read_text(encoding="utf-8"))))}
+    assert marked == {(relative(page), part) for part, page in FIGURES.PAGES.items()}
+    with pytest.raises(ValueError):
+        FIGURES.replace_region("no markers", "summarize", "NEW")
+
+
+def test_the_quick_start_lines_timed_are_the_readmes():
+    lines = FIGURES.quick_start_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert lines[0].startswith("dytok make-clip ") and len(lines) >= 4
+    assert all(line.startswith("dytok ") for line in lines)
+    block = " ".join(FIGURES.quick_start_block(MACHINE, "bfloat16", (2.0, 2.4), [(line, 12.0) for line in lines]).split())
+    assert "`make-clip` 12 s" in block and "`bench` 12 s" in block
+    assert "Measured 2026-12-07 on an AMD EPYC (2 cores, with AVX512-BF16), bfloat16" in block
+    assert "a load average of 2.0 to 2.4 while it ran" in block
+
+
+def test_a_regenerated_block_names_its_conditions_and_fits_the_checks():
+    """The blocks `docs_figures.py` writes: conditions first, prose and tables within 100 columns, and
+    command lines that the CLI parses (a renamed flag breaks this test, not the next regeneration)."""
+    result = {"visual_tokens": 3520, "total_s": 61.2, "prefill_s": 20.04, "next_question_s": 3.1}
+    compressed = {**result, "visual_tokens": 880, "total_s": 45.9, "prefill_s": 8.0, "next_question_s": 4.2,
+                  "speedup_total": 1.33, "speedup_prefill": 2.5, "speedup_next_question": 0.74}
+    report = {"dtype": "bfloat16", "results": [{**result, "ratio": 1.0, "method": "none"},
+                                               {**compressed, "ratio": 0.25, "method": "dytok-fastv"}]}
+    reports = {model: report for model in FIGURES.FIRST_ANSWER_MODELS}
+    timings = {"vision_s": 50.0, "prefill_s": 144.0, "generate_s": 300.0, "chapters_s": 20.0, "write_up_s": 40.0}
+    records = [{"model": model, "method": method, "ratio": 1.0 if method == "none" else 0.25, "dtype": "bfloat16",
+                "windows": 2, "frames": 30, "visual_tokens": {"kept": 880},
+                "timings": {**timings, "prefill_s": 288.0} if method == "none" else timings,
+                "seconds_per_video_minute": 140.0}
+               for model in FIGURES.FIRST_ANSWER_MODELS for method in FIGURES.SUMMARIZE_METHODS]
+    blocks = [FIGURES.first_answer_block(MACHINE, (2.0, 2.4), reports, 32, 16),
+              FIGURES.summarize_block(MACHINE, (2.0, 2.4), records, 2, 32)]
+    for block in blocks:
+        assert " ".join(block.split()).startswith("Measured 2026-12-07 on an AMD EPYC (2 cores, with AVX512-BF16), bfloat16")
+        assert all(len(line) <= TABLE_WIDTH for line in prose(block).splitlines())  # prose and tables
+    assert "| `qwen3.5-0.8b` | `dytok-fastv`, 0.25 | 880 | 46 s (1.33x) | 8.0 s (2.50x) | 4.2 s (0.74x) |" in blocks[0]
+    assert "| `llava-ov-0.5b` | `dytok-fastv` 0.25 | 880 | 50 | 144.0 (2.0x) | 216 | 140 |" in blocks[1]
+    commands = [command for block in blocks for line in block.splitlines() for command in commands_in(line)]
+    assert {shlex.split(command)[1] for command in commands} == {"make-clip", "bench"}
+    for command in commands:
+        words = shlex.split(command)
+        GROUP.commands[words[1]].make_context(f"dytok {words[1]}", words[2:])

@@ -31,7 +31,7 @@ SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3
 FIRST_QUESTION_CONDITIONS = (
     "random weights of the real shape, 32 frames of a 20-second clip (360p: 640x360; 1080p: 1920x1080), "
     "--method dytok-fastv, ratio 0.25, float32 (--dtype auto there), 8 answer tokens, model loading not counted; "
-    "one run each on a 2-core x86-64 CPU (load 0.8-2.3)"
+    "one run each, 2026-12-05, on a 2-core AMD EPYC without AVX512-BF16 (load 0.8-2.3)"
 )
 FIRST_QUESTION_S = {
     "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {"360p": 201.1, "1080p": 197.7},
