@@ -284,3 +284,22 @@ def test_visionzip_and_the_kept_index_wait_for_the_device_once_not_per_frame(mon
     assert reads == ["tolist"]  # the budgets, which live on the host
     video.kept_index([selection.token_index for selection in selections])
     assert reads == ["tolist", "cpu"]
+
+
+def test_a_checkpoint_loads_straight_onto_its_device(tiny_llava_dir, monkeypatch):
+    """Weights go to the device as they are read (accelerate's device map), not through host memory and a
+    copy of the whole model: the loader is asked for the device, and the model is never moved after."""
+    from transformers import AutoModelForImageTextToText
+
+    from_pretrained, asked, moved = AutoModelForImageTextToText.from_pretrained, [], []
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["device_map"])
+        return from_pretrained(*args, **{**kwargs, "device_map": {"": "cpu"}})
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", spy)
+    monkeypatch.setattr(models, "resolve_device", lambda device: torch.device("cuda", 1))
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda module, *a, **k: moved.append(a) or real_to(module, *a, **k))
+    models.load_model(str(tiny_llava_dir), device=Device.cuda, dtype=DType.float32, trust_remote_code=False)
+    assert asked == [{"": "cuda:1"}] and moved == []

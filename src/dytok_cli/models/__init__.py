@@ -227,14 +227,17 @@ def load_model(name: str, *, device: Device, dtype: DType, trust_remote_code: bo
     target = resolve_device(device)
     try:
         processor = AutoProcessor.from_pretrained(source, **options)
+        # Straight onto the device: loaded on the host first, a 7B checkpoint would take its whole size in
+        # host memory and minutes of copying on its way to a GPU.
         model = AutoModelForImageTextToText.from_pretrained(
-            source, config=config, dtype=resolve_dtype(dtype, target), use_safetensors=True, **options
+            source, config=config, dtype=resolve_dtype(dtype, target), use_safetensors=True,
+            device_map={"": str(target)}, **options
         )
     except Exception as error:
         if (failure := _load_failure(name, error)) is None:
             raise
         raise failure from error
-    return adapter(name, model.to(target).eval(), processor)
+    return adapter(name, model.eval(), processor)
 
 
 def presets() -> dict[str, Path]:
