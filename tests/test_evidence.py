@@ -46,7 +46,7 @@ def test_the_items_are_an_eval_data_set_asking_each_kind_in_turn(tmp_path):
 
 
 @pytest.mark.parametrize("index", range(4))
-def test_the_target_shows_in_its_frames_only_and_answers_colour_and_quarter(tmp_path, index):
+def test_the_target_shows_in_its_frames_only_and_answers_colour_place_and_quarter(tmp_path, index):
     made = tasks.make_video(tasks.video_rng("test", index))
     path = tmp_path / "video.mp4"
     tasks.write_mp4(path, made.frames)
@@ -58,6 +58,9 @@ def test_the_target_shows_in_its_frames_only_and_answers_colour_and_quarter(tmp_
     showing = [f for f in range(tasks.FRAMES) if near[f].sum() >= 10]
     assert showing == list(made.target_frames)
     assert made.quarter == made.target_frames[-1] * 4 // tasks.FRAMES
+    ys, xs = near[made.target_frames[0]].nonzero()
+    assert tasks.PLACES[made.place] == ("bottom" if ys.mean() > tasks.SIZE / 2 else "top") + (
+        " right" if xs.mean() > tasks.SIZE / 2 else " left")
 
 
 def test_as_many_balls_cross_the_line_as_the_answer_says():
@@ -73,6 +76,11 @@ def test_as_many_balls_cross_the_line_as_the_answer_says():
 
 
 def test_an_easier_difficulty_shows_a_larger_target_longer():
-    easy = tasks.Difficulty(size=(20, 26), frames=(6, 8))
+    easy = tasks.Difficulty(size=(16, 20), frames=(6, 8))
     shown = [len(tasks.make_video(tasks.video_rng("train", i), easy).target_frames) for i in range(6)]
     assert all(6 <= count <= 8 for count in shown)
+
+
+def test_a_target_too_large_for_a_quarter_of_the_frame_is_refused():
+    with pytest.raises(ValueError, match="quarter"):
+        tasks.Difficulty(size=(16, 23))
