@@ -55,6 +55,8 @@ def run_eval(data: Path, model: Path, output: Path, ratios: str, threads: int) -
     dytok = shutil.which("dytok")
     if dytok is None:
         sys.exit("install dytok first: python -m pip install -e .")
+    # The model as the plot's title and the run's manifest name it: relative to where the command runs.
+    model = Path(os.path.relpath(model))
     command = [
         dytok, "eval", str(data), "--output", str(output), "--model", str(model), "--frames", str(tasks.FRAMES),
         "--device", "cpu", "--dtype", "float32", "--ratios", ratios, "--max-new-tokens", "4", "--decode-timeout", "0",
