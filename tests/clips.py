@@ -108,6 +108,20 @@ def write_clip_pyav(path: str | os.PathLike, n_frames: int = 20, size: tuple[int
     return path
 
 
+def write_stills(path: str | os.PathLike, shown: list[int], size: tuple[int, int] = (64, 48), fps: int = 8) -> Path:
+    """A lossless H.264 .mp4 (x264 at crf 0) whose frame i shows `frame_pattern(shown[i])`: where `shown`
+    repeats, a still whose frames decode to the same bytes, as a slide or a paused screen can."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = h264_stream(container, fps, size, crf="0")
+        for i, index in enumerate(shown):
+            frame = av.VideoFrame.from_ndarray(frame_pattern(index, size), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
 def write_audio_only(path: str | os.PathLike, seconds: float = 0.5, rate: int = 16000) -> Path:
     """An AAC file with no video stream (use an .m4a or .mp4 suffix)."""
     path = Path(path)

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoConfig
 
 from dytok_cli.apps import bench
-from dytok_cli.config import Device, DType, Method, Settings
+from dytok_cli.config import Device, DType, Lever, Method, Settings
 from dytok_cli.models import load_random_model, presets
 from dytok_cli.pipeline import Pipeline
 
@@ -17,6 +17,7 @@ RESULT_KEYS = {
     "ratio", "method", "visual_tokens", "vision_s", "prior_s", "prefill_s", "ttft_s", "decode_tok_s", "total_s",
     "kv_cache_bytes", "peak_rss_bytes", "peak_gpu_bytes", "speedup_prefill", "speedup_total", "prior_share", "next_question_s",
     "speedup_next_question", "next_question_recomputed_s", "speedup_prefix_reuse", "runs", "spread",
+    "levers", "reused_frames", "lever_speedup_vision", "lever_speedup_total",
 }
 
 
@@ -80,6 +81,33 @@ def test_bench_results_on_a_random_weight_model(tiny_llava_dir, clip):
     assert per_position == 2 * 4 * 2 * 16 * 4  # K and V, 4 layers, 2 KV heads, head_dim 16, float32
     assert all(r["peak_rss_bytes"] > 0 and r["decode_tok_s"] > 0 for r in results)
     assert all(r["next_question_recomputed_s"] > 0 and r["speedup_prefix_reuse"] > 0 for r in results)
+
+
+def test_a_lever_is_measured_on_and_off_and_each_case_against_itself_with_it_off(tiny_llava_dir, tiny_llava, tmp_path):
+    from clips import write_stills
+
+    slides = write_stills(tmp_path / "slides.mp4", [0, 0, 0, 0, 1, 1, 1, 1])
+    settings = Settings(model=str(tiny_llava_dir), frames=8, device=Device.cpu, dtype=DType.float32,
+                        max_new_tokens=2, decode_timeout=None)
+    results = bench.run([settings], slides, [1.0, 0.25], model=tiny_llava, question="q", repeat=1, warmup=0,
+                        levers=[Lever.reuse_repeats])
+    assert [(r["levers"], r["ratio"], r["method"]) for r in results] == [
+        ([], 1.0, "none"), ([], 0.25, "dytok-fastv"), (["reuse-repeats"], 1.0, "none"), (["reuse-repeats"], 0.25, "dytok-fastv"),
+    ]
+    assert [r["reused_frames"] for r in results] == [0, 0, 6, 6]
+    off, on = results[:2], results[2:]
+    for without, with_lever in zip(off, on):
+        assert with_lever["lever_speedup_total"] == without["total_s"] / with_lever["total_s"]
+        assert with_lever["lever_speedup_vision"] == without["vision_s"] / with_lever["vision_s"]
+        assert without["lever_speedup_total"] == without["lever_speedup_vision"] == 1.0
+    # Each set of levers has its own uncompressed baseline.
+    assert on[0]["speedup_total"] == off[0]["speedup_total"] == 1.0
+
+
+def test_several_levers_are_measured_alone_and_together():
+    assert bench.lever_sets([]) == [()]
+    assert bench.lever_sets([Lever.reuse_repeats]) == [(), (Lever.reuse_repeats,)]
+    assert len(bench.lever_sets([Lever.reuse_repeats, Lever.reuse_repeats])) == 4  # none, each alone, both
 
 
 def test_bench_command_json(dytok_here, tiny_llava_dir, clip):

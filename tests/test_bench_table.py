@@ -19,12 +19,12 @@ RESULT = {
     "decode_tok_s": 18.5, "total_s": 2800.12, "next_question_s": 1234.56,
     "next_question_recomputed_s": 2468.02, "speedup_prefix_reuse": 2.87, "kv_cache_bytes": 37.7 * 2**20,
     "peak_rss_bytes": 18.9 * 2**30, "speedup_prefill": 12.34, "speedup_total": 1.17, "speedup_next_question": 1.72,
-    "prior_share": 0.16,
+    "prior_share": 0.16, "levers": [], "reused_frames": 32, "lever_speedup_vision": None, "lever_speedup_total": None,
 }
 REPORT = {
     "machine": "x86_64, 2 cores, torch 2.14.1, cpu", "model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     "prior_model": None, "method": "dytok-fastv,dytok", "dtype": "bfloat16", "frames": 32, "prefix_cache": True,
-    "random_weights": True,
+    "random_weights": True, "levers": [],
     "results": [
         {**RESULT, "ratio": 1.0, "method": "none", "speedup_prefill": 1.0},
         {**RESULT, "ratio": 0.125, "method": "dytok-fastv"},
@@ -58,6 +58,21 @@ def test_wide_table_shows_every_measure_uncut(monkeypatch, capsys, columns):
     text = "\n".join(table(monkeypatch, capsys, columns, wide=True))
     assert "…" not in text
     for cell in DEFAULT_CELLS + WIDE_ONLY_CELLS:
+        assert cell in text
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_a_lever_table_fits_and_says_what_each_lever_gave(monkeypatch, capsys, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    lever = {**RESULT, "levers": ["reuse-repeats"], "lever_speedup_vision": 3.21, "lever_speedup_total": 1.43}
+    off = {**RESULT, "lever_speedup_vision": 1.0, "lever_speedup_total": 1.0}
+    render.bench_table({**REPORT, "levers": ["reuse-repeats"], "results": [
+        {**off, "ratio": 1.0, "method": "none"}, {**lever, "ratio": 1.0, "method": "none"},
+        {**lever, "ratio": 0.125, "method": "dytok-fastv"}]})
+    lines = capsys.readouterr().out.splitlines()
+    text = "\n".join(lines)
+    assert "…" not in text and max(len(line) for line in lines) <= columns
+    for cell in ["reuse-repeats", "off", "32", "1137.21", "2800.12", "3.21", "1.43", "dytok-fastv", "levers off in this run"]:
         assert cell in text
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not i
 
 RECORD_KEYS = {
     "video", "question", "answer", "reasoning", "model", "prior_model", "method", "ratio", "dtype", "backend",
-    "frames", "visual_tokens", "tokens_per_frame", "frame_size", "reused_prefix_tokens", "subtitles", "timings",
+    "frames", "visual_tokens", "tokens_per_frame", "frame_size", "reused_frames", "reused_prefix_tokens", "subtitles", "timings",
     "error",
 }
 FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}

@@ -35,6 +35,7 @@ from .config import (
     Device,
     DType,
     ImageFormat,
+    Lever,
     Method,
     Settings,
     SummaryFormat,
@@ -152,6 +153,10 @@ _PIPELINE_OPTIONS = [
     ("max_pixels", Annotated[Optional[int], typer.Option(
         "--max-pixels", metavar="N", rich_help_panel=SAMPLING,
         help="Qwen: at most N pixels a frame (fewer tokens).")], _DEFAULTS.max_pixels),
+    ("reuse_repeats", Annotated[bool, typer.Option(
+        "--reuse-repeats/--no-reuse-repeats", rich_help_panel=SAMPLING,
+        help="Encode a frame that repeats the one before only once.")],
+     _DEFAULTS.reuse_repeats),
     ("backend", Annotated[Backend, typer.Option(
         "--backend", metavar="NAME", rich_help_panel=SAMPLING,
         help="Video decoder: auto (the first that works), decord, pyav or opencv.")],
@@ -914,6 +919,10 @@ def bench(
     ratios: Annotated[str, typer.Option(
         "--ratios", metavar="R,R,...", rich_help_panel=METHOD,
         help="Ratios to measure, comma-separated; 1 is the uncompressed baseline.")] = "1,0.5,0.25,0.1",
+    levers: Annotated[Optional[list[Lever]], typer.Option(
+        "--lever", metavar="LEVER", rich_help_panel=METHOD,
+        help="reuse-repeats: a speed lever to measure on and off against the same run without it; repeat for "
+        "several (each alone and all together).")] = None,
     question: Annotated[str, typer.Option(
         "--question", "-q", metavar="TEXT", rich_help_panel=BASICS, help="Question asked on every run.")] = DEFAULT_QUESTION,
     repeat: Annotated[int, typer.Option(
@@ -949,7 +958,8 @@ def bench(
         from .apps import bench as benchmark
 
     settings = compared[0]
-    runs = (warmup + repeat) * len(benchmark.measured_cases(compared, measured))
+    levers = list(dict.fromkeys(levers or []))  # each once, in the order given
+    runs = (warmup + repeat) * len(benchmark.measured_cases(compared, measured, levers))
     with render.BatchProgress(runs) as progress:
         def finished(run: benchmark.Finished) -> None:
             progress.advance()
@@ -958,11 +968,11 @@ def bench(
                             f"about {render.duration(run.left_s)} left")
 
         results = benchmark.run(compared, video, measured, question=question, repeat=repeat, warmup=warmup,
-                                on_progress=progress.stage, on_finished=finished)
+                                levers=levers, on_progress=progress.stage, on_finished=finished)
     report = {"machine": benchmark.machine(settings), "model": settings.model, "prior_model": options["prior_model"],
               "method": ",".join(method.value for method in methods), "dtype": benchmark.dtype_name(settings),
               "frames": settings.frames, "prefix_cache": settings.prefix_cache, "random_weights": settings.random_weights,
-              "results": results}
+              "levers": [lever.value for lever in levers], "results": results}
     if json_output:
         render.write_json(report)
     else:

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -79,6 +80,13 @@ _METHOD_TRAITS = {
 BASELINE = Method.none
 
 
+class Lever(str, Enum):
+    """A speed lever `bench --lever` measures on and off in one run; each is a boolean field of `Settings`
+    (`LEVER_FIELDS`)."""
+
+    reuse_repeats = "reuse-repeats"
+
+
 class Backend(str, Enum):
     auto = "auto"
     decord = "decord"
@@ -137,6 +145,9 @@ class Settings:
     # the family's reference preprocessing sizes them.
     max_pixels: int | None = None
     backend: Backend = Backend.auto
+    # Encode a tower frame (a sampled frame; two for Qwen) whose pixels equal, bit for bit, those of the one
+    # before it only once: it takes that one's features, which encoding it again would give exactly.
+    reuse_repeats: bool = True
     prior_layers: str | None = None  # None: the deepest third of the prior model's layers (dytok-fastv: 0..K)
     prune_layer: int | None = None  # dytok-fastv's K; None: `default_prune_layer`
     device: Device = Device.auto
@@ -251,6 +262,15 @@ class Settings:
 _CHOICES.update(
     {name: hint for name, hint in get_type_hints(Settings).items() if isinstance(hint, type) and issubclass(hint, Enum)}
 )
+
+
+# The Settings field each lever turns on and off.
+LEVER_FIELDS = {Lever.reuse_repeats: "reuse_repeats"}
+
+
+def with_levers(settings: Settings, compared: Sequence[Lever], on: Sequence[Lever]) -> Settings:
+    """`settings` with each of the `compared` levers on where it is in `on`, off where not."""
+    return dataclasses.replace(settings, **{LEVER_FIELDS[lever]: lever in on for lever in compared})
 
 
 # The flags that only some methods take, and the strategy trait that says which.

@@ -27,6 +27,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "visual_tokens": None,
         "tokens_per_frame": None,
         "frame_size": None,  # [width, height] of a frame as the vision tower saw it, in pixels
+        "reused_frames": None,  # tower frames that repeat the one before, so not encoded again (--reuse-repeats)
         "reused_prefix_tokens": None,  # prompt tokens an earlier question about the video ran (prefix reuse)
         "subtitles": None,  # with --subtitles/--speech: what is said that went into the prompt (`subtitles_record`)
         "timings": None,
@@ -61,6 +62,7 @@ def plan_record(plan: Plan, settings: Settings, prior_model: str | None) -> dict
         visual_tokens={"full": plan.encoded.num_frames * per_frame, "kept": plan.kept_tokens},
         tokens_per_frame=per_frame,
         frame_size=list(size) if (size := plan.encoded.frame_size) is not None else None,
+        reused_frames=plan.encoded.reused_frames,
         reused_prefix_tokens=plan.reused_prefix_tokens,
         subtitles=subtitles_record(plan),
         timings={key: round(plan.timings.get(key, 0.0), 4) for key in TIMING_KEYS},

@@ -280,11 +280,19 @@ _BENCH_COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "speedup_next_question": ("next q\n×", lambda r: _speedup(r["speedup_next_question"])),
     "speedup_prefix_reuse": ("reuse\n×", lambda r: _speedup(r["speedup_prefix_reuse"])),
     "prior_share": ("prior\nshare", lambda r: f"{r['prior_share']:.0%}"),
+    "levers": ("levers", lambda r: "+".join(r["levers"]) or "off"),
+    "reused_frames": ("reused\nframes", lambda r: str(r["reused_frames"])),
+    "lever_speedup_vision": ("vision\n× lever", lambda r: _speedup(r["lever_speedup_vision"])),
+    "lever_speedup_total": ("total\n× lever", lambda r: _speedup(r["lever_speedup_total"])),
 }
 # What a first and a later question cost, and the speed-ups: nine columns fit in 80.
 BENCH_DEFAULT_COLUMNS = (
     "ratio", "method", "visual_tokens", "prefill_s", "total_s", "next_question_s",
     "speedup_prefill", "speedup_total", "speedup_next_question",
+)
+# With --lever: what each lever does to the vision pass and the whole first question.
+BENCH_LEVER_COLUMNS = (
+    "ratio", "method", "levers", "reused_frames", "vision_s", "total_s", "lever_speedup_vision", "lever_speedup_total",
 )
 # With several runs, how far apart a measure's runs were: (largest - smallest) / median. The caption gives
 # the largest of these; --wide shows them beside their measures.
@@ -326,11 +334,15 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
     from rich import box
     from rich.table import Table
 
-    names = tuple(_BENCH_COLUMNS) if wide else BENCH_DEFAULT_COLUMNS
+    levers = bool(report.get("levers"))
+    names = tuple(name for name in _BENCH_COLUMNS if levers or not name.startswith(("levers", "lever_"))) if wide \
+        else BENCH_LEVER_COLUMNS if levers else BENCH_DEFAULT_COLUMNS
     if wide and any(result.get("runs", 1) > 1 for result in report["results"]):
         names = tuple(name for column in names for name in (column, *(["spread:" + column] if column in _BENCH_SPREAD else [])))
     legend = (
-        f"{report['machine']}; {_bench_figures(report)}; speed-ups (×) against ratio 1 in this run; next q: a later "
+        f"{report['machine']}; {_bench_figures(report)}; "
+        + ("× lever: against the same case with the levers off in this run; " if levers else "")
+        + "speed-ups (×) against ratio 1 in this run; next q: a later "
         "question on the same video, decoding and vision reused"
         + (", and the prompt prefix's LLM work (--no-prefix-cache to recompute it)" if report["prefix_cache"]
            else "; the prompt prefix recomputed (--no-prefix-cache)")

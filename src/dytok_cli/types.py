@@ -118,6 +118,8 @@ class EncodedVideo:
     # (F, T, D) each: features of the same tokens from earlier vision layers that the decoder adds to
     # its hidden states at the visual positions after its first layers (Qwen3-VL's DeepStack); else empty.
     deepstack: tuple[torch.Tensor, ...] = ()
+    # Frames whose pixels repeat the frame's before them, so the vision tower did not encode them again.
+    reused_frames: int = 0
 
     @property
     def num_frames(self) -> int:

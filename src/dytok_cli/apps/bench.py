@@ -7,6 +7,9 @@ on the same video, its decoded frames and vision passes reused, as a later quest
 `prefix_cache` is off); then once more with that work done again, so the gain of prefix reuse is a
 ratio within the run. Ratio 1 is the uncompressed model (no prior, every visual token), the baseline
 the speed-ups are measured against.
+
+Speed levers (`levers`) are measured the same way: every case runs with the compared levers all off, with
+each alone, and with all of them when there are several, each against the same case with all off.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..config import BASELINE, Settings
+from ..config import BASELINE, LEVER_FIELDS, Lever, Settings, with_levers
 from ..gpu import clock
 from ..models import (
     VideoModel,
@@ -118,6 +121,7 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
     prompt = inputs["input_ids"].shape[1]
     return {
         "visual_tokens": plan.kept_tokens,
+        "reused_frames": plan.encoded.reused_frames,
         "vision_s": timings["vision_s"],
         "prior_s": timings["prior_s"],
         "prefill_s": timings["prefill_s"],
@@ -142,14 +146,28 @@ def load_models(settings: Settings, prior_model: str | None) -> tuple[VideoModel
     return load(settings.model), load(prior_model) if prior_model else None
 
 
-def measured_cases(compared: list[Settings], ratios: list[float]) -> list[Settings]:
-    """What `run` measures, in order: ratio 1 once, as the uncompressed baseline, and every compared
-    method at each other ratio."""
+def lever_sets(levers: list[Lever]) -> list[tuple[Lever, ...]]:
+    """Which of the compared `levers` are on, case by case: none, each alone, and all of them when there
+    are several. Without levers to compare, one set: the settings as given."""
+    if not levers:
+        return [()]
+    return [(), *((lever,) for lever in levers), *([tuple(levers)] if len(levers) > 1 else [])]
+
+
+def measured_cases(compared: list[Settings], ratios: list[float], levers: list[Lever] = ()) -> list[Settings]:
+    """What `run` measures, in order: for each set of levers on (`lever_sets`), ratio 1 once, as the
+    uncompressed baseline, and every compared method at each other ratio."""
     return [
-        settings.with_method(settings.method, ratio)
+        with_levers(settings.with_method(settings.method, ratio), levers, on)
+        for on in lever_sets(list(levers))
         for ratio in ratios
         for settings in ([compared[0].with_method(BASELINE, 1.0)] if ratio == 1 else compared)
     ]
+
+
+def levers_on(settings: Settings, levers: list[Lever]) -> list[str]:
+    """The compared `levers` that `settings` has on, by name."""
+    return [lever.value for lever in levers if getattr(settings, LEVER_FIELDS[lever])]
 
 
 @dataclass(frozen=True)
@@ -172,16 +190,18 @@ def run(
     question: str,
     repeat: int,
     warmup: int,
+    levers: list[Lever] = (),
     model: VideoModel | None = None,
     prior: VideoModel | None = None,
     on_progress: Callable[[str], None] | None = None,
     on_finished: Callable[[Finished], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One result per (ratio, method), ratios in the order given and the `compared` methods' settings
-    (one per method, `Settings.for_methods`) within each, each the median over `repeat` timed runs, with
-    `runs` (how many) and `spread` (each measure's smallest and largest value). Ratio 1 is measured once,
-    as the uncompressed baseline every method is compared with. Models are loaded from the settings unless
-    given. `on_progress` is told what starts, `on_finished` what ended.
+    """One result per (levers on, ratio, method), ratios in the order given and the `compared` methods'
+    settings (one per method, `Settings.for_methods`) within each, each the median over `repeat` timed runs,
+    with `runs` (how many) and `spread` (each measure's smallest and largest value). Ratio 1 is measured
+    once per set of levers, as the uncompressed baseline every method is compared with; each case with a
+    lever on is compared with the same case with every compared lever off (`lever_speedup_*`). Models are
+    loaded from the settings unless given. `on_progress` is told what starts, `on_finished` what ended.
 
     Each repetition runs every case once, in turn: a shared machine's speed drifts over minutes,
     and interleaving lays that drift on all cases alike instead of on whichever ran last."""
@@ -190,9 +210,11 @@ def run(
         if on_progress:
             on_progress(f"Loading {compared[0].model}")
         model, prior = load_models(compared[0], prior_model)
-    cases = measured_cases(compared, ratios)
+    levers = list(levers)
+    cases = measured_cases(compared, ratios, levers)
     pipelines = [Pipeline(case, model=model, prior=prior if case.prior_model else None) for case in cases]
-    labels = [f"ratio {case.ratio:g} {case.method.value}" for case in cases]
+    labels = [f"ratio {case.ratio:g} {case.method.value}"
+              + (f", {'+'.join(levers_on(case, levers)) or 'levers off'}" if levers else "") for case in cases]
     total = (warmup + repeat) * len(cases)
     elapsed = 0.0  # seconds the runs so far took, to tell how long the rest will
     done = 0
@@ -225,8 +247,10 @@ def run(
                 gpu_peaks[number] = max(gpu_peaks[number] or 0, reached)
     results = []
     for case, measured, peak, gpu_peak in zip(cases, runs, peaks, gpu_peaks):
-        result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value, "runs": len(measured)}
+        result: dict[str, Any] = {"ratio": case.ratio, "method": case.method.value, "levers": levers_on(case, levers),
+                                  "runs": len(measured)}
         result["visual_tokens"] = measured[0]["visual_tokens"]
+        result["reused_frames"] = measured[0]["reused_frames"]
         spread: dict[str, list[float] | None] = {}
         for measure in MEASURES:
             values = [run[measure] for run in measured if run[measure] is not None]
@@ -237,8 +261,11 @@ def run(
         result["peak_rss_bytes"] = peak
         result["peak_gpu_bytes"] = gpu_peak
         results.append(result)
-    baseline = next((r for r in results if r["ratio"] == 1), None)
     for result in results:
+        baseline = next((r for r in results if r["ratio"] == 1 and r["levers"] == result["levers"]), None)
+        off = next(r for r in results if (r["ratio"], r["method"], r["levers"]) == (result["ratio"], result["method"], []))
+        result["lever_speedup_vision"] = off["vision_s"] / result["vision_s"] if levers and result["vision_s"] else None
+        result["lever_speedup_total"] = off["total_s"] / result["total_s"] if levers else None
         result["speedup_prefill"] = baseline["prefill_s"] / result["prefill_s"] if baseline else None
         result["speedup_total"] = baseline["total_s"] / result["total_s"] if baseline else None
         result["speedup_next_question"] = baseline["next_question_s"] / result["next_question_s"] if baseline else None

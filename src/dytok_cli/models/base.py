@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -15,6 +16,7 @@ from transformers import (
 )
 
 from ..errors import ModelError
+from ..math.repeats import Repeats, find_repeats, tower_frames
 from ..types import EncodedVideo, Frames, PromptTensors, Question
 from .decoder import Decoder
 from .thinking import Markers, Split, template_has_switch
@@ -71,12 +73,20 @@ class VideoModel:
         return tuple(range(self.num_layers))
 
     # --- family specifics -------------------------------------------------------------------
-    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
         """Vision tower, projector and any pooling for the sampled frames; a family whose positions
         encode time reads it from the frames' timing here. `max_pixels` caps each frame's pixels for a
         family that sizes its frames (None: as its reference preprocessing does); one whose frames have a
-        fixed size refuses it."""
+        fixed size refuses it. With `reuse_repeats` a tower frame whose pixels equal the one's before it
+        is not encoded again: it takes that one's features (`repeats`)."""
         raise NotImplementedError
+
+    @staticmethod
+    def repeats(images: np.ndarray, per_group: int, reuse: bool) -> Repeats:
+        """Which tower frames of the sampled `images` (F, H, W, 3) to encode, `per_group` sampled frames
+        each: with `reuse`, not those that repeat the one before (see `math.repeats`)."""
+        groups = tower_frames(images, per_group)
+        return find_repeats(groups) if reuse else Repeats.none(len(groups))
 
     def text_attention_modules(self) -> list[nn.Module | None]:
         """The language model's self-attention module of every decoder layer, in order (None for a layer

@@ -84,12 +84,15 @@ class LlavaOnevision(VideoModel):
             raise ModelError(f"{self.name!r} feeds its projector from the patch embeddings, which carry no attention")
         return layers[index].self_attn
 
-    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
         if max_pixels is not None:  # refused rather than ignored, so no record reports a size it did not get
             side = self.model.config.vision_config.image_size
             raise ModelError(f"--max-pixels does not apply to {self.name!r}: LLaVA-OneVision resizes every frame "
                              f"to its vision tower's {side}x{side}")
         pixels = self.processor.video_processor(videos=[frames.images], return_tensors="pt")["pixel_values_videos"]
+        repeats = self.repeats(frames.images, 1, reuse_repeats)
+        if repeats.reused:
+            pixels = pixels[:, list(repeats.encoded)]  # (1, U, 3, H, W)
         pixels = pixels.to(self.device, self.model.dtype)
         captured: dict[str, torch.Tensor] = {}
 
@@ -105,11 +108,12 @@ class LlavaOnevision(VideoModel):
         vision = self.model.config.vision_config
         grid = vision.image_size // vision.patch_size
         frames = pixels.shape[1]
-        features = pooled[:-1].view(frames, -1, pooled.shape[-1])  # (F, T, D)
+        features = pooled[:-1].view(frames, -1, pooled.shape[-1])  # (U, T, D)
         return EncodedVideo(
-            features=features,
+            features=repeats.spread(features),
             extra=pooled[-1:],
             frame_size=(pixels.shape[-1], pixels.shape[-2]),
-            attention=pool_like_features(attention[..., None], grid)[..., 0],
-            keys=pool_like_features(keys, grid),
+            attention=repeats.spread(pool_like_features(attention[..., None], grid)[..., 0]),
+            keys=repeats.spread(pool_like_features(keys, grid)),
+            reused_frames=repeats.reused,
         )

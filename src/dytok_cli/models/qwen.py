@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..math.repeats import Repeats
 from .base import VideoModel
 
 
@@ -45,6 +46,16 @@ class QwenVideoModel(VideoModel):
                                  f"for ({smallest} pixels)")
             options["size"] = self.capped_size(processor, max_pixels, len(images))
         return video_patches(processor, images, **options)
+
+    def encoded_patches(self, processed: Any, repeats: Repeats) -> tuple[torch.Tensor, torch.Tensor]:
+        """The processor's patches (G*h*w, C) and grid (1, 3) cut down to the temporal patches `repeats`
+        encodes, on the model's device: (U*h*w, C) and (1, 3) with U for G."""
+        pixels, grid_thw = processed["pixel_values_videos"], processed["video_grid_thw"]
+        groups, height, width = grid_thw[0].tolist()
+        if repeats.reused:
+            pixels = pixels.view(groups, height * width, -1)[list(repeats.encoded)].flatten(0, 1)
+            grid_thw = grid_thw.new_tensor([[len(repeats.encoded), height, width]])
+        return pixels.to(self.device, self.model.dtype), grid_thw.to(self.device)
 
     def frame_size(self, grid_thw: torch.Tensor) -> tuple[int, int]:
         """(width, height) in pixels of the frames whose patch grid is `grid_thw` (1, 3)."""

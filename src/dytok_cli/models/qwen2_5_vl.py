@@ -70,26 +70,27 @@ class Qwen2_5_VL(QwenVideoModel):
             return len(frames.indices) / frames.total_frames * frames.video_fps
         return None
 
-    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
         images, fps = frames.images, self.sampled_fps(frames)
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
         processed = self.patches(images, max_pixels, video_metadata=metadata)
-        pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
-        grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
         vision = self.model.config.vision_config
+        repeats = self.repeats(images, vision.temporal_patch_size, reuse_repeats)
+        pixels, grid_thw = self.encoded_patches(processed, repeats)
         block = self.model.model.visual.blocks[vision.fullatt_block_indexes[-1]].attn
         output, attention, keys = video_features_with_scores(
             self.model, block, pixels, grid_thw, order=self._token_order(grid_thw)
         )
-        features = output.pooler_output[0]  # (F*T, D), the LLM's order
-        groups, height, width = grid_thw[0].tolist()
+        features = output.pooler_output[0]  # (U*T, D), the LLM's order
+        groups, height, width = processed["video_grid_thw"][0].tolist()
         return EncodedVideo(
-            features=features.view(groups, -1, features.shape[-1]),
+            features=repeats.spread(features.view(len(repeats.encoded), -1, features.shape[-1])),
             extra=features[:0],
-            attention=attention,
-            keys=keys,
+            attention=repeats.spread(attention),
+            keys=repeats.spread(keys),
+            reused_frames=repeats.reused,
             frames_per_group=vision.temporal_patch_size,
             grid=(groups, height, width),
             frame_size=self.frame_size(grid_thw),

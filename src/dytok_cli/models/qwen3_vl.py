@@ -82,7 +82,7 @@ class Qwen3VL(QwenVideoModel):
         return {"shortest_edge": size["shortest_edge"], "longest_edge": min(size["longest_edge"], max_pixels * num_frames)}
 
     # --- vision -------------------------------------------------------------------------------
-    def encode(self, frames: Frames, max_pixels: int | None = None) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
         # Each temporal patch's time, written into the prompt, is the mean of its frames' decoder times.
         images, timestamps = frames.images, frames.timestamps
         vision = self.model.config.vision_config
@@ -90,20 +90,21 @@ class Qwen3VL(QwenVideoModel):
         if len(images) < per_group:  # the processor refuses less than one temporal patch; it pads with the last frame
             images = np.concatenate([images, np.repeat(images[-1:], per_group - len(images), axis=0)])
         processed = self.patches(images, max_pixels)
-        pixels = processed["pixel_values_videos"].to(self.device, self.model.dtype)
-        grid_thw = processed["video_grid_thw"].to(self.device)  # (1, 3)
+        repeats = self.repeats(images, per_group, reuse_repeats)
+        pixels, grid_thw = self.encoded_patches(processed, repeats)
         block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
         output, attention, keys = video_features_with_scores(self.model, block, pixels, grid_thw)
-        groups, height, width = grid_thw[0].tolist()
+        groups, height, width = processed["video_grid_thw"][0].tolist()
 
         def per_frame(features: torch.Tensor) -> torch.Tensor:
-            return features.view(groups, -1, features.shape[-1])  # (F*T, D) -> (F, T, D)
+            return repeats.spread(features.view(len(repeats.encoded), -1, features.shape[-1]))  # (U*T, D) -> (F, T, D)
 
         return EncodedVideo(
             features=per_frame(output.pooler_output[0]),
             extra=output.pooler_output[0][:0],
-            attention=attention,
-            keys=keys,
+            attention=repeats.spread(attention),
+            keys=repeats.spread(keys),
+            reused_frames=repeats.reused,
             frames_per_group=per_group,
             grid=(groups, height, width),
             frame_size=self.frame_size(grid_thw),

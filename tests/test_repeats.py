@@ -1,0 +1,109 @@
+"""Frames that repeat the one before are encoded once (--reuse-repeats, the default): which are found
+(pure, no model), and that every family's encoding of a video with stills is, bit for bit, the encoding
+of every frame."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dytok_cli import Pipeline, Settings
+from dytok_cli.math.repeats import Repeats, find_repeats, tower_frames
+from dytok_cli.types import Frames
+
+
+def test_a_still_is_encoded_once_and_a_frame_that_differs_again():
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    repeats = find_repeats(np.stack([a, a, a, b, b, a]))
+    assert repeats == Repeats(encoded=(0, 3, 5), source=(0, 0, 0, 1, 1, 2))
+    assert repeats.reused == 3
+
+
+def test_one_level_of_one_pixel_is_a_different_frame():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[3, 3, 2] = 1
+    assert find_repeats(np.stack([a, b])).reused == 0
+
+
+def test_tower_frames_fill_the_last_as_the_processors_do():
+    images = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 3), np.uint8)  # frame i is all i
+    groups = tower_frames(images, 2)  # (3, 2, 2, 2, 3)
+    assert groups.shape == (3, 2, 2, 2, 3)
+    assert [int(group[:, 0, 0, 0][1]) for group in groups] == [1, 3, 4]  # the last group repeats frame 4
+    assert tower_frames(images, 1).shape == (5, 1, 2, 2, 3)
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40))
+def test_spreading_the_encoded_frames_gives_every_frames_own(contents):
+    """Whatever the run lengths: encoding only the frames kept and spreading them back is encoding each."""
+    groups = np.array(contents, dtype=np.uint8)[:, None]  # (G, 1) frame "pixels"
+    repeats = find_repeats(groups)
+    encode = lambda selected: torch.tensor(selected, dtype=torch.float32) * 10 + 1  # noqa: E731  any per-frame function
+    assert torch.equal(repeats.spread(encode(groups[list(repeats.encoded)])), encode(groups))
+    # Never one encoded twice in a row: each encoded frame differs from the one encoded before it.
+    assert all(contents[i] != contents[j] for i, j in zip(repeats.encoded, repeats.encoded[1:]))
+
+
+def test_none_encodes_every_frame_and_spreads_nothing():
+    values = torch.arange(4)
+    assert Repeats.none(4).reused == 0 and Repeats.none(4).spread(values) is values
+
+
+def stills(images: np.ndarray, pattern: list[int]) -> Frames:
+    """A video of the frames `images[pattern[i]]`: stills where the pattern repeats."""
+    chosen = images[pattern]
+    return Frames(images=chosen, indices=tuple(range(len(pattern))), timestamps=tuple(i * 0.5 for i in range(len(pattern))),
+                  backend="pyav", video_fps=2.0, total_frames=len(pattern), duration_s=len(pattern) / 2)
+
+
+# Sampled frames: three stills, the last one frame long. Qwen's temporal patches pair them: (0,0) (0,1)
+# (1,1) (1,1) and (2,2), the last filled with a copy; only the fourth repeats the one before.
+PATTERN = [0, 0, 0, 1, 1, 1, 1, 1, 2]
+REUSED = {1: 6, 2: 1}  # by sampled frames per tower frame
+
+
+def test_every_family_encodes_a_video_with_stills_as_it_encodes_every_frame(family, clip):
+    pipeline = Pipeline(Settings(model=str(family.dir), frames=3, device="cpu", dtype="float32"), model=family.adapter)
+    frames = stills(pipeline.read(clip).images, PATTERN)
+    reused = family.adapter.encode(frames)
+    every = family.adapter.encode(frames, reuse_repeats=False)
+    assert reused.reused_frames == REUSED[reused.frames_per_group] and every.reused_frames == 0
+    # Bit for bit, not within a tolerance: the tower encodes each frame on its own, so the frames it did
+    # encode come out as they do beside the others, and the repeats are copies of them.
+    for field in dataclasses.fields(every):
+        ours, theirs = getattr(reused, field.name), getattr(every, field.name)
+        if isinstance(theirs, torch.Tensor):
+            assert torch.equal(ours, theirs), field.name
+        elif field.name != "reused_frames":
+            assert len(ours) == len(theirs) and all(map(torch.equal, ours, theirs)) if field.name == "deepstack" \
+                else ours == theirs, field.name
+
+
+def test_a_video_with_stills_is_answered_as_without_reuse_and_the_record_counts_them(dytok_here, tiny_llava_dir, tmp_path):
+    from clips import write_stills
+
+    video = write_stills(tmp_path / "slides.mp4", [0, 0, 0, 0, 1, 1, 2, 2])
+    common = ["ask", str(video), "what?", "--model", str(tiny_llava_dir), "--frames", "8", "--json", "--max-new-tokens", "4"]
+    reused, every = (json.loads(dytok_here(*common, *flag).stdout) for flag in ([], ["--no-reuse-repeats"]))
+    assert (reused["reused_frames"], every["reused_frames"]) == (5, 0)
+    assert reused["answer"] == every["answer"]
+    assert [frame["weight"] for frame in reused["frames"]] == [frame["weight"] for frame in every["frames"]]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_the_cache_keeps_encodings_with_and_without_reuse_apart(tiny_llava_dir, tiny_llava, clip, tmp_path, reuse):
+    from dytok_cli.media.cache import VisualCache
+
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device="cpu", dtype="float32", reuse_repeats=reuse)
+    pipeline = Pipeline(settings, model=tiny_llava, cache=VisualCache(tmp_path))
+    other = Pipeline(dataclasses.replace(settings, reuse_repeats=not reuse), model=tiny_llava, cache=VisualCache(tmp_path))
+    assert pipeline._prepare_frames(clip) is not None
+    key = lambda p: p.cache.key(clip, p._cache_identity())  # noqa: E731
+    assert key(pipeline) != key(other)
