@@ -32,6 +32,39 @@ def test_one_level_of_one_pixel_is_a_different_frame():
     assert find_repeats(np.stack([a, b])).reused == 0
 
 
+def test_a_tolerance_takes_frames_within_it_of_the_last_one_encoded():
+    still = np.full((4, 4, 3), 100, np.uint8)
+    noisy = still.copy()
+    noisy[0, 0, 0] = 140  # one pixel 40 levels off, as H.264 leaves a slide's frames
+    cut = np.zeros((4, 4, 3), np.uint8)
+    assert find_repeats(np.stack([still, noisy, cut]), tolerance=40).encoded == (0, 2)
+    assert find_repeats(np.stack([still, noisy, cut]), tolerance=39).encoded == (0, 1, 2)
+    # A fade 10 levels a frame: against the frame encoded, not the one before, so it cannot creep past 15.
+    fade = np.stack([still + 10 * step for step in range(5)]).astype(np.uint8)
+    assert find_repeats(fade, tolerance=15).encoded == (0, 2, 4)
+    # Levels below the reference's count as far as those above (no uint8 wrap-around).
+    assert find_repeats(np.stack([still, still - 50]), tolerance=40).encoded == (0, 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeat-tolerance", "256"], "--repeat-tolerance must be 0 to 255"),
+    (["--repeat-tolerance", "-1"], "--repeat-tolerance must be 0 to 255"),
+    (["--repeat-tolerance", "8", "--no-reuse-repeats"], "--repeat-tolerance applies with --reuse-repeats"),
+])
+def test_a_bad_tolerance_is_a_usage_error(dytok_here, clip, args, message):
+    result = dytok_here("ask", str(clip), "what?", *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_lever_turned_off_takes_its_tolerance_with_it():
+    from dytok_cli.config import Lever, with_levers
+
+    settings = Settings(repeat_tolerance=40)
+    off = with_levers(settings, [Lever.reuse_repeats], [])
+    assert (off.reuse_repeats, off.repeat_tolerance, off.tolerance_for_repeats) == (False, 0, None)
+    assert with_levers(settings, [Lever.reuse_repeats], [Lever.reuse_repeats]) == settings
+
+
 def test_tower_frames_fill_the_last_as_the_processors_do():
     images = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 3), np.uint8)  # frame i is all i
     groups = tower_frames(images, 2)  # (3, 2, 2, 2, 3)
@@ -73,7 +106,7 @@ def test_every_family_encodes_a_video_with_stills_as_it_encodes_every_frame(fami
     pipeline = Pipeline(Settings(model=str(family.dir), frames=3, device="cpu", dtype="float32"), model=family.adapter)
     frames = stills(pipeline.read(clip).images, PATTERN)
     reused = family.adapter.encode(frames)
-    every = family.adapter.encode(frames, reuse_repeats=False)
+    every = family.adapter.encode(frames, repeat_tolerance=None)
     assert reused.reused_frames == REUSED[reused.frames_per_group] and every.reused_frames == 0
     # Bit for bit, not within a tolerance: the tower encodes each frame on its own, so the frames it did
     # encode come out as they do beside the others, and the repeats are copies of them.
@@ -84,6 +117,18 @@ def test_every_family_encodes_a_video_with_stills_as_it_encodes_every_frame(fami
         elif field.name != "reused_frames":
             assert len(ours) == len(theirs) and all(map(torch.equal, ours, theirs)) if field.name == "deepstack" \
                 else ours == theirs, field.name
+
+
+def test_with_a_tolerance_a_near_repeat_takes_the_features_of_the_frame_encoded(tiny_llava, tiny_llava_dir, clip):
+    """Lossy by design: the near repeat is answered as if it were the frame before it."""
+    images = Pipeline(Settings(model=str(tiny_llava_dir), frames=2, device="cpu", dtype="float32"), model=tiny_llava).read(clip).images
+    near = images[0].copy()
+    near[0, 0] = np.clip(near[0, 0].astype(int) + 30, 0, 255)
+    frames = stills(np.stack([images[0], near, images[1]]), [0, 1, 2])
+    exact, tolerant = tiny_llava.encode(frames), tiny_llava.encode(frames, repeat_tolerance=30)
+    assert (exact.reused_frames, tolerant.reused_frames) == (0, 1)
+    assert torch.equal(tolerant.features[1], exact.features[0]) and not torch.equal(exact.features[1], exact.features[0])
+    assert torch.equal(tolerant.features[2], exact.features[2])
 
 
 def test_a_video_with_stills_is_answered_as_without_reuse_and_the_record_counts_them(dytok_here, tiny_llava_dir, tmp_path):

@@ -157,6 +157,10 @@ _PIPELINE_OPTIONS = [
         "--reuse-repeats/--no-reuse-repeats", rich_help_panel=SAMPLING,
         help="Encode a frame that repeats the one before only once.")],
      _DEFAULTS.reuse_repeats),
+    ("repeat_tolerance", Annotated[int, typer.Option(
+        "--repeat-tolerance", metavar="LEVELS", rich_help_panel=SAMPLING,
+        help="A repeat may differ by this many levels a pixel (0: bit for bit; above: lossy).")],
+     _DEFAULTS.repeat_tolerance),
     ("backend", Annotated[Backend, typer.Option(
         "--backend", metavar="NAME", rich_help_panel=SAMPLING,
         help="Video decoder: auto (the first that works), decord, pyav or opencv.")],

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..config import BASELINE, LEVER_FIELDS, Lever, Settings, with_levers
+from ..config import BASELINE, Lever, Settings, with_levers
 from ..gpu import clock
 from ..models import (
     VideoModel,
@@ -167,7 +167,7 @@ def measured_cases(compared: list[Settings], ratios: list[float], levers: list[L
 
 def levers_on(settings: Settings, levers: list[Lever]) -> list[str]:
     """The compared `levers` that `settings` has on, by name."""
-    return [lever.value for lever in levers if getattr(settings, LEVER_FIELDS[lever])]
+    return [lever.value for lever in levers if lever.is_on(settings)]
 
 
 @dataclass(frozen=True)

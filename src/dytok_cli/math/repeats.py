@@ -49,13 +49,22 @@ def tower_frames(images: np.ndarray, per_group: int) -> np.ndarray:
     return images.reshape(-1, per_group, *images.shape[1:])
 
 
-def find_repeats(groups: np.ndarray) -> Repeats:
-    """(G, ...) tower frames -> which to encode: a frame whose pixels equal, bit for bit, those of the one
-    before it takes the features that one has; any other is encoded. Only the one before: a still shows as
-    a run of equal frames, which one comparison a frame finds."""
+def find_repeats(groups: np.ndarray, tolerance: int = 0) -> Repeats:
+    """(G, ...) tower frames of uint8 pixels -> which to encode: a frame none of whose pixels differs by more
+    than `tolerance` levels from the last frame encoded takes that frame's features; any other is encoded.
+    At 0, bit-for-bit equal: exactly what encoding it would give. Above 0 a lossy approximation, for the
+    frames a lossy codec makes of a still (measured: a slide's frames in H.264 differ by up to 38 levels,
+    a cut by 255), which misses a change fainter than `tolerance`. Against the last frame encoded, not the
+    one before: a slow fade cannot creep past the tolerance a frame at a time."""
     encoded, source = [0], [0]
     for index in range(1, len(groups)):
-        if not np.array_equal(groups[index], groups[encoded[-1]]):
+        if not _within(groups[index], groups[encoded[-1]], tolerance):
             encoded.append(index)
         source.append(len(encoded) - 1)
     return Repeats(tuple(encoded), tuple(source))
+
+
+def _within(frame: np.ndarray, reference: np.ndarray, tolerance: int) -> bool:
+    if tolerance == 0:
+        return np.array_equal(frame, reference)
+    return int(np.abs(frame.astype(np.int16) - reference).max()) <= tolerance

@@ -73,20 +73,21 @@ class VideoModel:
         return tuple(range(self.num_layers))
 
     # --- family specifics -------------------------------------------------------------------
-    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         """Vision tower, projector and any pooling for the sampled frames; a family whose positions
         encode time reads it from the frames' timing here. `max_pixels` caps each frame's pixels for a
         family that sizes its frames (None: as its reference preprocessing does); one whose frames have a
-        fixed size refuses it. With `reuse_repeats` a tower frame whose pixels equal the one's before it
-        is not encoded again: it takes that one's features (`repeats`)."""
+        fixed size refuses it. A tower frame none of whose pixels differs by more than `repeat_tolerance`
+        levels from the one encoded before it (0: bit-for-bit equal; None: never) is not encoded again: it
+        takes that one's features (`find_repeats`)."""
         raise NotImplementedError
 
     @staticmethod
-    def repeats(images: np.ndarray, per_group: int, reuse: bool) -> Repeats:
+    def repeats(images: np.ndarray, per_group: int, tolerance: int | None) -> Repeats:
         """Which tower frames of the sampled `images` (F, H, W, 3) to encode, `per_group` sampled frames
-        each: with `reuse`, not those that repeat the one before (see `math.repeats`)."""
+        each: not those that repeat the one encoded before within `tolerance` (None: every one)."""
         groups = tower_frames(images, per_group)
-        return find_repeats(groups) if reuse else Repeats.none(len(groups))
+        return Repeats.none(len(groups)) if tolerance is None else find_repeats(groups, tolerance)
 
     def text_attention_modules(self) -> list[nn.Module | None]:
         """The language model's self-attention module of every decoder layer, in order (None for a layer

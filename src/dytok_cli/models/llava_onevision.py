@@ -84,13 +84,13 @@ class LlavaOnevision(VideoModel):
             raise ModelError(f"{self.name!r} feeds its projector from the patch embeddings, which carry no attention")
         return layers[index].self_attn
 
-    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         if max_pixels is not None:  # refused rather than ignored, so no record reports a size it did not get
             side = self.model.config.vision_config.image_size
             raise ModelError(f"--max-pixels does not apply to {self.name!r}: LLaVA-OneVision resizes every frame "
                              f"to its vision tower's {side}x{side}")
         pixels = self.processor.video_processor(videos=[frames.images], return_tensors="pt")["pixel_values_videos"]
-        repeats = self.repeats(frames.images, 1, reuse_repeats)
+        repeats = self.repeats(frames.images, 1, repeat_tolerance)
         if repeats.reused:
             pixels = pixels[:, list(repeats.encoded)]  # (1, U, 3, H, W)
         pixels = pixels.to(self.device, self.model.dtype)

@@ -70,14 +70,14 @@ class Qwen2_5_VL(QwenVideoModel):
             return len(frames.indices) / frames.total_frames * frames.video_fps
         return None
 
-    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         images, fps = frames.images, self.sampled_fps(frames)
         count = len(images)
         # Without a rate the processor assumes its default (24 fps), as it does for any bare frames.
         metadata = None if fps is None else [{"total_num_frames": count, "fps": fps, "frames_indices": list(range(count))}]
         processed = self.patches(images, max_pixels, video_metadata=metadata)
         vision = self.model.config.vision_config
-        repeats = self.repeats(images, vision.temporal_patch_size, reuse_repeats)
+        repeats = self.repeats(images, vision.temporal_patch_size, repeat_tolerance)
         pixels, grid_thw = self.encoded_patches(processed, repeats)
         block = self.model.model.visual.blocks[vision.fullatt_block_indexes[-1]].attn
         output, attention, keys = video_features_with_scores(

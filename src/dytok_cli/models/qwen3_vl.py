@@ -82,7 +82,7 @@ class Qwen3VL(QwenVideoModel):
         return {"shortest_edge": size["shortest_edge"], "longest_edge": min(size["longest_edge"], max_pixels * num_frames)}
 
     # --- vision -------------------------------------------------------------------------------
-    def encode(self, frames: Frames, max_pixels: int | None = None, reuse_repeats: bool = True) -> EncodedVideo:
+    def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         # Each temporal patch's time, written into the prompt, is the mean of its frames' decoder times.
         images, timestamps = frames.images, frames.timestamps
         vision = self.model.config.vision_config
@@ -90,7 +90,7 @@ class Qwen3VL(QwenVideoModel):
         if len(images) < per_group:  # the processor refuses less than one temporal patch; it pads with the last frame
             images = np.concatenate([images, np.repeat(images[-1:], per_group - len(images), axis=0)])
         processed = self.patches(images, max_pixels)
-        repeats = self.repeats(images, per_group, reuse_repeats)
+        repeats = self.repeats(images, per_group, repeat_tolerance)
         pixels, grid_thw = self.encoded_patches(processed, repeats)
         block = self.model.model.visual.blocks[-1].attn  # its output feeds the merger
         output, attention, keys = video_features_with_scores(self.model, block, pixels, grid_thw)
