@@ -152,3 +152,18 @@ def test_the_cache_keeps_encodings_with_and_without_reuse_apart(tiny_llava_dir, 
     assert pipeline._prepare_frames(clip) is not None
     key = lambda p: p.cache.key(clip, p._cache_identity())  # noqa: E731
     assert key(pipeline) != key(other)
+
+
+def test_a_lossy_tolerance_keeps_summaries_and_eval_runs_apart_and_exact_reuse_does_not(tiny_llava_dir, tiny_llava, clip, tmp_path):
+    """Exact reuse changes no answer, so work done without it resumes; a tolerance may change answers."""
+    from dytok_cli.apps.eval import manifest
+    from dytok_cli.apps.summarize import ResumeStore, Segmentation
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device="cpu", dtype="float32")
+    variants = [settings, dataclasses.replace(settings, reuse_repeats=False), dataclasses.replace(settings, repeat_tolerance=8)]
+    folders = [ResumeStore(tmp_path / "resume", str(clip), Pipeline(s, model=tiny_llava), Segmentation()).folder for s in variants]
+    manifests = [manifest(data, [s], None) for s in variants]
+    assert folders[0] == folders[1] != folders[2]
+    assert manifests[0] == manifests[1] != manifests[2]
