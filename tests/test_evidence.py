@@ -26,8 +26,13 @@ def test_a_split_is_written_the_same_every_time(tmp_path):
     second = tasks.write_split("test", 3, tmp_path / "b")
     assert first.read_bytes() == second.read_bytes()
     for index in range(3):
-        name = f"videos/test-{index:05d}.mp4"
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        drawn = tasks.make_video(tasks.video_rng("test", index)).frames
+        assert np.array_equal(drawn, tasks.make_video(tasks.video_rng("test", index)).frames)
+        for written in ("a", "b"):
+            decoded = read_video(tmp_path / written / f"videos/test-{index:05d}.mp4", num_frames=tasks.FRAMES).images
+            # x264 at crf 12 leaves at most 1.95 levels of mean difference from the drawn frames (12 test
+            # videos measured); the encoder's bytes are not asserted (they differed once under load).
+            assert np.abs(decoded.astype(int) - drawn).mean() < 3
 
 
 def test_the_splits_hold_different_videos():

@@ -1,4 +1,4 @@
-"""Frames that repeat the one before are encoded once (--reuse-repeats, the default): which are found
+"""Frames that repeat the one before are encoded once (--repeats, exact by default): which are found
 (pure, no model), and that every family's encoding of a video with stills is, bit for bit, the encoding
 of every frame."""
 
@@ -47,22 +47,22 @@ def test_a_tolerance_takes_frames_within_it_of_the_last_one_encoded():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--repeat-tolerance", "256"], "--repeat-tolerance must be 0 to 255"),
-    (["--repeat-tolerance", "-1"], "--repeat-tolerance must be 0 to 255"),
-    (["--repeat-tolerance", "8", "--no-reuse-repeats"], "--repeat-tolerance applies with --reuse-repeats"),
+    (["--repeats", "256"], "--repeats must be 0 to 255 levels, or off"),
+    (["--repeats", "-1"], "--repeats must be 0 to 255 levels, or off"),
+    (["--repeats", "some"], "--repeats is 0 to 255 levels, or off, not 'some'"),
 ])
 def test_a_bad_tolerance_is_a_usage_error(dytok_here, clip, args, message):
     result = dytok_here("ask", str(clip), "what?", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_lever_turned_off_takes_its_tolerance_with_it():
+def test_a_lever_is_turned_on_at_the_tolerance_given_and_off_as_repeats_off():
     from dytok_cli.config import Lever, with_levers
 
-    settings = Settings(repeat_tolerance=40)
-    off = with_levers(settings, [Lever.reuse_repeats], [])
-    assert (off.reuse_repeats, off.repeat_tolerance, off.tolerance_for_repeats) == (False, 0, None)
+    settings = Settings(repeats=40)
+    assert with_levers(settings, [Lever.reuse_repeats], []).repeats is None
     assert with_levers(settings, [Lever.reuse_repeats], [Lever.reuse_repeats]) == settings
+    assert with_levers(Settings(repeats=None), [Lever.reuse_repeats], [Lever.reuse_repeats]).repeats == 0
 
 
 def test_tower_frames_fill_the_last_as_the_processors_do():
@@ -136,7 +136,7 @@ def test_a_video_with_stills_is_answered_as_without_reuse_and_the_record_counts_
 
     video = write_stills(tmp_path / "slides.mp4", [0, 0, 0, 0, 1, 1, 2, 2])
     common = ["ask", str(video), "what?", "--model", str(tiny_llava_dir), "--frames", "8", "--json", "--max-new-tokens", "4"]
-    reused, every = (json.loads(dytok_here(*common, *flag).stdout) for flag in ([], ["--no-reuse-repeats"]))
+    reused, every = (json.loads(dytok_here(*common, *flag).stdout) for flag in ([], ["--repeats", "off"]))
     assert (reused["reused_frames"], every["reused_frames"]) == (5, 0)
     assert reused["answer"] == every["answer"]
     assert [frame["weight"] for frame in reused["frames"]] == [frame["weight"] for frame in every["frames"]]
@@ -146,9 +146,9 @@ def test_a_video_with_stills_is_answered_as_without_reuse_and_the_record_counts_
 def test_the_cache_keeps_encodings_with_and_without_reuse_apart(tiny_llava_dir, tiny_llava, clip, tmp_path, reuse):
     from dytok_cli.media.cache import VisualCache
 
-    settings = Settings(model=str(tiny_llava_dir), frames=4, device="cpu", dtype="float32", reuse_repeats=reuse)
+    settings = Settings(model=str(tiny_llava_dir), frames=4, device="cpu", dtype="float32", repeats=0 if reuse else None)
     pipeline = Pipeline(settings, model=tiny_llava, cache=VisualCache(tmp_path))
-    other = Pipeline(dataclasses.replace(settings, reuse_repeats=not reuse), model=tiny_llava, cache=VisualCache(tmp_path))
+    other = Pipeline(dataclasses.replace(settings, repeats=None if reuse else 0), model=tiny_llava, cache=VisualCache(tmp_path))
     assert pipeline._prepare_frames(clip) is not None
     key = lambda p: p.cache.key(clip, p._cache_identity())  # noqa: E731
     assert key(pipeline) != key(other)
@@ -162,7 +162,7 @@ def test_a_lossy_tolerance_keeps_summaries_and_eval_runs_apart_and_exact_reuse_d
     data = tmp_path / "data.jsonl"
     data.write_text("")
     settings = Settings(model=str(tiny_llava_dir), frames=4, device="cpu", dtype="float32")
-    variants = [settings, dataclasses.replace(settings, reuse_repeats=False), dataclasses.replace(settings, repeat_tolerance=8)]
+    variants = [settings, dataclasses.replace(settings, repeats=None), dataclasses.replace(settings, repeats=8)]
     folders = [ResumeStore(tmp_path / "resume", str(clip), Pipeline(s, model=tiny_llava), Segmentation()).folder for s in variants]
     manifests = [manifest(data, [s], None) for s in variants]
     assert folders[0] == folders[1] != folders[2]

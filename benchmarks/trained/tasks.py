@@ -15,9 +15,9 @@ here did not learn to tell shapes this small apart in the time they had (see doc
 
 Everything comes from a seed: video `i` of a split is drawn from numpy's generator seeded with
 (split seed, i), so a split is the same on every machine and the test split need not be stored:
-`python benchmarks/trained/tasks.py test DIR` writes it again, byte for byte (x264 on one thread
-encodes deterministically). Train, validation and test have different seeds; training draws its videos
-from the train seed only.
+`python benchmarks/trained/tasks.py test DIR` writes it again: the same questions and drawn frames
+(x264 on one thread gave the same bytes in every check but one). Train, validation and test have
+different seeds; training draws its videos from the train seed only.
 
 Difficulty (target size and how many frames it shows in) is a parameter, so training can start on large
 targets shown for several frames (a curriculum) and end where the test split is.

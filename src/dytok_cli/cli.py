@@ -86,6 +86,19 @@ def _fraction(text: str) -> float:
         raise typer.BadParameter(f"--ratio is a fraction of the visual tokens in (0, 1], such as 0.25, not {text!r}") from None
 
 
+def _tolerance(text: str | int | None) -> int | None:
+    """--repeats' value: levels a repeated frame may be off by, or off (every frame encoded); the default
+    comes as it is."""
+    if not isinstance(text, str):
+        return text
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"--repeats is 0 to 255 levels, or off, not {text!r}") from None
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -153,14 +166,10 @@ _PIPELINE_OPTIONS = [
     ("max_pixels", Annotated[Optional[int], typer.Option(
         "--max-pixels", metavar="N", rich_help_panel=SAMPLING,
         help="Qwen: at most N pixels a frame (fewer tokens).")], _DEFAULTS.max_pixels),
-    ("reuse_repeats", Annotated[bool, typer.Option(
-        "--reuse-repeats/--no-reuse-repeats", rich_help_panel=SAMPLING,
-        help="Encode a frame that repeats the one before only once.")],
-     _DEFAULTS.reuse_repeats),
-    ("repeat_tolerance", Annotated[int, typer.Option(
-        "--repeat-tolerance", metavar="LEVELS", rich_help_panel=SAMPLING,
-        help="A repeat may differ by this many levels a pixel (0: bit for bit; above: lossy).")],
-     _DEFAULTS.repeat_tolerance),
+    ("repeats", Annotated[Optional[int], typer.Option(
+        "--repeats", metavar="N|off", rich_help_panel=SAMPLING, parser=_tolerance, show_default=False,
+        help="Encode a frame within N levels of the last once.")],
+     _DEFAULTS.repeats),
     ("backend", Annotated[Backend, typer.Option(
         "--backend", metavar="NAME", rich_help_panel=SAMPLING,
         help="Video decoder: auto (the first that works), decord, pyav or opencv.")],
@@ -189,8 +198,7 @@ _SPEECH_OPTIONS = [
         "in the prompt: from an SRT/WebVTT FILE, the file named like the video in DIR, or auto (talk.srt beside talk.mp4).")],
      None),
     ("speech", Annotated[bool, typer.Option(
-        "--speech", rich_help_panel=SPEECH, help="Where no subtitles: transcribe the audio track "
-        "instead (cached with --cache-dir).")],
+        "--speech", rich_help_panel=SPEECH, help="Where no subtitles: transcribe the audio track.")],
      False),
     ("speech_model", Annotated[Optional[str], typer.Option(
         "--speech-model", metavar="NAME", rich_help_panel=SPEECH, help=f"--speech: a Whisper checkpoint.  [default: {DEFAULT_SPEECH_MODEL}]")],

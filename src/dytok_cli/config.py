@@ -81,18 +81,16 @@ BASELINE = Method.none
 
 
 class Lever(str, Enum):
-    """A speed lever `bench --lever` measures on and off in one run; each is named after the boolean field of
-    `Settings` that turns it on."""
+    """A speed lever `bench --lever` measures on and off in one run."""
 
     reuse_repeats = "reuse-repeats"
 
     def is_on(self, settings: Settings) -> bool:
-        return getattr(settings, self.name)
+        return settings.repeats is not None
 
-    def switched(self, on: bool) -> dict[str, Any]:
-        """The `Settings` fields that turn this lever on or off: off, also the flags that apply only with it
-        on go back to their defaults (the command line refuses them with it off)."""
-        return {self.name: on, **({} if on else {"repeat_tolerance": 0})}
+    def switched(self, settings: Settings, on: bool) -> dict[str, Any]:
+        """The `Settings` fields that turn this lever on (as `settings` have it, or its default) or off."""
+        return {"repeats": (settings.repeats or 0) if on else None}
 
 
 class Backend(str, Enum):
@@ -154,10 +152,10 @@ class Settings:
     max_pixels: int | None = None
     backend: Backend = Backend.auto
     # Encode a tower frame (a sampled frame; two for Qwen) that repeats the one encoded before it only once:
-    # it takes that one's features. A repeat has no pixel more than `repeat_tolerance` levels off: at 0,
-    # bit-for-bit equal, so the features are exactly what encoding it again gives; above 0, lossy.
-    reuse_repeats: bool = True
-    repeat_tolerance: int = 0
+    # it takes that one's features. A repeat has no pixel more than `repeats` levels off: at 0, bit-for-bit
+    # equal, so the features are exactly what encoding it again gives; above 0, lossy; None: every frame is
+    # encoded.
+    repeats: int | None = 0
     prior_layers: str | None = None  # None: the deepest third of the prior model's layers (dytok-fastv: 0..K)
     prune_layer: int | None = None  # dytok-fastv's K; None: `default_prune_layer`
     device: Device = Device.auto
@@ -217,10 +215,8 @@ class Settings:
             raise ValueError(f"--fps must be a positive number, not {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"--max-frames must be at least 1, not {self.max_frames}")
-        if not 0 <= self.repeat_tolerance <= 255:
-            raise ValueError(f"--repeat-tolerance must be 0 to 255 levels, not {self.repeat_tolerance}")
-        if self.repeat_tolerance and not self.reuse_repeats:
-            raise ValueError("--repeat-tolerance applies with --reuse-repeats, not --no-reuse-repeats")
+        if self.repeats is not None and not 0 <= self.repeats <= 255:
+            raise ValueError(f"--repeats must be 0 to 255 levels, or off, not {self.repeats}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"--max-pixels must be a number of pixels, 1 or more, not {self.max_pixels}")
         if self.max_new_tokens < 1:
@@ -266,11 +262,6 @@ class Settings:
         return dataclasses.replace(self, **{**_taken(dataclasses.asdict(self), method), "ratio": ratio}, method=method)
 
     @property
-    def tolerance_for_repeats(self) -> int | None:
-        """What the vision stage takes: the levels a repeated frame may differ by, or None to encode every frame."""
-        return self.repeat_tolerance if self.reuse_repeats else None
-
-    @property
     def sampling(self) -> dict:
         """Keyword arguments for `video.read_video`."""
         if self.fps is not None:
@@ -287,7 +278,7 @@ def with_levers(settings: Settings, compared: Sequence[Lever], on: Sequence[Leve
     """`settings` with each of the `compared` levers on where it is in `on`, off where not."""
     changes: dict[str, Any] = {}
     for lever in compared:
-        changes.update(lever.switched(lever in on))
+        changes.update(lever.switched(settings, lever in on))
     return dataclasses.replace(settings, **changes)
 
 

@@ -213,13 +213,13 @@ class Pipeline:
         model = self.model
         loaded = clock(model.device)
         stage(f"Encoding {len(frames.indices)} frames")
-        encoded = model.encode(frames, self.settings.max_pixels, self.settings.tolerance_for_repeats)
+        encoded = model.encode(frames, self.settings.max_pixels, self.settings.repeats)
         timings = {"decode_s": 0.0, "vision_s": clock(model.device) - loaded}
         prior_encoded = encoded
         if self.strategy.traits.separate_prior_pass and self.prior is not self.model:
             stage(f"Encoding {len(frames.indices)} frames for the prior model")
             encoding_started = clock(self.prior.device)
-            prior_encoded = self.prior.encode(frames, self.settings.max_pixels, self.settings.tolerance_for_repeats)
+            prior_encoded = self.prior.encode(frames, self.settings.max_pixels, self.settings.repeats)
             if prior_encoded.num_frames != encoded.num_frames:
                 raise ModelError(
                     f"the prior model groups the video into {prior_encoded.num_frames} frames, "
@@ -241,8 +241,8 @@ class Pipeline:
             "dtype": str(model.model.dtype),
             "device": model.device.type,
         }
-        if settings.tolerance_for_repeats != 0:  # only when not the default: exact reuse changes no feature, only a count
-            identity["repeat_tolerance"] = settings.tolerance_for_repeats
+        if settings.repeats != 0:  # only when not the default: exact reuse changes no feature, only a count
+            identity["repeats"] = settings.repeats
         if self.strategy.traits.separate_prior_pass and settings.prior_model:
             identity["prior_model"] = settings.prior_model
             identity["prior_dtype"] = str(self.prior.model.dtype)

@@ -365,8 +365,8 @@ def manifest(data: Path, compared: Sequence[Settings], video_dir: Path | None) -
     values.update(said)
     if compared[0].max_pixels is not None:
         values["max_pixels"] = compared[0].max_pixels
-    if compared[0].tolerance_for_repeats:  # only a lossy tolerance changes answers
-        values["repeat_tolerance"] = compared[0].tolerance_for_repeats
+    if compared[0].repeats:  # only a lossy tolerance changes answers
+        values["repeats"] = compared[0].repeats
     if any(settings.random_weights for settings in compared):  # noise answers never resume a real run, nor the reverse
         values["random_weights"] = True
     return {"format": FORMAT, "data_sha256": file_digest(data), "settings": values}

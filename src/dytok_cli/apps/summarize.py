@@ -646,8 +646,8 @@ class ResumeStore:
         }
         if settings.max_pixels is not None:  # only when set: a store from before the flag holds frames at the default size
             identity["max_pixels"] = settings.max_pixels
-        if settings.tolerance_for_repeats:  # only a lossy tolerance changes what the model sees
-            identity["repeat_tolerance"] = settings.tolerance_for_repeats
+        if settings.repeats:  # only a lossy tolerance changes what the model sees
+            identity["repeats"] = settings.repeats
         self.digest = identity["file"]
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         self.folder = Path(directory) / "summarize" / key
