@@ -187,8 +187,9 @@ SHAPES = {
 # full-attention layers the answer reached the video too slowly to learn in the time (measured here, colour
 # questions alone on easy targets: eight layers, 3 + 1 twice, at chance after 200 steps and 0.5 after 600 of
 # the full curriculum; four, linear and full alternating, at chance after 160 steps; four with one linear
-# layer, this pattern, 0.71 after 180 steps; four full-attention ones 0.53). One linear layer still makes the
-# decoder a hybrid for dytok: the prior reads layers 0, 2 and 3, and `dytok-fastv` prunes at layer 0 with the
+# layer, this pattern, 0.71 after 180 steps; four full-attention ones 0.53 after 200, with the merger's output
+# scaled down fourfold, which made this pattern worse, 0.47). One linear layer still makes the
+# decoder a hybrid for dytok: the priors read full-attention layers (2 and 3; 0), and `dytok-fastv` prunes at 0 with the
 # linear layer after it.
 QWEN_LAYERS = ("full_attention", "linear_attention", "full_attention", "full_attention")
 
