@@ -129,7 +129,7 @@ class Answered:
     rank: int  # the best rank dytok-fastv's prior gave a frame the target shows in
 
 
-@pytest.fixture(scope="module", params=["llava-ov"])
+@pytest.fixture(scope="module", params=["llava-ov", "qwen3.5"])
 def answered(request, sample) -> tuple[str, list[Answered]]:
     """What the shipped model `request.param` answers for each item of the sample."""
     common = dict(model=str(MODELS / request.param), frames=tasks.FRAMES, device="cpu", dtype="float32",
@@ -158,15 +158,21 @@ def share(results: list[Answered], kind: str | None, right: Callable[[Answered],
     return sum(map(right, chosen)) / len(chosen)
 
 
+# The least share of the sample's colour questions each model answers right with every visual token. On
+# the whole test split (docs/evidence.md): LLaVA-OV 98.8 % [97-100]; Qwen3.5 92.4 % [88-95], 14 of
+# this sample's 16 (float32 on a CPU answers the fixed sample the same every run).
+COLOUR = {"llava-ov": 0.9, "qwen3.5": 14 / 16}
+
+
 def test_the_trained_model_answers_colour_with_every_visual_token(answered):
-    # On the whole test split (docs/evidence.md): LLaVA-OV 98.8 % [97-100].
     name, results = answered
-    assert share(results, "colour", lambda result: result.at_one == result.item.answer) >= 0.9, name
+    assert share(results, "colour", lambda result: result.at_one == result.item.answer) >= COLOUR[name], name
 
 
 def test_the_prior_ranks_a_frame_the_target_shows_in_among_its_top_3_in_most_videos(answered):
     # dytok-fastv's prior ranks a target frame in its top 3 in 75.7 % [72-79] of the test split's videos
     # asked colour, where or when (docs/evidence.md), in 25 of this sample's 32. At random: 9 % (3 of 32).
+    # Qwen3.5's: 79.6 % of its 16 frames' videos, 27 of this sample's 32 (at random 19 %).
     name, results = answered
     assert share(results, None, lambda result: result.rank <= 3) >= 0.55, name
 
@@ -175,6 +181,8 @@ def test_dytok_fastv_keeping_a_quarter_of_the_tokens_answers_as_every_token_does
     # On the test split it gives ratio 1's letter for 99.6 % of the colour and of the when questions
     # (docs/evidence.md); one of this sample's 32 differs. "When" is read from the positions the kept
     # tokens keep: renumbered contiguously after the prune layer (broken by hand once), 25 of 32 agreed.
+    # Qwen3.5: all 32 agree (colour 92.4 % and when 79.6 % at 0.25 on the test split); with the positions
+    # renumbered so (by hand once), 27 of 32.
     name, results = answered
     assert share(results, None, lambda result: result.pruned == result.at_one) >= 30 / 32, name
 

@@ -5,9 +5,9 @@
     python benchmarks/trained/train.py qwen3.5 benchmarks/trained/models/qwen3.5
 
 Two families, each its real classes with the configs shrunk: LLaVA-OneVision (SigLIP + Qwen2, 2x2
-pooling, the newline token) and Qwen3.5 (its own vision tower, and the hybrid decoder: three Gated
-DeltaNet layers then a full-attention one, twice, so the single pass prunes at a real full-attention
-layer and the prior has two to read). Tokenizers are built offline from the prompts' own words:
+pooling, the newline token) and Qwen3.5 (its own vision tower, and the hybrid decoder: full attention,
+Gated DeltaNet, full attention twice, so the single pass prunes at a real full-attention layer with a
+linear-attention layer after it, and the prior has three layers to read). Tokenizers are built offline from the prompts' own words:
 word-level for LLaVA-OneVision, byte-level BPE for Qwen3.5 (whose loader rebuilds it as one).
 
 Training inputs are exactly what `dytok eval` gives the model at ratio 1: each video is written as
@@ -17,7 +17,8 @@ the family, with the visual tokens handed over as `generate` gets them (`mm_enco
 is the model's own cross-entropy on the answer: the option's letter, then the end-of-turn token.
 Every video is asked all four kinds of question, so its vision pass and the prompt up to the video's
 end serve four answers. A curriculum starts with large targets shown in several frames and reaches the
-test split's small ones, in 1-3 frames, at 60 % of training.
+test split's small ones, in 1-3 frames, at 60 % of training (Qwen3.5: it keeps to the large ones for
+the first 30 %, and reaches the small ones at 80 %).
 
 Seeded (`--seed`, and the train split's seed for the videos); float32; one thread. The validation
 split's accuracy at ratio 1 is printed as training goes, and the model is saved at each validation
@@ -73,9 +74,8 @@ from dytok_cli.models import load_model  # noqa: E402
 # One thread: on a 2-core machine that other jobs load, two threads spin waiting for each other (measured
 # here, load average about 9: 20-40 s a step with two, 4 s with one; tests/conftest.py found the same).
 THREADS = 1
-# Peak learning rates, measured on short runs: Qwen3.5's hybrid decoder learned more slowly at 2e-3 (16 videos
-# overfitted to a loss of 0.65 in 40 steps, against 0.57 at 1e-3).
-LEARNING_RATES = {"llava-ov": 2e-3, "qwen3.5": 1e-3}
+# Peak learning rates, measured on short runs (for Qwen3.5's four-layer decoder as for LLaVA-OneVision's).
+LEARNING_RATES = {"llava-ov": 2e-3, "qwen3.5": 2e-3}
 LETTERS = "ABCD"
 
 # --- tokenizers ------------------------------------------------------------------------------------------
@@ -179,8 +179,19 @@ class Shape:
 
 SHAPES = {
     "llava-ov": Shape(text_layers=4, hidden=128, heads=4, kv_heads=2, vision_layers=3, vision_hidden=64, vision_heads=4, patch=8),
-    "qwen3.5": Shape(text_layers=8, hidden=128, heads=4, kv_heads=2, vision_layers=3, vision_hidden=64, vision_heads=4, patch=8),
+    "qwen3.5": Shape(text_layers=4, hidden=128, heads=4, kv_heads=2, vision_layers=3, vision_hidden=64, vision_heads=4, patch=8),
 }
+
+
+# The checkpoints' pattern is three Gated DeltaNet layers then one full-attention layer. With only one or two
+# full-attention layers the answer reached the video too slowly to learn in the time (measured here, colour
+# questions alone on easy targets: eight layers, 3 + 1 twice, at chance after 200 steps and 0.5 after 600 of
+# the full curriculum; four, linear and full alternating, at chance after 160 steps; four with one linear
+# layer, this pattern, 0.71 after 180 steps; four full-attention ones 0.53 after 200, with the merger's output
+# scaled down fourfold, which made this pattern worse, 0.47). One linear layer still makes the
+# decoder a hybrid for dytok: the priors read full-attention layers (2 and 3; 0), and `dytok-fastv` prunes at 0 with the
+# linear layer after it.
+QWEN_LAYERS = ("full_attention", "linear_attention", "full_attention", "full_attention")
 
 
 def init_range(width: int) -> float:
@@ -259,8 +270,7 @@ def build_qwen3_5(path: Path, shape: Shape, seed: int) -> None:
             },
             "pad_token_id": tokenizer.pad_token_id,
             "initializer_range": init_range(shape.hidden),
-            # The checkpoints' pattern: three Gated DeltaNet layers, then full attention (layers 3 and 7).
-            "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(shape.text_layers)],
+            "layer_types": list(QWEN_LAYERS),
             "linear_num_key_heads": 2,
             "linear_num_value_heads": 4,
             "linear_key_head_dim": 32,
@@ -498,17 +508,22 @@ FAMILIES = {"llava-ov": LlavaFamily, "qwen3.5": QwenFamily}
 
 
 EASY = tasks.Difficulty(size=(16, 20), frames=(6, 8))  # a large target in most of a quarter of the video
-EASY_UNTIL = 0.6  # of training, after which the target is as hard to see as in the test split
+# Per family, the shares of training the curriculum keeps to `EASY` and after which the target is as hard
+# to see as in the test split. Qwen3.5 took about 250 steps to begin answering colour on large targets,
+# and a curriculum that made them harder from the start (as LLaVA-OneVision's does) lost what it had
+# begun: colour 0.5 of a step's videos at step 350, 0.2 at 500 (measured here).
+CURRICULUM = {"llava-ov": (0.0, 0.6), "qwen3.5": (0.3, 0.8)}
 SPREAD = 0.3  # how much easier than the current level a video may be
+STEPS = {"llava-ov": 1200, "qwen3.5": 1500}
 
 
-def curriculum(progress: float, rng: random.Random) -> tasks.Difficulty:
-    """How hard one training video's target is: between `EASY` and the test split's, harder as training
-    goes on, each video drawn from the last `SPREAD` of the way so far (easier ones keep coming for a
-    while); the test split's from `EASY_UNTIL` of training on. Early on, a target that covers much of the
-    video shows in what attention spread evenly over it reads, so the answer can be learned before the
-    attention that finds one small target is."""
-    level = min(1.0, progress / EASY_UNTIL)
+def curriculum(progress: float, rng: random.Random, hold: float, until: float) -> tasks.Difficulty:
+    """How hard one training video's target is: `EASY` for the first `hold` of training, then between
+    it and the test split's, harder as training goes on, each video drawn from the last `SPREAD` of the
+    way so far (easier ones keep coming for a while); the test split's from `until` of training on.
+    Early on, a target that covers much of the video shows in what attention spread evenly over it
+    reads, so the answer can be learned before the attention that finds one small target is."""
+    level = min(1.0, max(0.0, progress - hold) / (until - hold))
     share = 1.0 if level >= 1 else max(0.0, level - SPREAD * rng.random())
 
     def between(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
@@ -576,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("family", choices=SHAPES)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the family's, STEPS)")
     parser.add_argument("--batch", type=int, default=8, help="videos a step, each asked all four questions")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the family's, LEARNING_RATES)")
     parser.add_argument("--warmup", type=int, default=100)
@@ -588,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lr is None:
         args.lr = LEARNING_RATES[args.family]
+    if args.steps is None:
+        args.steps = STEPS[args.family]
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -616,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in range(args.steps):
             made = []
             for _ in range(args.batch):
-                difficulty = curriculum(step / args.steps, draws)
+                difficulty = curriculum(step / args.steps, draws, *CURRICULUM[args.family])
                 made.append(tasks.make_video(tasks.video_rng("train", index), difficulty))
                 index += 1
             images = [decoded(video, scratch) for video in made]
