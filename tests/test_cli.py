@@ -200,6 +200,17 @@ def test_a_misplaced_question_is_a_usage_error_before_any_model_loads(dytok_here
     assert_one_line_error(dytok_here("ask", str(clip), *arguments, "--model", "./no/such/model"), 2, fragment)
 
 
+def test_a_question_longer_than_any_file_name_is_still_the_question(dytok_here, tiny_llava_dir, clip):
+    """Asking whether it names a file must not fail on a text over the file system's 255-byte name limit."""
+    question = "what happens " * 30
+    result = dytok_here("ask", str(clip), question, "--model", str(tiny_llava_dir), "--frames", "2",
+                        "--max-new-tokens", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["question"] == question
+    assert_one_line_error(dytok_here("ask", str(clip), "-q", "a", question, "--model", "./no/such/model"), 2,
+                          "is not a video file, a directory or -; with -q")
+
+
 def test_prior_layers_beyond_the_model(dytok_here, tiny_llava_dir, clip):
     result = dytok_here("ask", str(clip), "--model", str(tiny_llava_dir), "--frames", "2", "--method", "dytok", "--prior-layers", "2-9")
     assert_one_line_error(result, 2, "--prior-layers", "0-3")

@@ -160,8 +160,9 @@ def share(results: list[Answered], kind: str | None, right: Callable[[Answered],
 
 # The least share of the sample's colour questions each model answers right with every visual token. On
 # the whole test split (docs/evidence.md): LLaVA-OV 98.8 % [97-100]; Qwen3.5 92.4 % [88-95], 14 of
-# this sample's 16 (float32 on a CPU answers the fixed sample the same every run).
-COLOUR = {"llava-ov": 0.9, "qwen3.5": 14 / 16}
+# this sample's 16. Qwen3.5's floor is one answer under that: float32 answers the same every run on one
+# CPU, but another CPU's kernels sum in another order, and a close call may flip.
+COLOUR = {"llava-ov": 0.9, "qwen3.5": 13 / 16}
 
 
 def test_the_trained_model_answers_colour_with_every_visual_token(answered):

@@ -42,7 +42,16 @@ def split_arguments(arguments: list[str], questions: list[str]) -> tuple[list[st
 
 
 def _names_input(argument: str) -> bool:
-    return argument == STDIN or Path(argument).exists() or is_video_name(argument)
+    return argument == STDIN or _exists(argument) or is_video_name(argument)
+
+
+def _exists(argument: str) -> bool:
+    """Whether `argument` names an existing path; a text no path can be (a long question: a name over the
+    file system's limit) names none, rather than raising."""
+    try:
+        return Path(argument).exists()
+    except OSError:
+        return False
 
 
 def read_questions(path: Path) -> list[str]:
