@@ -202,22 +202,26 @@ def init_range(width: int) -> float:
     return round(width**-0.5, 4)
 
 
+def decoder_config(shape: Shape, tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """What both families' text decoders take alike: the tokenizer's vocabulary, the shape's widths, layers
+    and heads, and weights drawn at `init_range`."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.hidden * 3,
+        "num_hidden_layers": shape.text_layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "max_position_embeddings": 4096,
+        "initializer_range": init_range(shape.hidden),
+    }
+
+
 def build_llava_onevision(path: Path, shape: Shape, seed: int) -> None:
     tokenizer = word_tokenizer()
     side = tasks.SIZE
     config = LlavaOnevisionConfig(
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": shape.hidden,
-            "intermediate_size": shape.hidden * 3,
-            "num_hidden_layers": shape.text_layers,
-            "num_attention_heads": shape.heads,
-            "num_key_value_heads": shape.kv_heads,
-            "max_position_embeddings": 4096,
-            "tie_word_embeddings": False,
-            "initializer_range": init_range(shape.hidden),
-        },
+        text_config={"model_type": "qwen2", **decoder_config(shape, tokenizer), "tie_word_embeddings": False},
         vision_config={
             "model_type": "siglip_vision_model",
             "hidden_size": shape.vision_hidden,
@@ -256,20 +260,13 @@ def build_qwen3_5(path: Path, shape: Shape, seed: int) -> None:
     spatial = half * 20 // 64  # interleaved M-RoPE's (t, h, w) shares, in Qwen3-VL's 24:20:20 proportion
     config = Qwen3_5Config(
         text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": shape.hidden,
-            "intermediate_size": shape.hidden * 3,
-            "num_hidden_layers": shape.text_layers,
-            "num_attention_heads": shape.heads,
-            "num_key_value_heads": shape.kv_heads,
+            **decoder_config(shape, tokenizer),
             "head_dim": head_dim,
-            "max_position_embeddings": 4096,
             "rope_parameters": {
                 "rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
                 "mrope_section": [half - 2 * spatial, spatial, spatial], "partial_rotary_factor": rotary / head_dim,
             },
             "pad_token_id": tokenizer.pad_token_id,
-            "initializer_range": init_range(shape.hidden),
             "layer_types": list(QWEN_LAYERS),
             "linear_num_key_heads": 2,
             "linear_num_value_heads": 4,
