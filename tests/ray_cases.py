@@ -126,6 +126,16 @@ def test_ray_records_equal_the_local_ones_and_both_exit_1(local_ray, local_run, 
             assert first["timings"]["vision_s"] > 0 and second["timings"]["vision_s"] == 0
 
 
+def test_an_internvl_model_answers_on_ray_as_on_the_local_engine(local_ray, build_family, videos, capsys, monkeypatch):
+    """Another family than the one above (its frames reach the actors' model as images)."""
+    args = ask_args(build_family("internvl"), videos[:1], "--jsonl")
+    local = dytok_in_this_process(*args)
+    status, records, err = in_process([*args, "--engine", "ray", "--ray-address", local_ray["address"]], capsys, monkeypatch)
+    assert local.returncode == status == 0, err
+    assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
+    assert [record["tokens_per_frame"] for record in records] == [16, 16]
+
+
 def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):
     local_records = local_run[1]
     local_ray["hook"].touch()  # the first worker to start a video now exits, as if killed

@@ -46,8 +46,9 @@ def test_published_scores_and_measured_times_are_given_where_known_and_never_mad
     first = listed["qwen3.5-0.8b"]["first_question"]
     assert first["seconds"] == {"360p": 50.3, "1080p": 199.9} and "32 frames" in first["conditions"]
     assert listed["llava-ov-0.5b"]["first_question"]["seconds"]["360p"] == 201.1
-    # Every preset of 4B parameters or less, at both sizes; none of the larger ones.
-    measured = [name for name, entry in listed.items() if entry["parameters"] < 5e9]
+    # Every preset of 4B parameters or less, at both sizes; none of the larger ones. InternVL3.5's have yet to be
+    # measured under those conditions.
+    measured = [name for name, entry in listed.items() if entry["parameters"] < 5e9 and entry["family"] != "internvl"]
     assert measured == ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3-vl-4b", "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b"]
     assert [name for name, entry in listed.items() if entry["first_question"]] == measured
     assert all(set(listed[name]["first_question"]["seconds"]) == {"360p", "1080p"} for name in measured)

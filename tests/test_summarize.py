@@ -25,7 +25,7 @@ DURATION = 60.0
 # Small and quick: a frame every 4 s, one-token texts, decoding in this process.
 FAST = ["--fps", "0.25", "--max-new-tokens", "1", "--decode-timeout", "0"]
 # The four families (their MoE variants differ only in the decoder's MLP).
-FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]
+FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl"]
 
 
 @pytest.fixture(scope="module")

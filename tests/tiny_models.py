@@ -34,7 +34,13 @@ from transformers import (
     Qwen2_5_VLProcessor,
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
+    GotOcr2ImageProcessor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
+    InternVLVideoProcessor,
 )
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 WORDS = (
@@ -488,6 +494,92 @@ def build_qwen3_5(
     )
 
 
+INTERNVL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+# Shaped like the InternVL -HF checkpoints' template: no default system turn, an image as `<IMG_CONTEXT>` and a video
+# as `<video>`, each on a line of its own (the processor then writes "Frame1: <img>...</img>" per frame for it).
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'video' %}<video>\n{% elif part['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_internvl(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 4,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    image_size: int = 32,
+    patch_size: int = 4,
+    vision_layers: int = 2,
+) -> Path:
+    """Save a tiny InternVL (InternViT, pixel shuffle and projector + Qwen3, as InternVL3.5) with its processor to
+    `path` and return it. A frame is one 32x32 tile: 8x8 patches shuffled into 4x4 = 16 tokens."""
+    # The processor finds its markers by name on the tokenizer, as the checkpoints' tokenizer_config names them.
+    named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    words = build_tokenizer(INTERNVL_SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, ("Frame", *"0123456789"))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words.backend_tokenizer, unk_token="[UNK]", pad_token="<|endoftext|>", eos_token="<|im_end|>",
+        additional_special_tokens=INTERNVL_SPECIAL_TOKENS, extra_special_tokens=named,
+    )
+    tokenizer.chat_template = INTERNVL_CHAT_TEMPLATE
+    config = InternVLConfig(
+        text_config={
+            "model_type": "qwen3",
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": hidden // heads,
+            "max_position_embeddings": 4096,
+            # Wide initial weights make attention peaked and greedy answers depend on the video.
+            "initializer_range": INIT_RANGE,
+            "tie_word_embeddings": False,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": 4,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "attention_bias": True,
+            "initializer_range": INIT_RANGE,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=(image_size // patch_size // 2) ** 2,
+        tie_word_embeddings=False,
+    )
+    _save_model(path, InternVLForConditionalGeneration, config, tokenizer, seed)
+
+    # The image processor as the checkpoints ship it. Their video processor config says 384 px and CLIP's
+    # normalisation, which dytok does not follow (models/internvl.py); this one agrees with the image processor,
+    # so the model's own processor stays an oracle for the frames the adapter makes (tests/test_internvl.py
+    # gives it the checkpoints' config back).
+    published = dict(size={"height": image_size, "width": image_size}, image_mean=IMAGENET_DEFAULT_MEAN,
+                     image_std=IMAGENET_DEFAULT_STD)
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(**published),
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(**published),
+        image_seq_length=config.image_seq_length,
+        chat_template=INTERNVL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
 # Every supported family's tiny-model builder, by `config.model_type`: the contract suite
 # (test_contract.py) runs every oracle over each. Adding a family adds one entry here.
 FAMILIES = {
@@ -497,4 +589,5 @@ FAMILIES = {
     "qwen3_vl_moe": partial(build_qwen3_vl, moe=True),
     "qwen3_5": build_qwen3_5,
     "qwen3_5_moe": partial(build_qwen3_5, moe=True),
+    "internvl": build_internvl,
 }

@@ -23,6 +23,11 @@ VIDEO_MME = {
     "Qwen/Qwen3.5-0.8B": 57.7,
     "Qwen/Qwen3.5-2B": 69.0,
     "Qwen/Qwen3.5-4B": 76.9,
+    # InternVL3.5: as the InternVL3.5 paper (arXiv 2508.18265) publishes them, in its table 9.
+    "OpenGVLab/InternVL3_5-1B-HF": 52.4,
+    "OpenGVLab/InternVL3_5-2B-HF": 58.4,
+    "OpenGVLab/InternVL3_5-4B-HF": 65.4,
+    "OpenGVLab/InternVL3_5-8B-HF": 66.0,
 }
 SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
 
