@@ -23,6 +23,9 @@ VIDEO_MME = {
     "Qwen/Qwen3.5-0.8B": 57.7,
     "Qwen/Qwen3.5-2B": 69.0,
     "Qwen/Qwen3.5-4B": 76.9,
+    "HuggingFaceTB/SmolVLM2-256M-Video-Instruct": 33.7,
+    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": 42.2,
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct": 52.1,
 }
 SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
 
