@@ -126,6 +126,16 @@ def test_ray_records_equal_the_local_ones_and_both_exit_1(local_ray, local_run, 
             assert first["timings"]["vision_s"] > 0 and second["timings"]["vision_s"] == 0
 
 
+def test_a_smolvlm2_model_answers_on_ray_as_locally(local_ray, build_family, videos, capsys, monkeypatch):
+    """A family that writes each frame's time into its prompt: the Ray workers' records are the local engine's."""
+    model_dir = build_family("smolvlm")
+    local = dytok_in_this_process(*ask_args(model_dir, videos[:1], "--jsonl"))
+    status, records, err = in_process(ask_args(model_dir, videos[:1], "--jsonl", "--engine", "ray"), capsys, monkeypatch)
+    assert local.returncode == status == 0, local.stderr + err
+    assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
+    assert len(records) == 2 and records[0]["tokens_per_frame"] == 16
+
+
 def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):
     local_records = local_run[1]
     local_ray["hook"].touch()  # the first worker to start a video now exits, as if killed
