@@ -45,10 +45,10 @@ from . import register
 from .base import VideoModel
 from .llava_onevision import attention_received
 
-# A synthetic prompt's video text, as long as SmolVLM2's tokenizer makes it: the intro ("You are provided the
-# following series of thirty-two frames from a 0:00:20 [H:MM:SS] video.") and each frame's "\nFrame from 00:05:"
-# with the wrappers around its placeholders.
-_SYNTHETIC_INTRO_TOKENS, _SYNTHETIC_FRAME_TOKENS = 26, 11
+# A synthetic prompt's video text, about as long as SmolVLM2's tokenizer makes it (a digit a token): the intro
+# ("You are provided the following series of thirty-two frames from a 0:00:20 [H:MM:SS] video.") and each
+# frame's "\nFrame from 00:05:" with the three wrapper tokens around its placeholders.
+_SYNTHETIC_INTRO_TOKENS, _SYNTHETIC_FRAME_TOKENS = 30, 12
 
 
 @register
@@ -185,8 +185,8 @@ class SmolVLM(VideoModel):
         if self.tokenizer is None:
             prompt = self.synthetic_prompt_ids()[0]
             at = int((prompt == self.video_token_id()).nonzero()[0])
-            text = prompt[: _SYNTHETIC_FRAME_TOKENS].tolist()  # ordinary vocabulary, as `synthetic_prompt_ids` uses
-            frame = [*text, *[self.video_token_id()] * video.tokens_per_frame, text[0]]
+            text = prompt[:_SYNTHETIC_FRAME_TOKENS].tolist()  # ordinary vocabulary, as `synthetic_prompt_ids` uses
+            frame = [*text[:-1], *[self.video_token_id()] * video.tokens_per_frame, text[-1]]
             intro = [text[i % len(text)] for i in range(_SYNTHETIC_INTRO_TOKENS)]
             return torch.cat([prompt[:at], prompt.new_tensor(intro + frame * video.num_frames), prompt[at + 1 :]])
         text = self.chat_text(question, thinking)
