@@ -134,6 +134,14 @@ def test_an_internvl_model_answers_on_ray_as_on_the_local_engine(local_ray, buil
     assert local.returncode == status == 0, err
     assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
     assert [record["tokens_per_frame"] for record in records] == [16, 16]
+def test_a_smolvlm2_model_answers_on_ray_as_locally(local_ray, build_family, videos, capsys, monkeypatch):
+    """A family that writes each frame's time into its prompt: the Ray workers' records are the local engine's."""
+    model_dir = build_family("smolvlm")
+    local = dytok_in_this_process(*ask_args(model_dir, videos[:1], "--jsonl"))
+    status, records, err = in_process(ask_args(model_dir, videos[:1], "--jsonl", "--engine", "ray"), capsys, monkeypatch)
+    assert local.returncode == status == 0, local.stderr + err
+    assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
+    assert len(records) == 2 and records[0]["tokens_per_frame"] == 16
 
 
 def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):

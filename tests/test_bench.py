@@ -27,7 +27,8 @@ RESULT_KEYS = {
      ("qwen3-vl-2b", 2048, 28, 8), ("qwen3-vl-4b", 2560, 36, 8), ("qwen3-vl-8b", 4096, 36, 8),
      ("qwen3.5-0.8b", 1024, 24, 2), ("qwen3.5-2b", 2048, 24, 2), ("qwen3.5-4b", 2560, 32, 4),
      ("internvl3.5-1b", 1024, 28, 8), ("internvl3.5-2b", 2048, 28, 8), ("internvl3.5-4b", 2560, 36, 8),
-     ("internvl3.5-8b", 4096, 36, 8)],
+     ("internvl3.5-8b", 4096, 36, 8),
+     ("smolvlm2-256m", 576, 30, 3), ("smolvlm2-500m", 960, 32, 5), ("smolvlm2-2.2b", 2048, 24, 32)],
 )
 def test_presets_hold_the_public_shapes(name, hidden, layers, kv_heads):
     description = json.loads(presets()[name].read_text())

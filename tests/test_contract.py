@@ -10,6 +10,7 @@ hidden states and rotary embeddings.
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -64,11 +65,11 @@ def settings(model, **overrides) -> Settings:
 def attention_layers(model) -> tuple[int, ...]:
     """The decoder layers of a `transformers` model that have softmax attention, read from its own modules:
     every layer, or in a hybrid decoder (Qwen3.5) the full-attention ones between linear-attention layers."""
-    return tuple(i for i, layer in enumerate(model.model.language_model.layers) if hasattr(layer, "self_attn"))
+    return tuple(i for i, layer in enumerate(model.get_decoder().layers) if hasattr(layer, "self_attn"))
 
 
 def is_hybrid(family) -> bool:
-    return len(attention_layers(family.adapter.model)) < len(family.adapter.model.model.language_model.layers)
+    return len(attention_layers(family.adapter.model)) < len(family.adapter.model.get_decoder().layers)
 
 
 def early_layer(family) -> int:
@@ -82,11 +83,13 @@ def deeper_layer(family) -> int:
 
 
 def own_inputs(adapter, frames: Frames, question: str, **template):
-    """The model's own processor on the same sampled frames, told where they were sampled from; `template`
-    holds the chat template's own keywords (`enable_thinking`)."""
+    """The model's own processor on the same sampled frames, told where they were sampled from and how long the
+    video lasts (as its own video loaders tell it); `template` holds the chat template's own keywords
+    (`enable_thinking`)."""
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True, **template)
-    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices),
+                "duration": frames.duration_s}
     return adapter.processor(
         text=prompt, videos=[frames.images], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"
     )
@@ -204,7 +207,8 @@ def test_a_conversation_is_the_models_own(family, clip):
     answer = pipeline.ask(visual, later)
     frames = visual.frames
     prompt = family.adapter.processor.apply_chat_template(messages, add_generation_prompt=True)
-    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices),
+                "duration": frames.duration_s}
     inputs = family.adapter.processor(text=prompt, videos=[frames.images], video_metadata=[metadata],
                                       do_sample_frames=False, return_tensors="pt")
     ours = family.adapter.build_inputs(later, visual.encoded.all_tokens(), video=visual.encoded)["input_ids"]
@@ -646,10 +650,14 @@ def test_the_tiny_hybrid_prompt_is_longer_than_a_linear_attention_chunk(family, 
 @pytest.mark.parametrize("method", [Method.none, Method.dytok_fastv])
 def test_a_template_with_the_question_before_the_video_falls_back(family, clip, method, monkeypatch):
     adapter = family.adapter
-    for owner in (adapter.processor, adapter.tokenizer):
-        if getattr(owner, "chat_template", None):
-            template = owner.chat_template.replace("in message['content'] %}", "in message['content'] | reverse %}")
-            monkeypatch.setattr(owner, "chat_template", template)
+    # SmolVLM2's processor renders a conversation with a video through its module's own template, whatever the
+    # checkpoint's: that one is reversed too.
+    module = sys.modules[type(adapter.processor).__module__]
+    for owner, name in [(adapter.processor, "chat_template"), (adapter.tokenizer, "chat_template"),
+                        (module, "DEFAULT_CHAT_TEMPLATE")]:
+        if getattr(owner, name, None):
+            template = getattr(owner, name).replace("in message['content'] %}", "in message['content'] | reverse %}")
+            monkeypatch.setattr(owner, name, template)
     ids = adapter.prompt_ids(QUESTION)[0].tolist()
     assert ids.index(adapter.tokenizer.convert_tokens_to_ids("?")) < ids.index(adapter.video_token_id())
     fields = dict(method_fields(family, method), max_new_tokens=4)

@@ -552,3 +552,21 @@ def test_thinking_on_a_model_without_a_thinking_mode_is_refused(client, tiny_lla
     assert client.post("/v1/chat/completions", json=off).status_code == 200
     with pytest.raises(ModelError, match="no chat template with a thinking mode"):
         Service(dataclasses.replace(settings(tiny_llava_dir), think=True))
+
+
+# --- another family ------------------------------------------------------------------------------
+
+
+def test_a_smolvlm2_server_answers_as_its_pipeline(build_family, media):
+    """SmolVLM2 (each frame's time and wrappers written into the prompt) behind the server: the answer is a fresh
+    pipeline's, and the prompt tokens count that text beside every visual token."""
+    service = Service(settings(build_family("smolvlm")), Limits(queue=1, keep_videos=2))
+    with serving(service, media) as (url, _, _), \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
+        body = http.post("/v1/chat/completions", json=request(f"file://{media}/clip.mp4")).json()
+    expected = expected_answer(service, media / "clip.mp4", "what happens?", max_new_tokens=8)
+    assert body["choices"][0]["message"]["content"] == expected.text
+    plan = expected.plan
+    assert body["dytok"]["visual_tokens"]["full"] == 4 * 16
+    assert body["usage"]["prompt_tokens"] == service.model.uncompressed_prompt_length(plan.question, plan.encoded)
+    assert body["usage"]["prompt_tokens"] > 4 * (16 + 7)  # each frame's marker and wrappers besides its tokens

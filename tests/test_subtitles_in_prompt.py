@@ -51,7 +51,8 @@ def subtitles_around(times: tuple[float, ...]) -> tuple[str, list[tuple[float, f
 def own_inputs(adapter, frames, first_turn_text: str):
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": first_turn_text}]}]
     prompt = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True)
-    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices)}
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices),
+                "duration": frames.duration_s}
     return adapter.processor(text=prompt, videos=[frames.images], video_metadata=[metadata], do_sample_frames=False,
                              return_tensors="pt")
 

@@ -34,6 +34,11 @@ from transformers import (
     Qwen2_5_VLProcessor,
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMImageProcessor,
+    SmolVLMProcessor,
+    SmolVLMVideoProcessor,
     GotOcr2ImageProcessor,
     InternVLConfig,
     InternVLForConditionalGeneration,
@@ -582,6 +587,92 @@ def build_internvl(
 
 # Every supported family's tiny-model builder, by `config.model_type`: the contract suite
 # (test_contract.py) runs every oracle over each. Adding a family adds one entry here.
+SMOLVLM_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
+    "<image>", "<video>",
+]
+# Shaped like SmolVLM2's published template, which has no video entry: `transformers`' SmolVLM processor renders a
+# conversation with a video through its own default template instead (the same turns, "<video>" for the video).
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}<image>{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+# What the processor writes around a video beyond the shared words: "You are provided the following series of
+# six frames from a 0:00:03 [H:MM:SS] video." and "Frame from 00:01:" before each frame.
+SMOLVLM_WORDS = (
+    "You", "are", "provided", "following", "series", "of", "frames", "from", "Frame", "H", "MM", "SS", "User",
+    "Assistant", "[", "]", *"0123456789", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "twenty",
+)
+
+
+def build_smolvlm(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 4,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    image_size: int = 32,
+    patch_size: int = 4,
+    scale_factor: int = 2,
+    vision_layers: int = 2,
+) -> Path:
+    """Save a tiny SmolVLM2 (SigLIP-style tower, pixel shuffle, a Llama decoder) with its processor to `path` and
+    return it. Every frame is squashed to the tower's 32x32 square: 8x8 patches, shuffled 2x2 into 16 tokens."""
+    tokenizer = build_tokenizer(SMOLVLM_SPECIAL_TOKENS, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_WORDS)
+    tokenizer.eos_token = "<end_of_utterance>"  # as the published tokenizers end a turn
+    config = SmolVLMConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": hidden // heads,
+            "max_position_embeddings": 4096,
+            "tie_word_embeddings": False,
+            # Wide initial weights make attention peaked and greedy answers depend on the video.
+            "initializer_range": INIT_RANGE,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "model_type": "smolvlm_vision",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": 4,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "initializer_range": INIT_RANGE,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        tie_word_embeddings=False,
+    )
+    _save_model(path, SmolVLMForConditionalGeneration, config, tokenizer, seed)
+
+    # As the published preprocessor configs: images up to 4 tiles a side, video frames sampled at 1 fps up to 64 (the
+    # installed video processor takes `size` for video too, then squashes each frame to the tower's square).
+    shared = dict(size={"longest_edge": 4 * image_size}, max_image_size={"longest_edge": image_size},
+                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    sampling = {"fps": 1, "max_frames": 64, "video_size": {"longest_edge": image_size}}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(**shared),
+        tokenizer=tokenizer,
+        video_processor=SmolVLMVideoProcessor(**shared, video_sampling=sampling),
+        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        chat_template=SMOLVLM_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
 FAMILIES = {
     "llava_onevision": build_llava_onevision,
     "qwen2_5_vl": build_qwen2_5_vl,
@@ -590,4 +681,5 @@ FAMILIES = {
     "qwen3_5": build_qwen3_5,
     "qwen3_5_moe": partial(build_qwen3_5, moe=True),
     "internvl": build_internvl,
+    "smolvlm": build_smolvlm,
 }

@@ -411,11 +411,11 @@ def parameters(count: int) -> str:
 
 def models_table(presets: Sequence[dict[str, Any]]) -> None:
     """`dytok models`: one row per shipped preset (`catalog.Preset.record`), on stdout. A console narrower than
-    the whole table (95 columns) gets it without the family column, in 80 columns: never a name cut short."""
+    the whole table gets it without the family column, in 80 columns: never a name cut short."""
     legend = (
         "model: what --model takes (with --random-weights, the preset's name too). size: parameters, counted from "
         "the config. Video-MME: without subtitles, as the model card publishes it; * in thinking mode, where dytok "
-        "answers only with --think. cached: the weights are in the local Hugging Face cache. first q: seconds to a "
+        "answers only with --think. in cache: the weights are in the local Hugging Face cache. first q: seconds to a "
         "first answer on a 2-core CPU at 32 frames of 360p (--json says how, and gives 1080p's), to compare, not to "
         "expect. —: none published or measured."
     )
@@ -440,7 +440,7 @@ def _models_table(presets: Sequence[dict[str, Any]], *, family: bool) -> Any:
     )
     for header in ("preset", "model", *(["family"] if family else [])):
         table.add_column(header, no_wrap=True)
-    for header in ("size", "Video\nMME", "cached", "first\nq (s)"):
+    for header in ("size", "Video\nMME", "in\ncache", "first\nq (s)"):
         table.add_column(header, justify="right", no_wrap=True)
     for preset in presets:
         score, first = preset["video_mme"], preset["first_question"]

@@ -115,6 +115,8 @@ class EncodedVideo:
     # Seconds at which the prompt shows each frame, for families that write time into the text
     # (Qwen3-VL's "<t seconds>": the mean of a temporal patch's frames' decoder times); else empty.
     timestamps: tuple[float, ...] = ()
+    # Seconds the whole video lasts, for families whose prompt says it (SmolVLM2's "from a 0:01:05 video"); else None.
+    duration_s: float | None = None
     # (F, T, D) each: features of the same tokens from earlier vision layers that the decoder adds to
     # its hidden states at the visual positions after its first layers (Qwen3-VL's DeepStack); else empty.
     deepstack: tuple[torch.Tensor, ...] = ()

@@ -28,6 +28,9 @@ VIDEO_MME = {
     "OpenGVLab/InternVL3_5-2B-HF": 58.4,
     "OpenGVLab/InternVL3_5-4B-HF": 65.4,
     "OpenGVLab/InternVL3_5-8B-HF": 66.0,
+    "HuggingFaceTB/SmolVLM2-256M-Video-Instruct": 33.7,
+    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": 42.2,
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct": 52.1,
 }
 SCORED_THINKING = frozenset({"Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B"})
 

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from ..files import atomic_path, write_atomically
 from ..types import EncodedVideo, Frames, Line, Transcript, Visual
 
-_FORMAT = 3  # bump when the stored layout or the sampling changes; old entries then simply miss
+_FORMAT = 4  # bump when the stored layout or the sampling changes; old entries then simply miss
 _CHUNK = 1 << 20
 
 
