@@ -707,6 +707,7 @@ def summarize(
         "--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="md (summary, then chapters; the default), json (windows, shot cuts, "
         "chapters, summary, timings), vtt or srt (a cue per chapter), youtube (chapter lines for a description), "
         "ffmetadata (chapters for `ffmpeg -map_chapters`).")] = None,
+    # A str, read as written: a Path would drop the trailing "/" that makes a new DIR of `-o DIR/`.
     output_given: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE|DIR", rich_help_panel=OUTPUT, help="Write to FILE (one video) or into DIR as VIDEO_NAME.md, .json, "
         ".vtt, .srt, .youtube.txt or .ffmetadata (a DIR for several videos), each file whole or not at all.")] = None,
@@ -745,13 +746,11 @@ def summarize(
     from .media import inputs as given_inputs
 
     fmt = output_format or SummaryFormat.md
-    # Read as written: a Path would drop the trailing "/" that makes a new DIR of `-o DIR/`.
-    output = Path(output_given) if output_given is not None else None
     if jsonl_output and output_format not in (None, SummaryFormat.json):
         raise typer.BadParameter("--jsonl prints JSON records; drop --format")
-    if jsonl_output and output is not None:
+    if jsonl_output and output_given is not None:
         raise typer.BadParameter("--jsonl prints to stdout; drop --output")
-    if force and output is None:
+    if force and output_given is None:
         raise typer.BadParameter("--force: only used with --output")
     _refuse_ray_flags_without_ray(engine, workers, gpus_per_worker, ray_address)
     ray_options = _ray_options(workers, gpus_per_worker, ray_address)
@@ -777,21 +776,7 @@ def summarize(
     if not videos:
         raise DytokError("no video paths on stdin" if arguments == [stdin] else f"no video files in {' '.join(arguments)}")
     _check_subtitles(options["subtitles"], videos=len(videos))
-    chapter_file = fmt not in (SummaryFormat.md, SummaryFormat.json)
-    if chapter_file and len(videos) > 1 and output is None:
-        raise typer.BadParameter(f"--format {fmt.value} writes a file per video; give --output DIR")
-    targets: dict[str, Path] = {}
-    if output is not None:
-        into_directory = len(videos) > 1 or output.is_dir() or (output_given or "").endswith(("/", os.sep))
-        if into_directory and output.exists() and not output.is_dir():
-            raise typer.BadParameter(f"--output {output} is a file; several videos need a directory")
-        for video in videos:
-            target = summarizing.output_path(output, video, fmt, into_directory)
-            if target in targets.values():
-                raise typer.BadParameter(f"two videos would both write {target}; summarise them in separate runs")
-            if target.exists() and not force:
-                raise DytokError(f"{target} exists; use --force to replace it")
-            targets[video] = target
+    targets = summarizing.output_targets(videos, output_given, fmt, force)
 
     if engine is Engine.ray:
         ray_engine.require_ray()
@@ -799,7 +784,7 @@ def summarize(
     local = engine is Engine.local
     # As in `ask`: the videos ahead of the first usable one are refused before anything loads, locally.
     refused = _refused_before_loading(videos, options["decode_timeout"]) if local else []
-    printing_records = jsonl_output or (fmt is SummaryFormat.json and output is None)
+    printing_records = jsonl_output or (fmt is SummaryFormat.json and output_given is None)
     if len(refused) == len(videos) and not printing_records:  # nothing to summarise, and no record to print
         if single:
             raise DytokError(refused[0])
@@ -814,63 +799,15 @@ def summarize(
         rate = fps if fps is not None else summarizing.default_fps(options["device"])
     settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
     prior_name = strategy(settings.method).prior_model(settings.model, settings.prior_model)
-    collected: dict[int, dict] = {}  # --format json on stdout: the records, by the videos' places in the input
-    errors: list[str] = []
-    written: list[Path] = []
-    printed = 0
-
-    def deliver(number: int, outcome: summarizing.Outcome) -> None:
-        """A video's outcome where it goes: stdout, its file, or the array printed at the end."""
-        nonlocal printed
-        video, summary = outcome.video, outcome.summary
-        if summary is None:
-            message = outcome.error or f"{video}: not summarised"
-            errors.append(message)
-            if not single:
-                render.error(message)
-            if jsonl_output:
-                render.write_json(summarizing.error_record(video, settings, prior_name, message), indent=None)
-            elif fmt is SummaryFormat.json and output is None:
-                collected[number] = summarizing.error_record(video, settings, prior_name, message)
-            return
-        for note in summarizing.notes(summary, fmt):
-            render.note(f"{video}: {note}")
-        if jsonl_output:
-            render.write_json(summarizing.record(summary, settings, prior_name), indent=None)
-        elif video in targets:
-            summarizing.write_file(targets[video], summarizing.formatted(summary, fmt, settings, prior_name), force)
-            written.append(targets[video])
-            render.note(f"wrote {targets[video]}")
-        elif fmt is SummaryFormat.json:
-            collected[number] = summarizing.record(summary, settings, prior_name)
-        else:
-            text = summarizing.formatted(summary, fmt, settings, prior_name)
-            render.write(("\n" if printed and fmt is SummaryFormat.md else "") + text)
-            printed += 1
-
-    def resume() -> str:
-        how = ("the same command resumes from --cache-dir" if cache_dir is not None
-               else "with --cache-dir DIR a rerun resumes where it stopped")
-        return how + (f" (with --force, as {len(written)} of the files are written)" if written else "")
-
-    for number, reason in enumerate(refused):
-        deliver(number, summarizing.Outcome(videos[number], None, reason))
+    batch = summarizing.Batch(videos, settings, prior_name, segmentation, _SummaryDisplay(), fmt=fmt, targets=targets,
+                              force=force, jsonl=jsonl_output, single=single, cache_dir=cache_dir)
+    batch.refuse(refused)
     if local and len(refused) < len(videos):
         with render.status("Loading…"):
             from .media.cache import VisualCache
             from .pipeline import Pipeline
         # The cache folder keeps a transcript too (--speech), beside the described windows.
-        pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
-        for number, video in enumerate(videos[len(refused):], start=len(refused)):
-            progress = _WindowProgress(video)
-            try:
-                outcome = summarizing.attempt(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
-            except KeyboardInterrupt:
-                progress.close()
-                raise Interrupted(f"interrupted while summarising {video} ({number} of {len(videos)} videos done); "
-                                  f"{resume()}") from None
-            progress.close()
-            deliver(number, outcome)
+        batch.run(Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None), start=len(refused))
     elif not local:
         done = 0
 
@@ -881,22 +818,39 @@ def summarize(
             if outcome.summary is not None:  # a failure says so in its own line
                 render.progress_line(f"summarize: {outcome.video}: summarised on Ray ({done}/{len(videos)} videos)")
             with bar.paused():
-                deliver(number, outcome)
+                batch.deliver(number, outcome)
 
-        job = summarizing.Job(segmentation, str(cache_dir.resolve()) if cache_dir is not None else None)
         with render.BatchProgress(len(videos), live=len(videos) > 1) as bar:
             bar.stage("Summarising on Ray")
             render.progress_line(f"summarize: {len(videos)} video{'s' if len(videos) > 1 else ''} on Ray; a line as each is summarised")
             try:
-                ray_engine.map_videos(settings, videos, job, emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
+                ray_engine.map_videos(settings, videos, batch.job(), emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
             except KeyboardInterrupt:
-                raise Interrupted(f"interrupted after {done} of {len(videos)} videos; {resume()}") from None
-    if collected:
-        records = [collected[number] for number in sorted(collected)]
-        render.write_json(records[0] if single else records)
-    if errors and single:
-        raise DytokError(errors[0])
-    return EXIT_FAILED if errors else EXIT_OK
+                raise Interrupted(f"interrupted after {done} of {len(videos)} videos; {batch.resume_hint()}") from None
+    if (records := batch.printed_at_the_end()) is not None:
+        render.write_json(records)
+    if batch.errors and single:
+        raise DytokError(batch.errors[0])
+    return EXIT_FAILED if batch.errors else EXIT_OK
+
+
+class _SummaryDisplay:
+    """Where `summarize`'s batch shows itself: a live display per video on stderr, results on stdout."""
+
+    def progress(self, video: str) -> _WindowProgress:
+        return _WindowProgress(video)
+
+    def error(self, message: str) -> None:
+        render.error(message)
+
+    def note(self, message: str) -> None:
+        render.note(message)
+
+    def record(self, record: dict[str, Any]) -> None:
+        render.write_json(record, indent=None)
+
+    def text(self, text: str) -> None:
+        render.write(text)
 
 
 def _parse_ratios(text: str) -> list[float]:

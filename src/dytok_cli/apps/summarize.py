@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +54,7 @@ from ..config import (
     Settings,
     SummaryFormat,
 )
-from ..errors import InputError, about
+from ..errors import InputError, Interrupted, about
 from ..files import write_atomically
 from ..math.windows import (
     Window,
@@ -611,6 +612,140 @@ def write_file(path: Path, text: str, force: bool) -> None:
         write_atomically(path, text)
     except OSError as error:
         raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
+
+
+# --- a batch of videos: where each summary goes ------------------------------------------------------------
+
+
+def output_targets(videos: Sequence[str], output: str | None, fmt: SummaryFormat, force: bool) -> dict[str, Path]:
+    """Each video's file with `--output` (`output` as written: a trailing "/" names a directory that does not
+    exist yet), none without. InputError for outputs that cannot all be written, before any work: a chapter
+    format for several videos without a directory, a file where several videos need a directory, two videos
+    onto one file, a file that exists without `force`."""
+    if fmt not in (SummaryFormat.md, SummaryFormat.json) and len(videos) > 1 and output is None:
+        raise InputError(f"--format {fmt.value} writes a file per video; give --output DIR")
+    if output is None:
+        return {}
+    path = Path(output)
+    into_directory = len(videos) > 1 or path.is_dir() or output.endswith(("/", os.sep))
+    if into_directory and path.exists() and not path.is_dir():
+        raise InputError(f"--output {path} is a file; several videos need a directory")
+    targets: dict[str, Path] = {}
+    for video in videos:
+        target = output_path(path, video, fmt, into_directory)
+        if target in targets.values():
+            raise InputError(f"two videos would both write {target}; summarise them in separate runs")
+        if target.exists() and not force:
+            raise InputError(f"{target} exists; use --force to replace it")
+        targets[video] = target
+    return targets
+
+
+class VideoProgress(Progress, Protocol):
+    def close(self) -> None:
+        """The video is done (or stopped): its display ends."""
+
+
+class Display(Protocol):
+    """Where a batch of summaries is shown as it goes (the CLI's: results on stdout, messages on stderr)."""
+
+    def progress(self, video: str) -> VideoProgress:
+        """The display of one video being summarised in this process."""
+
+    def error(self, message: str) -> None:
+        """A video that has no summary, in one line that names it; the batch goes on."""
+
+    def note(self, message: str) -> None:
+        """Something a reader should know (a file written, why no words said went into a summary)."""
+
+    def record(self, record: dict[str, Any]) -> None:
+        """A video's JSON record, printed on a line of its own as it completes (--jsonl)."""
+
+    def text(self, text: str) -> None:
+        """A video's summary in its format, printed as it completes."""
+
+
+class Batch:
+    """`dytok summarize` over its videos: each outcome delivered where the command sends it (a line of JSON,
+    its own file, the array of records printed at the end, or its text on stdout), the videos summarised in
+    turn by one pipeline, and what a stopped run says about resuming.
+
+    `single`: one video named directly, whose failure is the command's error rather than one line of a batch."""
+
+    def __init__(self, videos: Sequence[str], settings: Settings, prior_name: str | None, segmentation: Segmentation,
+                 display: Display, *, fmt: SummaryFormat, targets: dict[str, Path], force: bool = False,
+                 jsonl: bool = False, single: bool = False, cache_dir: Path | None = None) -> None:
+        self.videos, self.settings, self.prior_name, self.segmentation = list(videos), settings, prior_name, segmentation
+        self.display, self.fmt, self.targets, self.force, self.jsonl = display, fmt, targets, force, jsonl
+        self.single, self.cache_dir = single, cache_dir
+        self.errors: list[str] = []
+        self.written: list[Path] = []
+        self._collected: dict[int, dict[str, Any]] = {}  # --format json on stdout: by the videos' places in the input
+        self._printed = 0
+
+    def deliver(self, number: int, outcome: Outcome) -> None:
+        """Video `number`'s outcome where it goes: stdout, its file, or the array printed at the end."""
+        video, summary, settings, prior_name = outcome.video, outcome.summary, self.settings, self.prior_name
+        if summary is None:
+            message = outcome.error or f"{video}: not summarised"
+            self.errors.append(message)
+            if not self.single:
+                self.display.error(message)
+            if self.jsonl:
+                self.display.record(error_record(video, settings, prior_name, message))
+            elif self.fmt is SummaryFormat.json and not self.targets:
+                self._collected[number] = error_record(video, settings, prior_name, message)
+            return
+        for note in notes(summary, self.fmt):
+            self.display.note(f"{video}: {note}")
+        if self.jsonl:
+            self.display.record(record(summary, settings, prior_name))
+        elif video in self.targets:
+            write_file(self.targets[video], formatted(summary, self.fmt, settings, prior_name), self.force)
+            self.written.append(self.targets[video])
+            self.display.note(f"wrote {self.targets[video]}")
+        elif self.fmt is SummaryFormat.json:
+            self._collected[number] = record(summary, settings, prior_name)
+        else:
+            text = formatted(summary, self.fmt, settings, prior_name)
+            self.display.text(("\n" if self._printed and self.fmt is SummaryFormat.md else "") + text)
+            self._printed += 1
+
+    def refuse(self, reasons: Sequence[str]) -> None:
+        """The first videos, which cannot be used, each for its reason (found before a model loads)."""
+        for number, reason in enumerate(reasons):
+            self.deliver(number, Outcome(self.videos[number], None, reason))
+
+    def run(self, pipeline: Pipeline, start: int = 0) -> None:
+        """Summarise the videos from `start` on, in turn, each delivered as it completes; Ctrl-C stops the batch
+        with a message that says how far it got and how to resume."""
+        for number, video in enumerate(self.videos[start:], start=start):
+            progress = self.display.progress(video)
+            try:
+                outcome = attempt(pipeline, video, self.segmentation, cache_dir=self.cache_dir, progress=progress)
+            except KeyboardInterrupt:
+                progress.close()
+                raise Interrupted(f"interrupted while summarising {video} ({number} of {len(self.videos)} videos done); "
+                                  f"{self.resume_hint()}") from None
+            progress.close()
+            self.deliver(number, outcome)
+
+    def job(self) -> Job:
+        """The batch's work as a Ray worker runs it, video by video."""
+        return Job(self.segmentation, str(self.cache_dir.resolve()) if self.cache_dir is not None else None)
+
+    def resume_hint(self) -> str:
+        how = ("the same command resumes from --cache-dir" if self.cache_dir is not None
+               else "with --cache-dir DIR a rerun resumes where it stopped")
+        return how + (f" (with --force, as {len(self.written)} of the files are written)" if self.written else "")
+
+    def printed_at_the_end(self) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """What is printed once every video is done: the records of --format json on stdout, in the input's
+        order (one video's alone), or None."""
+        if not self._collected:
+            return None
+        records = [self._collected[number] for number in sorted(self._collected)]
+        return records[0] if self.single else records
 
 
 # --- resume -------------------------------------------------------------------------------------------------
