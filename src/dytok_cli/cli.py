@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_RATIO,
     DEFAULT_SPEECH_MODEL,
     DEFAULT_TOP,
+    FIND_TOP,
     MODEL_ENV_VAR,
     SUMMARY_FPS,
     SUMMARY_MAX_FRAMES,
@@ -45,6 +46,7 @@ from .timecode import short_hms
 
 if TYPE_CHECKING:
     from .math.windows import Window
+    from .windowed import Segmentation
 
 app = typer.Typer(
     name="dytok",
@@ -658,12 +660,12 @@ def inspect_command(
 
 
 class _WindowProgress:
-    """The summarize display for one video: on a terminal its stage, then windows done/total with an ETA
-    once the windows are known; else a plain line per window described and per step, so a long summary
-    is never silent in a log."""
+    """The display of one video gone through window by window (`summarize`'s, `find`'s): on a terminal its
+    stage, then windows done/total with an ETA once the windows are known; else a plain line per window done
+    and per step, so a long run is never silent in a log."""
 
-    def __init__(self, video: str) -> None:
-        self.video = video
+    def __init__(self, video: str, command: str = "summarize", verb: str = "described") -> None:
+        self.video, self.command, self.verb = video, command, verb
         self.total = 0
         self.bar = render.BatchProgress(0, live=False)
         self.bar.start_video(video)
@@ -684,15 +686,43 @@ class _WindowProgress:
 
     def step(self, message: str) -> None:
         self.bar.stage(message)
-        render.progress_line(f"summarize: {self.video}: {message[:1].lower()}{message[1:]}")
+        render.progress_line(f"{self.command}: {self.video}: {message[:1].lower()}{message[1:]}")
 
-    def described(self, index: int, window: Window, seconds: float) -> None:
+    def window_done(self, index: int, window: Window, seconds: float) -> None:
         self.bar.advance()
         span = f"{short_hms(window.start)}-{short_hms(window.end)}"
-        render.progress_line(f"summarize: {self.video}: window {index + 1}/{self.total} ({span}) described in {seconds:.1f} s")
+        render.progress_line(f"{self.command}: {self.video}: window {index + 1}/{self.total} ({span}) {self.verb} in {seconds:.1f} s")
+
+    described = scored = window_done  # what summarize and find call it
 
     def close(self) -> None:
         self.bar.__exit__(None, None, None)
+
+
+# How `summarize` and `find` cut a long video into windows and sample it (`windowed.py`).
+_WINDOW = Annotated[Optional[float], typer.Option(
+    "--window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Fixed windows of this length instead of windows at shot cuts.")]
+_MIN_WINDOW = Annotated[float, typer.Option(
+    "--min-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Shots shorter than this join the next one.")]
+_MAX_WINDOW = Annotated[float, typer.Option(
+    "--max-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Longer shots are split into equal windows of at most this.")]
+_WINDOW_FPS = Annotated[Optional[float], typer.Option(
+    "--fps", metavar="RATE", show_default=f"{SUMMARY_FPS['cpu']:g} on a CPU, {SUMMARY_FPS['accelerator']:g} on a GPU",
+    rich_help_panel=SAMPLING, help="Frames sampled per second over the whole video.")]
+_WINDOW_MAX_FRAMES = Annotated[int, typer.Option(
+    "--max-frames", metavar="N", rich_help_panel=SAMPLING, help="The most frames one window keeps (thinned uniformly).")]
+
+
+def _segmentation(window: float | None, min_window: float, max_window: float) -> Segmentation:
+    """The windows' flags as a `Segmentation`; a combination that does not fit is a usage error."""
+    from .windowed import Segmentation
+
+    if window is not None and (min_window, max_window) != (SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S):
+        raise typer.BadParameter("--min-window and --max-window shape windows at shot cuts; --window makes fixed ones")
+    try:
+        return Segmentation(window=window, min_window=min_window, max_window=max_window)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.command(cls=PlainHelpCommand, short_help="Chapters and a summary of long videos, window by window.")
@@ -713,17 +743,11 @@ def summarize(
         ".vtt, .srt, .youtube.txt or .ffmetadata (a DIR for several videos), each file whole or not at all.")] = None,
     force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--output: replace files that exist.")] = False,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUTPUT, help="Print one JSON record per video, on one line, as each completes.")] = False,
-    window: Annotated[Optional[float], typer.Option(
-        "--window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Fixed windows of this length instead of windows at shot cuts.")] = None,
-    min_window: Annotated[float, typer.Option(
-        "--min-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Shots shorter than this join the next one.")] = SUMMARY_MIN_WINDOW_S,
-    max_window: Annotated[float, typer.Option(
-        "--max-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Longer shots are split into equal windows of at most this.")] = SUMMARY_MAX_WINDOW_S,
-    fps: Annotated[Optional[float], typer.Option(
-        "--fps", metavar="RATE", show_default=f"{SUMMARY_FPS['cpu']:g} on a CPU, {SUMMARY_FPS['accelerator']:g} on a GPU",
-        rich_help_panel=SAMPLING, help="Frames sampled per second over the whole video.")] = None,
-    max_frames: Annotated[int, typer.Option(
-        "--max-frames", metavar="N", rich_help_panel=SAMPLING, help="The most frames one window keeps (thinned uniformly).")] = SUMMARY_MAX_FRAMES,
+    window: _WINDOW = None,
+    min_window: _MIN_WINDOW = SUMMARY_MIN_WINDOW_S,
+    max_window: _MAX_WINDOW = SUMMARY_MAX_WINDOW_S,
+    fps: _WINDOW_FPS = None,
+    max_frames: _WINDOW_MAX_FRAMES = SUMMARY_MAX_FRAMES,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest text the model writes at a time (a window's description, "
         "a chapter, the summary), in tokens.")] = SUMMARY_MAX_NEW_TOKENS,
@@ -757,12 +781,7 @@ def summarize(
     if options["random_weights"] and cache_dir is not None:
         raise typer.BadParameter("--cache-dir keeps described windows for a later run, but --random-weights draws "
                                  "new weights every run: drop one of them")
-    if window is not None and (min_window, max_window) != (SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S):
-        raise typer.BadParameter("--min-window and --max-window shape windows at shot cuts; --window makes fixed ones")
-    try:
-        segmentation = summarizing.Segmentation(window=window, min_window=min_window, max_window=max_window)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    segmentation = _segmentation(window, min_window, max_window)
     stdin = given_inputs.STDIN
     for argument in arguments:
         if not (argument == stdin or Path(argument).exists() or given_inputs.is_video_name(argument)):
@@ -795,8 +814,9 @@ def summarize(
         _random_weights_note(options)
     with render.status("Loading…"):
         from .methods import strategy
+        from .windowed import default_fps
 
-        rate = fps if fps is not None else summarizing.default_fps(options["device"])
+        rate = fps if fps is not None else default_fps(options["device"])
     settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
     prior_name = strategy(settings.method).prior_model(settings.model, settings.prior_model)
     batch = summarizing.Batch(videos, settings, prior_name, segmentation, _SummaryDisplay(), fmt=fmt, targets=targets,
@@ -851,6 +871,104 @@ class _SummaryDisplay:
 
     def text(self, text: str) -> None:
         render.write(text)
+
+
+@app.command(cls=PlainHelpCommand, short_help="The time ranges a query points at, ranked; clips of them.")
+@pipeline_options(exclude=("method", "ratio", "prior_model", "prune_layer", "think", "prefix_cache", "frames", "fps", "max_frames"))
+def find(
+    target: Annotated[str, typer.Argument(metavar="VIDEO_OR_FOLDER", help="A video file, or a folder of videos.", show_default=False)],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="What to look for: a question or a description.", show_default=False)],
+    recursive: Annotated[bool, typer.Option("--recursive", rich_help_panel=BASICS, help="A folder's subfolders too.")] = False,
+    top: Annotated[int, typer.Option(
+        "--top", min=1, metavar="K", rich_help_panel=OUTPUT, help="How many time ranges: the best K over all the videos.")] = FIND_TOP,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print one JSON record: the ranges, and every window of every video scored.")] = False,
+    jsonl_output: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=OUTPUT, help="Print a JSON record per range, best first (and per video that failed).")] = False,
+    clip_dir: Annotated[Optional[Path], typer.Option(
+        "--clip", metavar="DIR", rich_help_panel=OUTPUT, help="Cut each range out into DIR as VIDEO_NAME.START-END.mp4 (ffmpeg).")] = None,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--clip: replace these videos' clips in DIR.")] = False,
+    window: _WINDOW = None,
+    min_window: _MIN_WINDOW = SUMMARY_MIN_WINDOW_S,
+    max_window: _MAX_WINDOW = SUMMARY_MAX_WINDOW_S,
+    fps: _WINDOW_FPS = None,
+    max_frames: _WINDOW_MAX_FRAMES = SUMMARY_MAX_FRAMES,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Find where a video, or each video of a folder, shows what QUERY asks for: the best time ranges, ranked
+    by the keyframe prior's score (the model's attention from the query to each window's frames; nothing is
+    generated), each with its video and the moment it points at most."""
+    if json_output and jsonl_output:
+        raise typer.BadParameter("--json and --jsonl cannot be used together")
+    if force and clip_dir is None:
+        raise typer.BadParameter("--force: only used with --clip DIR")
+    if not query.strip():
+        raise typer.BadParameter("QUERY is empty: say what to look for")
+    segmentation = _segmentation(window, min_window, max_window)
+    from .apps import find as finding  # torch-free until a model is needed
+    from .media import inputs as given_inputs
+
+    folder = Path(target).is_dir()
+    if not folder and not Path(target).exists():
+        raise DytokError(f"{target}: no such file or folder")
+    videos = list(given_inputs.expand_inputs([target], recursive=recursive, stdin=sys.stdin, nul=False))
+    if not videos:
+        extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
+        raise DytokError(f"no video files in {target} (extensions: {extensions})")
+    ffmpeg = finding.check_clips(clip_dir, videos, force) if clip_dir is not None else None
+    # As in `ask`: the videos ahead of the first usable one are refused before anything loads.
+    refused = _refused_before_loading(videos, options["decode_timeout"])
+    if refused and not folder:
+        raise DytokError(refused[0])
+    if folder:
+        render.note(f"{target}: searching {len(videos)} video{'s' if len(videos) > 1 else ''}")
+    if len(refused) < len(videos):
+        _random_weights_note(options)
+    with render.status("Loading…"):
+        from .media.cache import VisualCache
+        from .pipeline import Pipeline
+        from .windowed import default_fps
+
+        rate = fps if fps is not None else default_fps(options["device"])
+    # The prior is read as DyToK's two-pass method reads it: its layers, or those --prior-layers names.
+    settings = _settings(options, method=Method.dytok, fps=rate, max_frames=max_frames)
+    cache_dir = options["cache_dir"]
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    found = finding.find(pipeline, videos, query, segmentation, _FindDisplay(shown=folder), top=top, refused=refused,
+                         clips=clip_dir, ffmpeg=ffmpeg)
+    if clip_dir is not None and found.moments:
+        copied = sum(moment.clip.copied for moment in found.moments)
+        render.note(f"wrote {len(found.moments)} clips to {clip_dir} ({copied} by stream copy, "
+                    f"{len(found.moments) - copied} re-encoded)")
+    if json_output:
+        render.write_json(found.record(settings))
+    elif jsonl_output:
+        for item in found.searched:
+            if item.error:
+                render.write_json(finding.error_line(item.video, item.error), indent=None)
+        for moment in found.moments:
+            render.write_json(moment.record(), indent=None)
+    else:
+        render.find_results([moment.record() for moment in found.moments])
+    if found.errors and not folder:
+        raise DytokError(found.errors[0])
+    return EXIT_FAILED if found.errors else EXIT_OK
+
+
+class _FindDisplay:
+    """Where `find` shows itself: a live display per video on stderr, and (`shown`: in a folder) a line per
+    video that could not be searched as it fails; one video's failure is the command's error instead."""
+
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown
+
+    def progress(self, video: str) -> _WindowProgress:
+        return _WindowProgress(video, command="find", verb="scored")
+
+    def error(self, message: str) -> None:
+        if self.shown:
+            render.error(message)
 
 
 def _parse_ratios(text: str) -> list[float]:

@@ -1,6 +1,6 @@
 """`dytok summarize`: a long video as timestamped chapters and one summary, window by window.
 
-The stages, in order, each a function below:
+The stages, in order: the first three are the library's (`windowed.py`), the others functions below.
 
 1. `timeline`  every frame's start time, read from the packets without decoding; a file that is not a
                usable video fails here, before a model loads.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import time
@@ -45,15 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..chapters import Chapter, ffmetadata, markdown, srt, webvtt, youtube, youtube_problems
-from ..config import (
-    SUMMARY_FPS,
-    SUMMARY_MAX_FRAMES,
-    SUMMARY_MAX_WINDOW_S,
-    SUMMARY_MIN_WINDOW_S,
-    Device,
-    Settings,
-    SummaryFormat,
-)
+from ..config import Settings, SummaryFormat
 from ..errors import InputError, Interrupted, about
 from ..files import write_atomically
 from ..math.windows import (
@@ -61,18 +52,15 @@ from ..math.windows import (
     change_chapter_starts,
     chapter_spans,
     chapter_starts,
-    fixed_windows,
     pack,
-    shot_windows,
     target_chapters,
     visual_change,
-    window_samples,
 )
-from ..media.shots import ADAPTIVE_THRESHOLD, detect_cuts
 from ..media import subtitles
-from ..media.video import Timeline, call_bounded, read_frames, sample_indices, video_timeline
+from ..media.video import Timeline
 from ..timecode import hms
-from ..types import Frames, Line, Question, Transcript
+from ..types import Line, Question, Transcript
+from ..windowed import Segmentation, ShotCuts, read_window, sample, segment, timeline
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -114,39 +102,6 @@ SUFFIXES = {
     SummaryFormat.md: ".md", SummaryFormat.json: ".json", SummaryFormat.vtt: ".vtt", SummaryFormat.srt: ".srt",
     SummaryFormat.youtube: ".youtube.txt", SummaryFormat.ffmetadata: ".ffmetadata",
 }
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """How a video is cut into windows: at shot cuts (`window` None), merged to at least `min_window`
-    seconds and split to at most `max_window`, or into fixed windows of `window` seconds."""
-
-    window: float | None = None
-    min_window: float = SUMMARY_MIN_WINDOW_S
-    max_window: float = SUMMARY_MAX_WINDOW_S
-    threshold: float = ADAPTIVE_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.window is not None and not (math.isfinite(self.window) and self.window > 0):
-            raise ValueError(f"--window must be a positive number of seconds, not {self.window:g}")
-        if not (math.isfinite(self.min_window) and self.min_window > 0):
-            raise ValueError(f"--min-window must be a positive number of seconds, not {self.min_window:g}")
-        if not (math.isfinite(self.max_window) and self.max_window >= 2 * self.min_window):
-            raise ValueError(f"--max-window ({self.max_window:g} s) must be at least twice --min-window "
-                             f"({self.min_window:g} s), so a long shot splits into windows no shorter than it")
-
-    def record(self) -> dict[str, Any]:
-        if self.window is not None:
-            return {"mode": "fixed", "window_s": self.window}
-        return {"mode": "shots", "detector": "pyscenedetect-adaptive", "threshold": self.threshold,
-                "min_window_s": self.min_window, "max_window_s": self.max_window}
-
-
-def default_fps(device: Device) -> float:
-    """--fps when not given: what keeps an hour affordable where the model runs."""
-    from ..models import resolve_device
-
-    return SUMMARY_FPS["cpu" if resolve_device(device).type == "cpu" else "accelerator"]
 
 
 class Progress(Protocol):
@@ -221,47 +176,6 @@ class Summary:
     transcript: Transcript | None = None  # what is said in it, with --subtitles or --speech
 
 
-# --- 1. timeline ----------------------------------------------------------------------------------------
-
-
-def timeline(video: str, settings: Settings) -> Timeline:
-    return call_bounded(video_timeline, video, timeout_s=settings.decode_timeout, what="reading the frame times")
-
-
-# --- 2. segment -----------------------------------------------------------------------------------------
-
-
-def _shot_timeout(settings: Settings, duration: float) -> float | None:
-    """Shot detection reads every frame: --decode-timeout for every 2 minutes of video (at the default,
-    detection at real-time speed; a hung decoder makes none)."""
-    return None if settings.decode_timeout is None else settings.decode_timeout * max(1.0, duration / 120)
-
-
-def segment(video: str, line: Timeline, segmentation: Segmentation, settings: Settings,
-            store: ResumeStore | None) -> tuple[list[Window], list[float] | None]:
-    """The windows, and the shot cuts they came from (None for fixed windows)."""
-    duration = line.duration_s
-    if segmentation.window is not None:
-        return fixed_windows(duration, segmentation.window), None
-    cuts = store.cuts(segmentation.threshold) if store is not None else None
-    if cuts is None:
-        cuts = call_bounded(detect_cuts, video, timeout_s=_shot_timeout(settings, duration), what="shot detection",
-                            threshold=segmentation.threshold)
-        if store is not None:
-            store.save_cuts(segmentation.threshold, cuts)
-    windows = shot_windows(cuts, duration, min_s=segmentation.min_window, max_s=segmentation.max_window)
-    return windows, cuts
-
-
-# --- 3. sample ------------------------------------------------------------------------------------------
-
-
-def sample(line: Timeline, windows: Sequence[Window], settings: Settings) -> list[list[int]]:
-    """Each window's source frames: the frame on screen every 1/fps s from the start, at most max_frames."""
-    picked = sample_indices(line.total_frames, fps=settings.fps, frame_times=line.times)
-    return window_samples(line.times, picked, windows, settings.max_frames or SUMMARY_MAX_FRAMES)
-
-
 # --- 4. describe ----------------------------------------------------------------------------------------
 
 
@@ -270,24 +184,12 @@ def window_lines(said: Transcript | None, window: Window) -> tuple[Line, ...]:
     return subtitles.between(said.lines, window.start, window.end) if said is not None else ()
 
 
-def as_clip(frames: Frames, line: Timeline, window: Window) -> Frames:
-    """A window's decoded frames described as a video of their own (the frames that start inside the
-    window, its length): what a model that derives its sampling rate from them (Qwen2.5-VL) needs. The
-    frames keep their source numbers and their true times."""
-    first, stop = np.searchsorted(np.round(line.times * 1000), [round(window.start * 1000), round(window.end * 1000)])
-    return dataclasses.replace(frames, total_frames=max(int(stop - first), len(frames.indices)),
-                               duration_s=window.length, fps_frames=None)
-
-
 def describe(pipeline: Pipeline, video: str, line: Timeline, index: int, window: Window, indices: list[int],
              said: tuple[Line, ...], progress: Progress) -> DescribedWindow:
     """Decode, encode, compress and describe one window; nothing of its frames outlives this call but
     the description and the mean visual feature."""
-    settings = pipeline.settings
     started = time.perf_counter()
-    frames = call_bounded(read_frames, video, timeout_s=settings.decode_timeout, indices=indices,
-                          backend=settings.backend.value)
-    frames = as_clip(frames, line, window)
+    frames = read_window(video, line, window, indices, pipeline.settings)
     decoded = time.perf_counter()
     visual = pipeline.encode(video, frames, progress.stage)
     question = Question(WINDOW_PROMPT, context=subtitles.context(said))
@@ -453,7 +355,7 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
     store = ResumeStore(cache_dir, video, pipeline, segmentation) if cache_dir is not None else None
     if segmentation.window is None:
         progress.step("Finding shots")
-    windows, cuts = segment(video, line, segmentation, settings, store)
+    windows, cuts = segment(video, line, segmentation, settings, store.shots if store is not None else None)
     segmented = time.perf_counter()
     samples = sample(line, windows, settings)
     heard = [window_lines(said, window) for window in windows]
@@ -787,16 +689,8 @@ class ResumeStore:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         self.folder = Path(directory) / "summarize" / key
         self.folder.mkdir(parents=True, exist_ok=True)
-
-    def _cuts_path(self, threshold: float) -> Path:
-        return self.folder.parent / f"cuts-{self.digest[:32]}-{threshold:g}.json"
-
-    def cuts(self, threshold: float) -> list[float] | None:
-        stored = _read_json(self._cuts_path(threshold))
-        return stored["cuts"] if isinstance(stored, dict) and isinstance(stored.get("cuts"), list) else None
-
-    def save_cuts(self, threshold: float, cuts: list[float]) -> None:
-        _write_json(self._cuts_path(threshold), {"cuts": cuts})
+        # The cuts depend on the file alone: beside the stores of every setting, shared by them.
+        self.shots = ShotCuts(self.folder.parent, self.digest)
 
     def _window_path(self, window: Window, frames: Sequence[int], said: Sequence[Line]) -> Path:
         # The lines said in it are part of its prompt: other subtitles, or none, describe it anew.
