@@ -243,10 +243,10 @@ def test_help_reads_plainly(dytok_here):
     overview = dytok_here("-h")
     assert overview.returncode == 0 and overview.stdout == dytok_here("--help").stdout
     commands = overview.stdout.split("Commands:")[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["ask", "inspect", "summarize", "bench", "eval", "chat", "serve", "make-clip", "models"]
+    assert [line.split()[0] for line in commands] == ["ask", "inspect", "summarize", "find", "bench", "eval", "chat", "serve", "make-clip", "models"]
     assert not any(line.rstrip().endswith("...") for line in commands)  # summaries are whole sentences
     for command, usage in [("ask", "VIDEO... [QUESTION]"), ("inspect", "VIDEO [QUESTION]"), ("bench", "VIDEO"), ("eval", "DATA"),
-                           ("summarize", "VIDEO..."), ("chat", "VIDEO"), ("make-clip", "FILE")]:
+                           ("summarize", "VIDEO..."), ("find", "VIDEO_OR_FOLDER QUERY"), ("chat", "VIDEO"), ("make-clip", "FILE")]:
         text = dytok_here(command, "-h").stdout
         assert f"Usage: dytok {command} [OPTIONS] {usage}\n" in text
         for internal in ("<list[", "<int", "<float", "<str>", "<path>", "{", "range>"):

@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_RATIO,
     DEFAULT_SPEECH_MODEL,
     DEFAULT_TOP,
+    FIND_TOP,
     MODEL_ENV_VAR,
     SUMMARY_FPS,
     SUMMARY_MAX_FRAMES,
@@ -45,6 +46,7 @@ from .timecode import short_hms
 
 if TYPE_CHECKING:
     from .math.windows import Window
+    from .windowed import Segmentation
 
 app = typer.Typer(
     name="dytok",
@@ -658,12 +660,12 @@ def inspect_command(
 
 
 class _WindowProgress:
-    """The summarize display for one video: on a terminal its stage, then windows done/total with an ETA
-    once the windows are known; else a plain line per window described and per step, so a long summary
-    is never silent in a log."""
+    """The display of one video gone through window by window (`summarize`'s, `find`'s): on a terminal its
+    stage, then windows done/total with an ETA once the windows are known; else a plain line per window done
+    and per step, so a long run is never silent in a log."""
 
-    def __init__(self, video: str) -> None:
-        self.video = video
+    def __init__(self, video: str, command: str = "summarize", verb: str = "described") -> None:
+        self.video, self.command, self.verb = video, command, verb
         self.total = 0
         self.bar = render.BatchProgress(0, live=False)
         self.bar.start_video(video)
@@ -684,15 +686,43 @@ class _WindowProgress:
 
     def step(self, message: str) -> None:
         self.bar.stage(message)
-        render.progress_line(f"summarize: {self.video}: {message[:1].lower()}{message[1:]}")
+        render.progress_line(f"{self.command}: {self.video}: {message[:1].lower()}{message[1:]}")
 
-    def described(self, index: int, window: Window, seconds: float) -> None:
+    def window_done(self, index: int, window: Window, seconds: float) -> None:
         self.bar.advance()
         span = f"{short_hms(window.start)}-{short_hms(window.end)}"
-        render.progress_line(f"summarize: {self.video}: window {index + 1}/{self.total} ({span}) described in {seconds:.1f} s")
+        render.progress_line(f"{self.command}: {self.video}: window {index + 1}/{self.total} ({span}) {self.verb} in {seconds:.1f} s")
+
+    described = scored = window_done  # what summarize and find call it
 
     def close(self) -> None:
         self.bar.__exit__(None, None, None)
+
+
+# How `summarize` and `find` cut a long video into windows and sample it (`windowed.py`).
+_WINDOW = Annotated[Optional[float], typer.Option(
+    "--window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Fixed windows of this length instead of windows at shot cuts.")]
+_MIN_WINDOW = Annotated[float, typer.Option(
+    "--min-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Shots shorter than this join the next one.")]
+_MAX_WINDOW = Annotated[float, typer.Option(
+    "--max-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Longer shots are split into equal windows of at most this.")]
+_WINDOW_FPS = Annotated[Optional[float], typer.Option(
+    "--fps", metavar="RATE", show_default=f"{SUMMARY_FPS['cpu']:g} on a CPU, {SUMMARY_FPS['accelerator']:g} on a GPU",
+    rich_help_panel=SAMPLING, help="Frames sampled per second over the whole video.")]
+_WINDOW_MAX_FRAMES = Annotated[int, typer.Option(
+    "--max-frames", metavar="N", rich_help_panel=SAMPLING, help="The most frames one window keeps (thinned uniformly).")]
+
+
+def _segmentation(window: float | None, min_window: float, max_window: float) -> Segmentation:
+    """The windows' flags as a `Segmentation`; a combination that does not fit is a usage error."""
+    from .windowed import Segmentation
+
+    if window is not None and (min_window, max_window) != (SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S):
+        raise typer.BadParameter("--min-window and --max-window shape windows at shot cuts; --window makes fixed ones")
+    try:
+        return Segmentation(window=window, min_window=min_window, max_window=max_window)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.command(cls=PlainHelpCommand, short_help="Chapters and a summary of long videos, window by window.")
@@ -707,22 +737,17 @@ def summarize(
         "--format", metavar="FORMAT", rich_help_panel=OUTPUT, help="md (summary, then chapters; the default), json (windows, shot cuts, "
         "chapters, summary, timings), vtt or srt (a cue per chapter), youtube (chapter lines for a description), "
         "ffmetadata (chapters for `ffmpeg -map_chapters`).")] = None,
+    # A str, read as written: a Path would drop the trailing "/" that makes a new DIR of `-o DIR/`.
     output_given: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE|DIR", rich_help_panel=OUTPUT, help="Write to FILE (one video) or into DIR as VIDEO_NAME.md, .json, "
         ".vtt, .srt, .youtube.txt or .ffmetadata (a DIR for several videos), each file whole or not at all.")] = None,
     force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--output: replace files that exist.")] = False,
     jsonl_output: Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUTPUT, help="Print one JSON record per video, on one line, as each completes.")] = False,
-    window: Annotated[Optional[float], typer.Option(
-        "--window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Fixed windows of this length instead of windows at shot cuts.")] = None,
-    min_window: Annotated[float, typer.Option(
-        "--min-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Shots shorter than this join the next one.")] = SUMMARY_MIN_WINDOW_S,
-    max_window: Annotated[float, typer.Option(
-        "--max-window", metavar="SECONDS", rich_help_panel=SAMPLING, help="Longer shots are split into equal windows of at most this.")] = SUMMARY_MAX_WINDOW_S,
-    fps: Annotated[Optional[float], typer.Option(
-        "--fps", metavar="RATE", show_default=f"{SUMMARY_FPS['cpu']:g} on a CPU, {SUMMARY_FPS['accelerator']:g} on a GPU",
-        rich_help_panel=SAMPLING, help="Frames sampled per second over the whole video.")] = None,
-    max_frames: Annotated[int, typer.Option(
-        "--max-frames", metavar="N", rich_help_panel=SAMPLING, help="The most frames one window keeps (thinned uniformly).")] = SUMMARY_MAX_FRAMES,
+    window: _WINDOW = None,
+    min_window: _MIN_WINDOW = SUMMARY_MIN_WINDOW_S,
+    max_window: _MAX_WINDOW = SUMMARY_MAX_WINDOW_S,
+    fps: _WINDOW_FPS = None,
+    max_frames: _WINDOW_MAX_FRAMES = SUMMARY_MAX_FRAMES,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest text the model writes at a time (a window's description, "
         "a chapter, the summary), in tokens.")] = SUMMARY_MAX_NEW_TOKENS,
@@ -745,25 +770,18 @@ def summarize(
     from .media import inputs as given_inputs
 
     fmt = output_format or SummaryFormat.md
-    # Read as written: a Path would drop the trailing "/" that makes a new DIR of `-o DIR/`.
-    output = Path(output_given) if output_given is not None else None
     if jsonl_output and output_format not in (None, SummaryFormat.json):
         raise typer.BadParameter("--jsonl prints JSON records; drop --format")
-    if jsonl_output and output is not None:
+    if jsonl_output and output_given is not None:
         raise typer.BadParameter("--jsonl prints to stdout; drop --output")
-    if force and output is None:
+    if force and output_given is None:
         raise typer.BadParameter("--force: only used with --output")
     _refuse_ray_flags_without_ray(engine, workers, gpus_per_worker, ray_address)
     ray_options = _ray_options(workers, gpus_per_worker, ray_address)
     if options["random_weights"] and cache_dir is not None:
         raise typer.BadParameter("--cache-dir keeps described windows for a later run, but --random-weights draws "
                                  "new weights every run: drop one of them")
-    if window is not None and (min_window, max_window) != (SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S):
-        raise typer.BadParameter("--min-window and --max-window shape windows at shot cuts; --window makes fixed ones")
-    try:
-        segmentation = summarizing.Segmentation(window=window, min_window=min_window, max_window=max_window)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    segmentation = _segmentation(window, min_window, max_window)
     stdin = given_inputs.STDIN
     for argument in arguments:
         if not (argument == stdin or Path(argument).exists() or given_inputs.is_video_name(argument)):
@@ -777,21 +795,7 @@ def summarize(
     if not videos:
         raise DytokError("no video paths on stdin" if arguments == [stdin] else f"no video files in {' '.join(arguments)}")
     _check_subtitles(options["subtitles"], videos=len(videos))
-    chapter_file = fmt not in (SummaryFormat.md, SummaryFormat.json)
-    if chapter_file and len(videos) > 1 and output is None:
-        raise typer.BadParameter(f"--format {fmt.value} writes a file per video; give --output DIR")
-    targets: dict[str, Path] = {}
-    if output is not None:
-        into_directory = len(videos) > 1 or output.is_dir() or (output_given or "").endswith(("/", os.sep))
-        if into_directory and output.exists() and not output.is_dir():
-            raise typer.BadParameter(f"--output {output} is a file; several videos need a directory")
-        for video in videos:
-            target = summarizing.output_path(output, video, fmt, into_directory)
-            if target in targets.values():
-                raise typer.BadParameter(f"two videos would both write {target}; summarise them in separate runs")
-            if target.exists() and not force:
-                raise DytokError(f"{target} exists; use --force to replace it")
-            targets[video] = target
+    targets = summarizing.output_targets(videos, output_given, fmt, force)
 
     if engine is Engine.ray:
         ray_engine.require_ray()
@@ -799,7 +803,7 @@ def summarize(
     local = engine is Engine.local
     # As in `ask`: the videos ahead of the first usable one are refused before anything loads, locally.
     refused = _refused_before_loading(videos, options["decode_timeout"]) if local else []
-    printing_records = jsonl_output or (fmt is SummaryFormat.json and output is None)
+    printing_records = jsonl_output or (fmt is SummaryFormat.json and output_given is None)
     if len(refused) == len(videos) and not printing_records:  # nothing to summarise, and no record to print
         if single:
             raise DytokError(refused[0])
@@ -810,67 +814,20 @@ def summarize(
         _random_weights_note(options)
     with render.status("Loading…"):
         from .methods import strategy
+        from .windowed import default_fps
 
-        rate = fps if fps is not None else summarizing.default_fps(options["device"])
+        rate = fps if fps is not None else default_fps(options["device"])
     settings = _settings(options, fps=rate, max_frames=max_frames, max_new_tokens=max_new_tokens)
     prior_name = strategy(settings.method).prior_model(settings.model, settings.prior_model)
-    collected: dict[int, dict] = {}  # --format json on stdout: the records, by the videos' places in the input
-    errors: list[str] = []
-    written: list[Path] = []
-    printed = 0
-
-    def deliver(number: int, outcome: summarizing.Outcome) -> None:
-        """A video's outcome where it goes: stdout, its file, or the array printed at the end."""
-        nonlocal printed
-        video, summary = outcome.video, outcome.summary
-        if summary is None:
-            message = outcome.error or f"{video}: not summarised"
-            errors.append(message)
-            if not single:
-                render.error(message)
-            if jsonl_output:
-                render.write_json(summarizing.error_record(video, settings, prior_name, message), indent=None)
-            elif fmt is SummaryFormat.json and output is None:
-                collected[number] = summarizing.error_record(video, settings, prior_name, message)
-            return
-        for note in summarizing.notes(summary, fmt):
-            render.note(f"{video}: {note}")
-        if jsonl_output:
-            render.write_json(summarizing.record(summary, settings, prior_name), indent=None)
-        elif video in targets:
-            summarizing.write_file(targets[video], summarizing.formatted(summary, fmt, settings, prior_name), force)
-            written.append(targets[video])
-            render.note(f"wrote {targets[video]}")
-        elif fmt is SummaryFormat.json:
-            collected[number] = summarizing.record(summary, settings, prior_name)
-        else:
-            text = summarizing.formatted(summary, fmt, settings, prior_name)
-            render.write(("\n" if printed and fmt is SummaryFormat.md else "") + text)
-            printed += 1
-
-    def resume() -> str:
-        how = ("the same command resumes from --cache-dir" if cache_dir is not None
-               else "with --cache-dir DIR a rerun resumes where it stopped")
-        return how + (f" (with --force, as {len(written)} of the files are written)" if written else "")
-
-    for number, reason in enumerate(refused):
-        deliver(number, summarizing.Outcome(videos[number], None, reason))
+    batch = summarizing.Batch(videos, settings, prior_name, segmentation, _SummaryDisplay(), fmt=fmt, targets=targets,
+                              force=force, jsonl=jsonl_output, single=single, cache_dir=cache_dir)
+    batch.refuse(refused)
     if local and len(refused) < len(videos):
         with render.status("Loading…"):
             from .media.cache import VisualCache
             from .pipeline import Pipeline
         # The cache folder keeps a transcript too (--speech), beside the described windows.
-        pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
-        for number, video in enumerate(videos[len(refused):], start=len(refused)):
-            progress = _WindowProgress(video)
-            try:
-                outcome = summarizing.attempt(pipeline, video, segmentation, cache_dir=cache_dir, progress=progress)
-            except KeyboardInterrupt:
-                progress.close()
-                raise Interrupted(f"interrupted while summarising {video} ({number} of {len(videos)} videos done); "
-                                  f"{resume()}") from None
-            progress.close()
-            deliver(number, outcome)
+        batch.run(Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None), start=len(refused))
     elif not local:
         done = 0
 
@@ -881,22 +838,137 @@ def summarize(
             if outcome.summary is not None:  # a failure says so in its own line
                 render.progress_line(f"summarize: {outcome.video}: summarised on Ray ({done}/{len(videos)} videos)")
             with bar.paused():
-                deliver(number, outcome)
+                batch.deliver(number, outcome)
 
-        job = summarizing.Job(segmentation, str(cache_dir.resolve()) if cache_dir is not None else None)
         with render.BatchProgress(len(videos), live=len(videos) > 1) as bar:
             bar.stage("Summarising on Ray")
             render.progress_line(f"summarize: {len(videos)} video{'s' if len(videos) > 1 else ''} on Ray; a line as each is summarised")
             try:
-                ray_engine.map_videos(settings, videos, job, emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
+                ray_engine.map_videos(settings, videos, batch.job(), emit, options=ray_options, note=bar.note, cache_dir=cache_dir)
             except KeyboardInterrupt:
-                raise Interrupted(f"interrupted after {done} of {len(videos)} videos; {resume()}") from None
-    if collected:
-        records = [collected[number] for number in sorted(collected)]
-        render.write_json(records[0] if single else records)
-    if errors and single:
-        raise DytokError(errors[0])
-    return EXIT_FAILED if errors else EXIT_OK
+                raise Interrupted(f"interrupted after {done} of {len(videos)} videos; {batch.resume_hint()}") from None
+    if (records := batch.printed_at_the_end()) is not None:
+        render.write_json(records)
+    if batch.errors and single:
+        raise DytokError(batch.errors[0])
+    return EXIT_FAILED if batch.errors else EXIT_OK
+
+
+class _SummaryDisplay:
+    """Where `summarize`'s batch shows itself: a live display per video on stderr, results on stdout."""
+
+    def progress(self, video: str) -> _WindowProgress:
+        return _WindowProgress(video)
+
+    def error(self, message: str) -> None:
+        render.error(message)
+
+    def note(self, message: str) -> None:
+        render.note(message)
+
+    def record(self, record: dict[str, Any]) -> None:
+        render.write_json(record, indent=None)
+
+    def text(self, text: str) -> None:
+        render.write(text)
+
+
+@app.command(cls=PlainHelpCommand, short_help="The time ranges a query points at, ranked; clips of them.")
+@pipeline_options(exclude=("method", "ratio", "prior_model", "prune_layer", "think", "prefix_cache", "frames", "fps", "max_frames"))
+def find(
+    target: Annotated[str, typer.Argument(metavar="VIDEO_OR_FOLDER", help="A video file, or a folder of videos.", show_default=False)],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="What to look for: a question or a description.", show_default=False)],
+    recursive: Annotated[bool, typer.Option("--recursive", rich_help_panel=BASICS, help="A folder's subfolders too.")] = False,
+    top: Annotated[int, typer.Option(
+        "--top", min=1, metavar="K", rich_help_panel=OUTPUT, help="How many time ranges: the best K over all the videos.")] = FIND_TOP,
+    json_output: Annotated[bool, typer.Option(
+        "--json", rich_help_panel=OUTPUT, help="Print one JSON record: the ranges, and every window of every video scored.")] = False,
+    jsonl_output: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=OUTPUT, help="Print a JSON record per range, best first (and per video that failed).")] = False,
+    clip_dir: Annotated[Optional[Path], typer.Option(
+        "--clip", metavar="DIR", rich_help_panel=OUTPUT, help="Cut each range out into DIR as VIDEO_NAME.START-END.mp4 (ffmpeg).")] = None,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="--clip: replace these videos' clips in DIR.")] = False,
+    window: _WINDOW = None,
+    min_window: _MIN_WINDOW = SUMMARY_MIN_WINDOW_S,
+    max_window: _MAX_WINDOW = SUMMARY_MAX_WINDOW_S,
+    fps: _WINDOW_FPS = None,
+    max_frames: _WINDOW_MAX_FRAMES = SUMMARY_MAX_FRAMES,
+    *,
+    options: dict[str, Any],
+) -> int:
+    """Find where a video, or each video of a folder, shows what QUERY asks for: the best time ranges, ranked
+    by the keyframe prior's score (the model's attention from the query to each window's frames; nothing is
+    generated), each with its video and the moment it points at most."""
+    if json_output and jsonl_output:
+        raise typer.BadParameter("--json and --jsonl cannot be used together")
+    if force and clip_dir is None:
+        raise typer.BadParameter("--force: only used with --clip DIR")
+    if not query.strip():
+        raise typer.BadParameter("QUERY is empty: say what to look for")
+    segmentation = _segmentation(window, min_window, max_window)
+    from .apps import find as finding  # torch-free until a model is needed
+    from .media import inputs as given_inputs
+
+    folder = Path(target).is_dir()
+    if not folder and not Path(target).exists():
+        raise DytokError(f"{target}: no such file or folder")
+    videos = list(given_inputs.expand_inputs([target], recursive=recursive, stdin=sys.stdin, nul=False))
+    if not videos:
+        extensions = ", ".join(sorted(given_inputs.VIDEO_EXTENSIONS))
+        raise DytokError(f"no video files in {target} (extensions: {extensions})")
+    ffmpeg = finding.check_clips(clip_dir, videos, force) if clip_dir is not None else None
+    # As in `ask`: the videos ahead of the first usable one are refused before anything loads.
+    refused = _refused_before_loading(videos, options["decode_timeout"])
+    if refused and not folder:
+        raise DytokError(refused[0])
+    if folder:
+        render.note(f"{target}: searching {len(videos)} video{'s' if len(videos) > 1 else ''}")
+    if len(refused) < len(videos):
+        _random_weights_note(options)
+    with render.status("Loading…"):
+        from .media.cache import VisualCache
+        from .pipeline import Pipeline
+        from .windowed import default_fps
+
+        rate = fps if fps is not None else default_fps(options["device"])
+    # The prior is read as DyToK's two-pass method reads it: its layers, or those --prior-layers names.
+    settings = _settings(options, method=Method.dytok, fps=rate, max_frames=max_frames)
+    cache_dir = options["cache_dir"]
+    pipeline = Pipeline(settings, cache=VisualCache(cache_dir) if cache_dir else None)
+    found = finding.find(pipeline, videos, query, segmentation, _FindDisplay(shown=folder), top=top, refused=refused,
+                         clips=clip_dir, ffmpeg=ffmpeg)
+    if clip_dir is not None and found.moments:
+        copied = sum(moment.clip.copied for moment in found.moments)
+        render.note(f"wrote {len(found.moments)} clips to {clip_dir} ({copied} by stream copy, "
+                    f"{len(found.moments) - copied} re-encoded)")
+    if json_output:
+        render.write_json(found.record(settings))
+    elif jsonl_output:
+        for item in found.searched:
+            if item.error:
+                render.write_json(finding.error_line(item.video, item.error), indent=None)
+        for moment in found.moments:
+            render.write_json(moment.record(), indent=None)
+    else:
+        render.find_results([moment.record() for moment in found.moments])
+    if found.errors and not folder:
+        raise DytokError(found.errors[0])
+    return EXIT_FAILED if found.errors else EXIT_OK
+
+
+class _FindDisplay:
+    """Where `find` shows itself: a live display per video on stderr, and (`shown`: in a folder) a line per
+    video that could not be searched as it fails; one video's failure is the command's error instead."""
+
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown
+
+    def progress(self, video: str) -> _WindowProgress:
+        return _WindowProgress(video, command="find", verb="scored")
+
+    def error(self, message: str) -> None:
+        if self.shown:
+            render.error(message)
 
 
 def _parse_ratios(text: str) -> list[float]:

@@ -20,6 +20,7 @@ DEFAULT_MODEL = "Qwen/Qwen3.5-0.8B"
 MODEL_ENV_VAR = "DYTOK_MODEL"
 DEFAULT_QUESTION = "Describe this video."
 DEFAULT_TOP = 8  # keyframes `dytok inspect --export-keyframes` writes
+FIND_TOP = 5  # time ranges `dytok find` prints
 DEFAULT_RATIO = 0.25  # for a method that compresses; one that does not keeps every token (ratio 1)
 # The smallest Whisper whose transcripts are worth reading (docs/subtitles.md says why and what it costs).
 DEFAULT_SPEECH_MODEL = "openai/whisper-base"

@@ -188,15 +188,23 @@ class Pipeline:
         return visual
 
     def _prepare_frames(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
+        return self.prepare_part(video, self.settings.sampling, lambda: self.read(video), on_stage)
+
+    def prepare_part(self, video: str | Path, part: dict[str, Any], read: Callable[[], Frames],
+                     on_stage: StageCallback | None = None) -> Visual:
+        """The vision stage for the frames `read` decodes from `video`, which `part` names (the settings'
+        sampling of the whole video, or the frames of one window of a long one): with a vision cache,
+        stored under the file, `part` and the settings, so a later call for the same part reads them back
+        (`Visual.cached`) instead of decoding and encoding them again."""
         stage = on_stage or (lambda message: None)
         if self.cache is not None:
-            key = self.cache.key(video, self._cache_identity())
+            key = self.cache.key(video, {**self._cache_identity(), "sampling": part})
             hit = self.cache.load(key, video, self.model.device)
             if hit is not None:
                 return hit
         started = clock()  # decoding runs on the host
         stage("Decoding")
-        frames = self.read(video)
+        frames = read()
         decoded = clock()
         visual = self.encode(str(video), frames, on_stage)
         visual.timings["decode_s"] = decoded - started
@@ -230,11 +238,11 @@ class Pipeline:
         return Visual(video, frames, encoded, prior_encoded, timings)
 
     def _cache_identity(self) -> dict[str, Any]:
-        """Everything besides the file's bytes that changes the query-independent result."""
+        """Everything besides the file's bytes and the frames sampled (`prepare_part`'s part) that changes the
+        query-independent result."""
         settings = self.settings
         model = self.model
         identity = {
-            "sampling": settings.sampling,
             "max_pixels": settings.max_pixels,
             "backend": settings.backend.value,
             "model": settings.model,

@@ -371,6 +371,17 @@ def bench_table(report: dict[str, Any], *, wide: bool = False) -> None:
     print_table(stdout_console(), table, legend)
 
 
+def find_results(results: Sequence[dict[str, Any]]) -> None:
+    """`dytok find`'s time ranges on stdout, best first, one a line: rank, range, score, the moment within it
+    the query points at most, the video, and its clip when one was cut. Plain text, for a pipe as for a person."""
+    from .timecode import clock
+
+    for result in results:
+        clip = f"  {result['clip']}" if result["clip"] else ""
+        write(f"{result['rank']:>2}  {clock(result['start'])}-{clock(result['end'])}  score {result['score']:.4g}  "
+              f"peak {clock(result['peak'])}  {result['video']}{clip}\n")
+
+
 def eval_table(summary: dict[str, Any]) -> None:
     """The `dytok eval` results, one row per (method, ratio), on stdout; fits 80 columns."""
     from rich import box

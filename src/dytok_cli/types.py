@@ -216,6 +216,7 @@ class Visual:
     timings: dict[str, float]  # decode_s, vision_s, and prior_vision_s with an assistant prior model
     # What is said in it, when the settings ask for subtitles or speech (`Pipeline.prepare`).
     transcript: Transcript | None = None
+    cached: bool = False  # read back from a vision cache, not decoded and encoded in this call
 
     def take_timings(self) -> dict[str, float]:
         """The cost of this work for the first question that uses it; later questions got it free."""

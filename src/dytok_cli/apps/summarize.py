@@ -1,6 +1,6 @@
 """`dytok summarize`: a long video as timestamped chapters and one summary, window by window.
 
-The stages, in order, each a function below:
+The stages, in order: the first three are the library's (`windowed.py`), the others functions below.
 
 1. `timeline`  every frame's start time, read from the packets without decoding; a file that is not a
                usable video fails here, before a model loads.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -44,34 +44,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..chapters import Chapter, ffmetadata, markdown, srt, webvtt, youtube, youtube_problems
-from ..config import (
-    SUMMARY_FPS,
-    SUMMARY_MAX_FRAMES,
-    SUMMARY_MAX_WINDOW_S,
-    SUMMARY_MIN_WINDOW_S,
-    Device,
-    Settings,
-    SummaryFormat,
-)
-from ..errors import InputError, about
+from ..config import Settings, SummaryFormat
+from ..errors import InputError, Interrupted, about
 from ..files import write_atomically
 from ..math.windows import (
     Window,
     change_chapter_starts,
     chapter_spans,
     chapter_starts,
-    fixed_windows,
     pack,
-    shot_windows,
     target_chapters,
     visual_change,
-    window_samples,
 )
-from ..media.shots import ADAPTIVE_THRESHOLD, detect_cuts
 from ..media import subtitles
-from ..media.video import Timeline, call_bounded, read_frames, sample_indices, video_timeline
+from ..media.video import Timeline
 from ..timecode import hms
-from ..types import Frames, Line, Question, Transcript
+from ..types import Line, Question, Transcript
+from ..windowed import Segmentation, ShotCuts, read_window, sample, segment, timeline
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -113,39 +102,6 @@ SUFFIXES = {
     SummaryFormat.md: ".md", SummaryFormat.json: ".json", SummaryFormat.vtt: ".vtt", SummaryFormat.srt: ".srt",
     SummaryFormat.youtube: ".youtube.txt", SummaryFormat.ffmetadata: ".ffmetadata",
 }
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """How a video is cut into windows: at shot cuts (`window` None), merged to at least `min_window`
-    seconds and split to at most `max_window`, or into fixed windows of `window` seconds."""
-
-    window: float | None = None
-    min_window: float = SUMMARY_MIN_WINDOW_S
-    max_window: float = SUMMARY_MAX_WINDOW_S
-    threshold: float = ADAPTIVE_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.window is not None and not (math.isfinite(self.window) and self.window > 0):
-            raise ValueError(f"--window must be a positive number of seconds, not {self.window:g}")
-        if not (math.isfinite(self.min_window) and self.min_window > 0):
-            raise ValueError(f"--min-window must be a positive number of seconds, not {self.min_window:g}")
-        if not (math.isfinite(self.max_window) and self.max_window >= 2 * self.min_window):
-            raise ValueError(f"--max-window ({self.max_window:g} s) must be at least twice --min-window "
-                             f"({self.min_window:g} s), so a long shot splits into windows no shorter than it")
-
-    def record(self) -> dict[str, Any]:
-        if self.window is not None:
-            return {"mode": "fixed", "window_s": self.window}
-        return {"mode": "shots", "detector": "pyscenedetect-adaptive", "threshold": self.threshold,
-                "min_window_s": self.min_window, "max_window_s": self.max_window}
-
-
-def default_fps(device: Device) -> float:
-    """--fps when not given: what keeps an hour affordable where the model runs."""
-    from ..models import resolve_device
-
-    return SUMMARY_FPS["cpu" if resolve_device(device).type == "cpu" else "accelerator"]
 
 
 class Progress(Protocol):
@@ -220,47 +176,6 @@ class Summary:
     transcript: Transcript | None = None  # what is said in it, with --subtitles or --speech
 
 
-# --- 1. timeline ----------------------------------------------------------------------------------------
-
-
-def timeline(video: str, settings: Settings) -> Timeline:
-    return call_bounded(video_timeline, video, timeout_s=settings.decode_timeout, what="reading the frame times")
-
-
-# --- 2. segment -----------------------------------------------------------------------------------------
-
-
-def _shot_timeout(settings: Settings, duration: float) -> float | None:
-    """Shot detection reads every frame: --decode-timeout for every 2 minutes of video (at the default,
-    detection at real-time speed; a hung decoder makes none)."""
-    return None if settings.decode_timeout is None else settings.decode_timeout * max(1.0, duration / 120)
-
-
-def segment(video: str, line: Timeline, segmentation: Segmentation, settings: Settings,
-            store: ResumeStore | None) -> tuple[list[Window], list[float] | None]:
-    """The windows, and the shot cuts they came from (None for fixed windows)."""
-    duration = line.duration_s
-    if segmentation.window is not None:
-        return fixed_windows(duration, segmentation.window), None
-    cuts = store.cuts(segmentation.threshold) if store is not None else None
-    if cuts is None:
-        cuts = call_bounded(detect_cuts, video, timeout_s=_shot_timeout(settings, duration), what="shot detection",
-                            threshold=segmentation.threshold)
-        if store is not None:
-            store.save_cuts(segmentation.threshold, cuts)
-    windows = shot_windows(cuts, duration, min_s=segmentation.min_window, max_s=segmentation.max_window)
-    return windows, cuts
-
-
-# --- 3. sample ------------------------------------------------------------------------------------------
-
-
-def sample(line: Timeline, windows: Sequence[Window], settings: Settings) -> list[list[int]]:
-    """Each window's source frames: the frame on screen every 1/fps s from the start, at most max_frames."""
-    picked = sample_indices(line.total_frames, fps=settings.fps, frame_times=line.times)
-    return window_samples(line.times, picked, windows, settings.max_frames or SUMMARY_MAX_FRAMES)
-
-
 # --- 4. describe ----------------------------------------------------------------------------------------
 
 
@@ -269,24 +184,12 @@ def window_lines(said: Transcript | None, window: Window) -> tuple[Line, ...]:
     return subtitles.between(said.lines, window.start, window.end) if said is not None else ()
 
 
-def as_clip(frames: Frames, line: Timeline, window: Window) -> Frames:
-    """A window's decoded frames described as a video of their own (the frames that start inside the
-    window, its length): what a model that derives its sampling rate from them (Qwen2.5-VL) needs. The
-    frames keep their source numbers and their true times."""
-    first, stop = np.searchsorted(np.round(line.times * 1000), [round(window.start * 1000), round(window.end * 1000)])
-    return dataclasses.replace(frames, total_frames=max(int(stop - first), len(frames.indices)),
-                               duration_s=window.length, fps_frames=None)
-
-
 def describe(pipeline: Pipeline, video: str, line: Timeline, index: int, window: Window, indices: list[int],
              said: tuple[Line, ...], progress: Progress) -> DescribedWindow:
     """Decode, encode, compress and describe one window; nothing of its frames outlives this call but
     the description and the mean visual feature."""
-    settings = pipeline.settings
     started = time.perf_counter()
-    frames = call_bounded(read_frames, video, timeout_s=settings.decode_timeout, indices=indices,
-                          backend=settings.backend.value)
-    frames = as_clip(frames, line, window)
+    frames = read_window(video, line, window, indices, pipeline.settings)
     decoded = time.perf_counter()
     visual = pipeline.encode(video, frames, progress.stage)
     question = Question(WINDOW_PROMPT, context=subtitles.context(said))
@@ -452,7 +355,7 @@ def summarize(pipeline: Pipeline, video: str, segmentation: Segmentation, *, cac
     store = ResumeStore(cache_dir, video, pipeline, segmentation) if cache_dir is not None else None
     if segmentation.window is None:
         progress.step("Finding shots")
-    windows, cuts = segment(video, line, segmentation, settings, store)
+    windows, cuts = segment(video, line, segmentation, settings, store.shots if store is not None else None)
     segmented = time.perf_counter()
     samples = sample(line, windows, settings)
     heard = [window_lines(said, window) for window in windows]
@@ -613,6 +516,140 @@ def write_file(path: Path, text: str, force: bool) -> None:
         raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
+# --- a batch of videos: where each summary goes ------------------------------------------------------------
+
+
+def output_targets(videos: Sequence[str], output: str | None, fmt: SummaryFormat, force: bool) -> dict[str, Path]:
+    """Each video's file with `--output` (`output` as written: a trailing "/" names a directory that does not
+    exist yet), none without. InputError for outputs that cannot all be written, before any work: a chapter
+    format for several videos without a directory, a file where several videos need a directory, two videos
+    onto one file, a file that exists without `force`."""
+    if fmt not in (SummaryFormat.md, SummaryFormat.json) and len(videos) > 1 and output is None:
+        raise InputError(f"--format {fmt.value} writes a file per video; give --output DIR")
+    if output is None:
+        return {}
+    path = Path(output)
+    into_directory = len(videos) > 1 or path.is_dir() or output.endswith(("/", os.sep))
+    if into_directory and path.exists() and not path.is_dir():
+        raise InputError(f"--output {path} is a file; several videos need a directory")
+    targets: dict[str, Path] = {}
+    for video in videos:
+        target = output_path(path, video, fmt, into_directory)
+        if target in targets.values():
+            raise InputError(f"two videos would both write {target}; summarise them in separate runs")
+        if target.exists() and not force:
+            raise InputError(f"{target} exists; use --force to replace it")
+        targets[video] = target
+    return targets
+
+
+class VideoProgress(Progress, Protocol):
+    def close(self) -> None:
+        """The video is done (or stopped): its display ends."""
+
+
+class Display(Protocol):
+    """Where a batch of summaries is shown as it goes (the CLI's: results on stdout, messages on stderr)."""
+
+    def progress(self, video: str) -> VideoProgress:
+        """The display of one video being summarised in this process."""
+
+    def error(self, message: str) -> None:
+        """A video that has no summary, in one line that names it; the batch goes on."""
+
+    def note(self, message: str) -> None:
+        """Something a reader should know (a file written, why no words said went into a summary)."""
+
+    def record(self, record: dict[str, Any]) -> None:
+        """A video's JSON record, printed on a line of its own as it completes (--jsonl)."""
+
+    def text(self, text: str) -> None:
+        """A video's summary in its format, printed as it completes."""
+
+
+class Batch:
+    """`dytok summarize` over its videos: each outcome delivered where the command sends it (a line of JSON,
+    its own file, the array of records printed at the end, or its text on stdout), the videos summarised in
+    turn by one pipeline, and what a stopped run says about resuming.
+
+    `single`: one video named directly, whose failure is the command's error rather than one line of a batch."""
+
+    def __init__(self, videos: Sequence[str], settings: Settings, prior_name: str | None, segmentation: Segmentation,
+                 display: Display, *, fmt: SummaryFormat, targets: dict[str, Path], force: bool = False,
+                 jsonl: bool = False, single: bool = False, cache_dir: Path | None = None) -> None:
+        self.videos, self.settings, self.prior_name, self.segmentation = list(videos), settings, prior_name, segmentation
+        self.display, self.fmt, self.targets, self.force, self.jsonl = display, fmt, targets, force, jsonl
+        self.single, self.cache_dir = single, cache_dir
+        self.errors: list[str] = []
+        self.written: list[Path] = []
+        self._collected: dict[int, dict[str, Any]] = {}  # --format json on stdout: by the videos' places in the input
+        self._printed = 0
+
+    def deliver(self, number: int, outcome: Outcome) -> None:
+        """Video `number`'s outcome where it goes: stdout, its file, or the array printed at the end."""
+        video, summary, settings, prior_name = outcome.video, outcome.summary, self.settings, self.prior_name
+        if summary is None:
+            message = outcome.error or f"{video}: not summarised"
+            self.errors.append(message)
+            if not self.single:
+                self.display.error(message)
+            if self.jsonl:
+                self.display.record(error_record(video, settings, prior_name, message))
+            elif self.fmt is SummaryFormat.json and not self.targets:
+                self._collected[number] = error_record(video, settings, prior_name, message)
+            return
+        for note in notes(summary, self.fmt):
+            self.display.note(f"{video}: {note}")
+        if self.jsonl:
+            self.display.record(record(summary, settings, prior_name))
+        elif video in self.targets:
+            write_file(self.targets[video], formatted(summary, self.fmt, settings, prior_name), self.force)
+            self.written.append(self.targets[video])
+            self.display.note(f"wrote {self.targets[video]}")
+        elif self.fmt is SummaryFormat.json:
+            self._collected[number] = record(summary, settings, prior_name)
+        else:
+            text = formatted(summary, self.fmt, settings, prior_name)
+            self.display.text(("\n" if self._printed and self.fmt is SummaryFormat.md else "") + text)
+            self._printed += 1
+
+    def refuse(self, reasons: Sequence[str]) -> None:
+        """The first videos, which cannot be used, each for its reason (found before a model loads)."""
+        for number, reason in enumerate(reasons):
+            self.deliver(number, Outcome(self.videos[number], None, reason))
+
+    def run(self, pipeline: Pipeline, start: int = 0) -> None:
+        """Summarise the videos from `start` on, in turn, each delivered as it completes; Ctrl-C stops the batch
+        with a message that says how far it got and how to resume."""
+        for number, video in enumerate(self.videos[start:], start=start):
+            progress = self.display.progress(video)
+            try:
+                outcome = attempt(pipeline, video, self.segmentation, cache_dir=self.cache_dir, progress=progress)
+            except KeyboardInterrupt:
+                progress.close()
+                raise Interrupted(f"interrupted while summarising {video} ({number} of {len(self.videos)} videos done); "
+                                  f"{self.resume_hint()}") from None
+            progress.close()
+            self.deliver(number, outcome)
+
+    def job(self) -> Job:
+        """The batch's work as a Ray worker runs it, video by video."""
+        return Job(self.segmentation, str(self.cache_dir.resolve()) if self.cache_dir is not None else None)
+
+    def resume_hint(self) -> str:
+        how = ("the same command resumes from --cache-dir" if self.cache_dir is not None
+               else "with --cache-dir DIR a rerun resumes where it stopped")
+        return how + (f" (with --force, as {len(self.written)} of the files are written)" if self.written else "")
+
+    def printed_at_the_end(self) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """What is printed once every video is done: the records of --format json on stdout, in the input's
+        order (one video's alone), or None."""
+        if not self._collected:
+            return None
+        records = [self._collected[number] for number in sorted(self._collected)]
+        return records[0] if self.single else records
+
+
 # --- resume -------------------------------------------------------------------------------------------------
 
 
@@ -652,16 +689,8 @@ class ResumeStore:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         self.folder = Path(directory) / "summarize" / key
         self.folder.mkdir(parents=True, exist_ok=True)
-
-    def _cuts_path(self, threshold: float) -> Path:
-        return self.folder.parent / f"cuts-{self.digest[:32]}-{threshold:g}.json"
-
-    def cuts(self, threshold: float) -> list[float] | None:
-        stored = _read_json(self._cuts_path(threshold))
-        return stored["cuts"] if isinstance(stored, dict) and isinstance(stored.get("cuts"), list) else None
-
-    def save_cuts(self, threshold: float, cuts: list[float]) -> None:
-        _write_json(self._cuts_path(threshold), {"cuts": cuts})
+        # The cuts depend on the file alone: beside the stores of every setting, shared by them.
+        self.shots = ShotCuts(self.folder.parent, self.digest)
 
     def _window_path(self, window: Window, frames: Sequence[int], said: Sequence[Line]) -> Path:
         # The lines said in it are part of its prompt: other subtitles, or none, describe it anew.

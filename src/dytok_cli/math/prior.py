@@ -38,3 +38,28 @@ def combine_layers(scores: list[torch.Tensor]) -> torch.Tensor:
     if not scores:
         raise ValueError("the prior needs the scores of at least one layer")
     return normalise(torch.stack(scores).mean(dim=0))  # (F,)
+
+
+# Where across windows. The keyframe prior above is normalised over one prompt's frames, so every window's
+# weights sum to 1 however much or little the question attends to that window: fine for sharing a budget
+# within a window, useless for choosing among windows. A window is scored instead by the attention its
+# frames get in units of the attention the text of the prompt gets. Every window's prompt holds the same
+# text around its frames (the template before the video, whose keys are the same in every window's prompt,
+# then the question), so the text's share is a yardstick every window is measured with: in one prompt
+# holding every window's frames, each frame's share would be its attention over one common total, and
+# a frame's attention over the text's ranks frames of different windows the same way, up to how much the
+# question's own tokens change with the frames before them. A frame is its tokens' mean (as in the prior),
+# and a window its frames' mean, so that neither a frame of more tokens (a Qwen family at a higher
+# resolution) nor a window of more frames (a longer shot) scores higher for its size alone.
+
+
+def text_relative_frame_scores(
+    attention: torch.Tensor, frame_positions: torch.Tensor, text_positions: torch.Tensor, num_frames: int
+) -> torch.Tensor:
+    """Each frame's mean attention per token over the text's attention: (F,), not normalised over frames.
+
+    attention (S,): what the last prompt token pays every token of the prompt, a softmax over all of them
+    (averaged over heads and layers); frame_positions (F*T,) the frames' tokens, frame-major; text_positions
+    the prompt's tokens that are not visual."""
+    per_token = attention[frame_positions].view(num_frames, -1).mean(dim=1)  # (F,)
+    return per_token / attention[text_positions].sum()

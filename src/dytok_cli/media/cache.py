@@ -85,9 +85,20 @@ class VisualCache:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, video: str | os.PathLike) -> str:
+        """`file_digest(video)`, read once for each version of the file (its size and modification time):
+        a long video's windows are each an entry, and hashing gigabytes for every one would cost more than
+        the entry saves."""
+        stat = os.stat(video)
+        version = (os.fspath(video), stat.st_size, stat.st_mtime_ns)
+        if version not in self._digests:
+            self._digests[version] = file_digest(video)
+        return self._digests[version]
 
     def key(self, video: str | os.PathLike, identity: dict[str, Any]) -> str:
-        description = json.dumps({"format": _FORMAT, "file": file_digest(video), **identity}, sort_keys=True)
+        description = json.dumps({"format": _FORMAT, "file": self.digest(video), **identity}, sort_keys=True)
         return hashlib.sha256(description.encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -111,7 +122,7 @@ class VisualCache:
             prior = _unflatten("prior", tensors, meta["prior"], device) if meta["prior"] is not None else encoded
         except (OSError, ValueError, KeyError, TypeError, SafetensorError):
             return None  # unreadable or foreign: recompute and overwrite
-        return Visual(str(video), frames, encoded, prior, {"decode_s": 0.0, "vision_s": 0.0})
+        return Visual(str(video), frames, encoded, prior, {"decode_s": 0.0, "vision_s": 0.0}, cached=True)
 
     def store(self, key: str, visual: Visual) -> None:
         tensors: dict[str, torch.Tensor] = {"frames.images": torch.from_numpy(np.ascontiguousarray(visual.frames.images))}
