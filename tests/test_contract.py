@@ -178,6 +178,10 @@ UNCOMPRESSED = {
 @pytest.mark.parametrize("frames", [FRAMES, 5], ids=["even", "odd"])
 @pytest.mark.parametrize("case", UNCOMPRESSED)
 def test_uncompressed_answer_is_the_models_own_generate(family, clip, case, frames):
+    if family.name.endswith("_moe") and (frames != FRAMES or case.endswith("every-K")):
+        # A MoE variant shares its dense family's adapter, vision tower and prompt, which an odd frame count
+        # (a temporal patch's padding) and pruning at each layer in turn exercise; only its MLP differs.
+        pytest.skip("the dense family runs it")
     prune_layers = attention_layers(family.adapter.model) if case.endswith("every-K") else [None]
     expected = None
     for prune_layer in prune_layers:
