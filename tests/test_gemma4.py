@@ -26,8 +26,10 @@ from test_contract import (
     settings,
 )
 
+from dytok_cli.apps import bench
 from dytok_cli.attention import watch_attention
-from dytok_cli.config import Method
+from dytok_cli.config import Device, DType, Method
+from dytok_cli.models import load_random_model
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.types import Frames
 
@@ -216,6 +218,26 @@ def test_selector_scores_are_the_last_vision_layers_pooled_as_the_pooler_pools(g
     torch.testing.assert_close(encoded.keys, expected_keys, atol=1e-6, rtol=0)
     # Within each frame the attention received sums to 1 over its patches (1/4 over soft tokens of 4 patches).
     torch.testing.assert_close(encoded.attention.sum(dim=1), torch.full((6,), 0.25), atol=1e-6, rtol=0)
+
+
+def test_bench_counts_the_kv_cache_the_models_own_holds(gemma, clip):
+    """Random weights of the tiny shape (synthetic prompts): the KV cache bench reports for the uncompressed
+    prompt is what the model's own cache holds after it: no keys in the KV-shared layers, a window's worth but one
+    in the sliding layers, every position in the global ones with their wider heads."""
+    directory, _ = gemma
+    model = load_random_model(str(directory), device=Device.cpu, dtype=DType.float32)
+    options = settings(directory, max_new_tokens=3, method=Method.dytok_fastv)
+    results = bench.run([options], clip, [1.0, 0.25], model=model, question="q", repeat=1, warmup=0)
+    assert [r["method"] for r in results] == ["none", "dytok-fastv"]
+    encoded = model.encode(Pipeline(options, model=model).read(clip))
+    with torch.no_grad():
+        cache = model.model(**model.build_inputs("q", encoded.all_tokens(), video=encoded), use_cache=True).cache
+    keyed = [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]
+    assert len(keyed) == 4 and results[0]["kv_cache_bytes"] == sum(layer.keys.nbytes + layer.values.nbytes for layer in keyed)
+    # Pruning shortens the global layers' keys; the sliding layers' window is still full.
+    dropped = results[0]["visual_tokens"] - results[1]["visual_tokens"]
+    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 32 * 4  # K, V; 2 global
+    # layers with keys, 2 KV heads of 32, float32
 
 
 # --- the 26B-A4B kind: frames that attend both ways -------------------------------------------------

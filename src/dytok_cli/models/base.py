@@ -72,6 +72,15 @@ class VideoModel:
         the single pass can read; every layer unless the family's decoder is a hybrid."""
         return tuple(range(self.num_layers))
 
+    def kv_cache_bytes(self, sequence_length: int) -> int:
+        """Bytes of the key/value cache the model's own `generate` holds for a prompt of `sequence_length`
+        positions: every position in every attention layer (a hybrid's linear-attention layers hold a state of
+        fixed size instead, whatever the length)."""
+        text = self.model.config.get_text_config()
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        element = torch.finfo(self.model.dtype).bits // 8
+        return 2 * len(self.attention_layers()) * text.num_key_value_heads * head_dim * sequence_length * element
+
     # --- family specifics -------------------------------------------------------------------
     def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         """Vision tower, projector and any pooling for the sampled frames; a family whose positions

@@ -240,6 +240,20 @@ class Gemma4(VideoModel):
     def attention_layers(self) -> tuple[int, ...]:
         return tuple(i for i, kind in enumerate(self._text_config().layer_types) if kind == "full_attention")
 
+    def kv_cache_bytes(self, sequence_length: int) -> int:
+        # Only the layers that make keys and values hold them (a KV-shared layer reads another's), each with its
+        # kind's heads; a sliding-window layer keeps its last window but one between steps.
+        text = self._text_config()
+        element = torch.finfo(self.model.dtype).bits // 8
+        total = 0
+        for index, kind in enumerate(text.layer_types):
+            if text.kv_sharing_modes[index] == "reuse":
+                continue
+            layer = text.per_layer_config[index]
+            positions = min(sequence_length, text.sliding_window - 1) if kind == "sliding_attention" else sequence_length
+            total += 2 * layer.num_key_value_heads * layer.head_dim * positions * element
+        return total
+
     def decoder(self) -> Decoder:
         return Gemma4Decoder(self.language_model(), self.model.get_output_embeddings(), self.video_token_id())
 
