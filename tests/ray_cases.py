@@ -126,6 +126,18 @@ def test_ray_records_equal_the_local_ones_and_both_exit_1(local_ray, local_run, 
             assert first["timings"]["vision_s"] > 0 and second["timings"]["vision_s"] == 0
 
 
+def test_gemma4_through_ray_gives_the_local_records(local_ray, build_family, videos):
+    """Another family's adapter in the actors (Gemma 4, #34): record for record what the local engine gives."""
+    if DYTOK is None:
+        pytest.skip("the dytok script is not installed (pip install -e .)")
+    arguments = ask_args(build_family("gemma4"), videos[:1], "--jsonl")
+    local = dytok_in_this_process(*arguments)
+    status, records, err = script([*arguments, "--engine", "ray", "--workers", "1", "--ray-address", local_ray["address"]])
+    assert local.returncode == status == 0, err
+    assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
+    assert len(records) == 2 and err == local.stderr == ""
+
+
 def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):
     local_records = local_run[1]
     local_ray["hook"].touch()  # the first worker to start a video now exits, as if killed

@@ -9,6 +9,8 @@ kind layers 4 and 5 read the keys and values of layers 2 and 3.
 
 from __future__ import annotations
 
+import io
+import json
 import sys
 
 import pytest
@@ -26,12 +28,13 @@ from test_contract import (
     settings,
 )
 
+from dytok_cli import cli
 from dytok_cli.apps import bench
 from dytok_cli.attention import watch_attention
 from dytok_cli.config import Device, DType, Method
 from dytok_cli.models import load_random_model
 from dytok_cli.pipeline import Pipeline
-from dytok_cli.types import Frames
+from dytok_cli.types import Frames, Question
 
 TOKENS = 63  # per frame
 
@@ -292,3 +295,67 @@ def test_the_large_kinds_compressed_prompt_marks_its_frames(large, clip, monkeyp
         marked = adapter.model(**inputs).logits[0, -1]
         causal = adapter.model(**{key: value for key, value in inputs.items() if key != "mm_token_type_ids"}).logits[0, -1]
     assert not torch.allclose(marked, causal, atol=1e-3)
+
+
+# --- every command, end to end ------------------------------------------------------------------------
+
+
+def cli_settings(directory, **overrides):
+    """The settings the command lines below give (`--frames 4 --max-new-tokens 4 --dtype float32`)."""
+    return settings(directory, frames=4, max_new_tokens=4, **overrides)
+
+
+CLI = ["--frames", "4", "--max-new-tokens", "4", "--dtype", "float32", "--decode-timeout", "0"]
+
+
+def test_ask_and_inspect_give_the_pipelines_answer_and_plan(gemma, clip, dytok_here):
+    directory, adapter = gemma
+    asked = dytok_here("ask", str(clip), QUESTION, "--model", str(directory), *CLI, "--json")
+    inspected = dytok_here("inspect", str(clip), QUESTION, "--model", str(directory), "--frames", "4", "--dtype",
+                           "float32", "--decode-timeout", "0", "--json")
+    assert asked.returncode == inspected.returncode == 0, asked.stderr + inspected.stderr
+    answer = Pipeline(cli_settings(directory, method=Method.dytok_fastv), model=adapter).ask(clip, QUESTION)
+    record, plan = json.loads(asked.stdout), json.loads(inspected.stdout)
+    assert record["answer"] == answer.text and record["method"] == "dytok-fastv"
+    assert [frame["budget"] for frame in record["frames"]] == [frame["budget"] for frame in plan["frames"]] \
+        == answer.plan.budgets.tolist()
+    assert [frame["timestamp"] for frame in plan["frames"]] == list(answer.plan.encoded.timestamps)
+    assert plan["tokens_per_frame"] == TOKENS and plan["visual_tokens"] == {"full": 4 * TOKENS, "kept": 63}
+
+
+def test_chat_answers_each_turn_after_the_earlier_ones(gemma, clip, capfd, monkeypatch):
+    directory, adapter = gemma
+    monkeypatch.setattr("sys.stdin", io.StringIO("what happens?\nand then?\n"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    capfd.readouterr()
+    assert cli.main(["chat", str(clip), "--model", str(directory), *CLI, "--jsonl"]) == 0
+    first, second = (json.loads(line) for line in capfd.readouterr().out.splitlines())
+    expected = Pipeline(cli_settings(directory, method=Method.dytok_fastv, prefix_cache=False), model=adapter).ask(
+        clip, Question("and then?", history=(("what happens?", first["answer"]),)))
+    assert second["answer"] == expected.text and second["turn"] == 2
+
+
+def test_eval_and_serve_run_it(gemma, clip, tmp_path, dytok_here, monkeypatch):
+    """`eval` (an item under two methods) and `serve` (a request answered as the pipeline answers it) over the
+    tiny Gemma 4; `summarize` runs it in tests/test_summarize.py, the Ray engine in tests/ray_cases.py."""
+    directory, adapter = gemma
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # no plot: it has a test of its own
+    item = {"id": "q1", "video": clip.name, "question": QUESTION, "options": ["a dog", "a cat", "a ball", "a car"],
+            "answer": "B", "category": "objects", "duration": "short"}
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps(item) + "\n")
+    run = dytok_here("eval", str(data), "--output", str(tmp_path / "run"), "--video-dir", str(clip.parent),
+                     "--model", str(directory), *CLI, "--method", "none", "--method", "dytok-fastv", "--ratios", "0.5")
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(record["method"] for record in records) == ["dytok-fastv", "none"]
+    assert all(record["error"] is None for record in records)
+
+    serve = pytest.importorskip("test_serve")
+    service = serve.Service(cli_settings(directory, method=Method.dytok_fastv), serve.Limits(queue=1, keep_videos=1))
+    with serve.serving(service, clip.parent) as (url, _, _):
+        with serve.httpx.Client(base_url=url, headers={"Authorization": f"Bearer {serve.KEY}"}, timeout=120) as http:
+            body = http.post("/v1/chat/completions", json=serve.request(f"file:{clip.name}", QUESTION, max_tokens=4))
+    assert body.status_code == 200, body.text
+    expected = Pipeline(cli_settings(directory, method=Method.dytok_fastv), model=service.model).ask(clip, QUESTION)
+    assert body.json()["choices"][0]["message"]["content"] == expected.text

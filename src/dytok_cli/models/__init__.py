@@ -269,7 +269,7 @@ def preset_config(preset: Path) -> Any:
 
 def parameter_count(config: Any) -> int:
     """The parameters of a model of `config`, counted without weights: the model is built on the meta
-    device, which allocates no memory (0.15 to 0.6 s a shipped preset on a 2-core CPU). Tied weights
+    device, which allocates no memory (0.15 to 0.5 s a shipped preset on a 2-core CPU). Tied weights
     count once, as a checkpoint stores them, and so do the buffers it stores (Gemma 4's per-layer scalars)."""
     from transformers import AutoModelForImageTextToText
 
