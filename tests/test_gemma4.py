@@ -27,12 +27,14 @@ from test_contract import (
     same_prompt,
     settings,
 )
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from dytok_cli import cli
 from dytok_cli.apps import bench
 from dytok_cli.attention import watch_attention
 from dytok_cli.config import Device, DType, Method
 from dytok_cli.models import load_random_model
+from dytok_cli.models.thinking import Markers
 from dytok_cli.pipeline import Pipeline
 from dytok_cli.types import Frames, Question
 
@@ -241,6 +243,54 @@ def test_bench_counts_the_kv_cache_the_models_own_holds(gemma, clip):
     dropped = results[0]["visual_tokens"] - results[1]["visual_tokens"]
     assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 32 * 4  # K, V; 2 global
     # layers with keys, 2 KV heads of 32, float32
+
+
+# --- thinking ------------------------------------------------------------------------------------------
+
+
+def test_the_switch_adds_a_system_turn_as_the_published_template_does(gemma):
+    _, adapter = gemma
+    direct, thinking = adapter.chat_text(QUESTION), adapter.chat_text(QUESTION, thinking=True)
+    assert direct.startswith("<bos><|turn>user\n<|video|>") and direct.endswith("<|turn>model\n")
+    assert thinking == direct.replace("<bos>", "<bos><|turn>system\n<|think|>\n<turn|>\n")
+    assert adapter.can_think() and not adapter.reasons_first(adapter.prompt_ids(QUESTION, thinking=True))
+    token = adapter.tokenizer.convert_tokens_to_ids
+    assert adapter.markers == Markers(token("<|channel>"), token("<channel|>"), (token("thought"),))
+
+
+class _Writes(LogitsProcessor):
+    """Makes the model write `tokens` first, then leaves it alone."""
+
+    def __init__(self, prompt_length: int, tokens: list[int]) -> None:
+        self.prompt_length, self.tokens = prompt_length, tokens
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        if step < len(self.tokens):
+            scores = torch.full_like(scores, float("-inf"))
+            scores[:, self.tokens[step]] = 0.0
+        return scores
+
+
+def test_a_reasoning_block_is_kept_apart_without_its_name(gemma, clip, monkeypatch):
+    """Asked with `--think`, the model opens its block itself: what follows the block's name is the reasoning,
+    what follows the block the answer, each streamed apart, the markers and the name in neither."""
+    directory, adapter = gemma
+    token = adapter.tokenizer.convert_tokens_to_ids
+    block = [token("<|channel>"), token("thought"), token("red"), token("dog"), token("<channel|>")]
+    generate = adapter.generate
+
+    def writing(inputs, generation, logits_processor=None, streamer=None, **rest):
+        processors = [_Writes(inputs["input_ids"].shape[1], block), *(logits_processor or [])]
+        return generate(inputs, generation, LogitsProcessorList(processors), streamer, **rest)
+
+    monkeypatch.setattr(adapter, "generate", writing)
+    pipeline = Pipeline(settings(directory, method=Method.none, think=True, max_new_tokens=3), model=adapter)
+    streamed, streamed_reasoning = [], []
+    answer = pipeline.ask(clip, QUESTION, on_text=streamed.append, on_reasoning=streamed_reasoning.append)
+    assert answer.token_ids[:5] == block and len(answer.token_ids) == 8
+    assert answer.reasoning == "red dog" and answer.text == adapter.decode(torch.tensor(answer.token_ids[5:]))
+    assert "".join(streamed_reasoning) == "red dog\n" and "".join(streamed).strip() == answer.text
 
 
 # --- the 26B-A4B kind: frames that attend both ways -------------------------------------------------

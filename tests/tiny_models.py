@@ -506,8 +506,9 @@ GEMMA4_ROLES = dict(
     extra_special_tokens={"image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>",
                           "audio_token": "<|audio|>", "boa_token": "<|audio>", "eoa_token": "<audio|>"},
 )
-# What Gemma 4's prompts need beyond the shared words: its assistant's role, and the frames' "00:01" timestamps.
-GEMMA4_WORDS = ("model", *"0123456789")
+# What Gemma 4's prompts need beyond the shared words: its assistant's role, its reasoning block's name, and the
+# frames' "00:01" timestamps.
+GEMMA4_WORDS = ("model", "thought", *"0123456789")
 # Shaped like the chat template of Gemma 4 E2B and E4B (written here): turns opened by "<|turn>" and the role
 # ("model" for the assistant) and closed by "<turn|>", a video as one "<|video|>" right before its text, a system
 # turn holding "<|think|>" when `enable_thinking` is true, and "<|turn>model\n" as the generation prompt.

@@ -148,8 +148,9 @@ class VideoModel:
         """The chat template's text for `question` with one video placeholder, ending where the answer
         begins: the video and the first question in the first user turn, then any earlier turns.
 
-        `thinking` is the template's thinking switch where it has one (off: the model answers directly);
-        it changes only the text after the last turn, so never the prompt up to the video."""
+        `thinking` is the template's thinking switch where it has one (off: the model answers directly).
+        Qwen's templates change only the text after the last turn with it, so never the prompt up to the video;
+        Gemma 4's adds a system turn before everything, so a prompt prefix is not shared across the switch."""
         question = Question.of(question)
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question.first_turn_text()}]}]
         for turn, (asked, answered) in enumerate(question.history):
