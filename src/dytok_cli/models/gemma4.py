@@ -33,6 +33,7 @@ each patch's attention received and key, within its own frame, averaged over the
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -197,11 +198,8 @@ class Gemma4Decoder(Decoder):
             )
         return hidden
 
-    def snapshot(self, cache: Any, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        # A KV-shared layer holds nothing of its own: (None, None).
-        return [(cache.layers[i].keys, cache.layers[i].values) for i in layers]
-
     def kept_cache(self, state: Any, keep: torch.Tensor, layers: range) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # A KV-shared layer holds nothing of its own: (None, None), as `snapshot` finds it too.
         return [
             (None, None) if self._reads_shared(i) else (state.layers[i].keys[:, :, keep], state.layers[i].values[:, :, keep])
             for i in layers
@@ -283,7 +281,7 @@ class Gemma4(VideoModel):
         with torch.inference_mode(), watch_attention(self.model, "vision_config", {block: capture}):
             output = self.model.model.get_video_features(
                 pixel_values_videos=pixels, video_position_ids=positions,
-                num_frames_per_video=torch.tensor([len(encoded)]),
+                num_frames_per_video=torch.tensor([len(encoded)]),  # on the host: the tower reads it as a list
             )
         features = output.pooler_output[0]
         tokens = features.shape[0] // len(encoded)
@@ -390,4 +388,4 @@ class Gemma4(VideoModel):
         # from its input embedding, a visual token's features.
         ids = prompt.input_ids.masked_fill(prompt.input_ids == self.video_token_id(), self._text_config().pad_token_id)
         layer_inputs = text.project_per_layer_inputs(prompt.embeddings, text.get_per_layer_inputs(ids, None))
-        return PromptTensors(**{**vars(prompt), "layer_inputs": layer_inputs})
+        return dataclasses.replace(prompt, layer_inputs=layer_inputs)
