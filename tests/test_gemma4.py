@@ -239,10 +239,10 @@ def test_bench_counts_the_kv_cache_the_models_own_holds(gemma, clip):
         cache = model.model(**model.build_inputs("q", encoded.all_tokens(), video=encoded), use_cache=True).cache
     keyed = [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]
     assert len(keyed) == 4 and results[0]["kv_cache_bytes"] == sum(layer.keys.nbytes + layer.values.nbytes for layer in keyed)
-    # Pruning shortens the global layers' keys; the sliding layers' window is still full.
+    # Pruning shortens the global layers' keys; the sliding layers' window is still full. A position costs K and V
+    # in the 2 global layers that hold keys, 2 KV heads of 32, float32.
     dropped = results[0]["visual_tokens"] - results[1]["visual_tokens"]
-    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 32 * 4  # K, V; 2 global
-    # layers with keys, 2 KV heads of 32, float32
+    assert (results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"]) / dropped == 2 * 2 * 2 * 32 * 4
 
 
 # --- thinking ------------------------------------------------------------------------------------------
@@ -303,8 +303,8 @@ def test_the_large_kind_has_what_it_is_built_for(large):
 
 
 @pytest.mark.parametrize("fields", [dict(method=Method.none), dict(method=Method.dytok, ratio=1.0),
-                                    *[dict(method=Method.dytok_fastv, ratio=1.0, prune_layer=k) for k in (1, 3, 5)]],
-                         ids=["none", "dytok", "dytok-fastv-1", "dytok-fastv-3", "dytok-fastv-5"])
+                                    dict(method=Method.dytok_fastv, ratio=1.0, prune_layer=1)],
+                         ids=["none", "dytok", "dytok-fastv"])
 def test_the_large_kinds_uncompressed_answer_is_its_own_generate(large, clip, fields):
     """Its own processor marks the frames, whose tokens then attend both ways in its sliding layers: our walk
     through the layers (the prior, the single pass) and our prompts do the same."""

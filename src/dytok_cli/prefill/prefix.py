@@ -33,7 +33,7 @@ def shared_length(prompt: PromptTensors) -> int:
     return int(prompt.visual_positions.max()) + 1
 
 
-def _tensors(prompt: PromptTensors) -> list[torch.Tensor]:
+def _tensors(prompt: PromptTensors) -> list[torch.Tensor | None]:
     """Every tensor of `prompt`, the per-layer DeepStack rows one by one (None for a part the family has not)."""
     values = [getattr(prompt, field.name) for field in dataclasses.fields(prompt)]
     return [tensor for value in values for tensor in (value if isinstance(value, tuple) else (value,))]
@@ -43,7 +43,7 @@ def _same(first: PromptTensors, second: PromptTensors) -> bool:
     ours, theirs = _tensors(first), _tensors(second)
     # `torch.equal` is False for tensors of different sizes.
     return len(ours) == len(theirs) and all(
-        a is b is None or a is not None and b is not None and torch.equal(a, b) for a, b in zip(ours, theirs)
+        (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b)) for a, b in zip(ours, theirs)
     )
 
 
