@@ -32,7 +32,7 @@ if [ "$mode" = gpu ]; then
     device=cuda
     # family=model: the smallest shipped shape of each family.
     models="llava_onevision=llava-ov-0.5b qwen2_5_vl=qwen2.5-vl-3b qwen3_vl=qwen3-vl-2b qwen3_5=qwen3.5-0.8b
-            smolvlm=smolvlm2-256m"
+            smolvlm=smolvlm2-256m gemma4=gemma4-e2b"
     half="llava_onevision=llava-ov-0.5b"
     default_model=()  # `ask`'s own default
     bench_flags=(--frames 16 --ratios 1,0.25 --repeat 2 --warmup 1 --max-new-tokens 16)

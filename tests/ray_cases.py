@@ -144,6 +144,18 @@ def test_a_smolvlm2_model_answers_on_ray_as_locally(local_ray, build_family, vid
     assert len(records) == 2 and records[0]["tokens_per_frame"] == 16
 
 
+def test_gemma4_through_ray_gives_the_local_records(local_ray, build_family, videos):
+    """Another family's adapter in the actors (Gemma 4, #34): record for record what the local engine gives."""
+    if DYTOK is None:
+        pytest.skip("the dytok script is not installed (pip install -e .)")
+    arguments = ask_args(build_family("gemma4"), videos[:1], "--jsonl")
+    local = dytok_in_this_process(*arguments)
+    status, records, err = script([*arguments, "--engine", "ray", "--workers", "1", "--ray-address", local_ray["address"]])
+    assert local.returncode == status == 0, err
+    assert untimed(records) == untimed([json.loads(line) for line in local.stdout.splitlines()])
+    assert len(records) == 2 and err == local.stderr == ""
+
+
 def test_a_killed_worker_has_its_pairs_answered_again(local_ray, local_run, tiny_llava_dir, videos, capsys, monkeypatch):
     local_records = local_run[1]
     local_ray["hook"].touch()  # the first worker to start a video now exits, as if killed

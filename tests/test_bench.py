@@ -146,7 +146,7 @@ def test_bench_runs_dytok_fastv(tiny_llava_dir, clip):
     assert [r["visual_tokens"] for r in results] == [64, 32]
     assert results[1]["prior_s"] == 0 and results[1]["prefill_s"] > 0  # the prior is part of the prefill
     # Every layer's cache holds only the kept visual tokens.
-    assert results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"] == bench.kv_cache_bytes(model, 32)
+    assert results[0]["kv_cache_bytes"] - results[1]["kv_cache_bytes"] == model.kv_cache_bytes(32)
 
 
 def test_bench_compares_methods_against_one_baseline(tiny_llava_dir, clip):

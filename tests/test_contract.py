@@ -62,14 +62,22 @@ def settings(model, **overrides) -> Settings:
     return Settings(**{**options, **overrides})
 
 
-def attention_layers(model) -> tuple[int, ...]:
+def softmax_layers(model) -> tuple[int, ...]:
     """The decoder layers of a `transformers` model that have softmax attention, read from its own modules:
     every layer, or in a hybrid decoder (Qwen3.5) the full-attention ones between linear-attention layers."""
     return tuple(i for i, layer in enumerate(model.get_decoder().layers) if hasattr(layer, "self_attn"))
 
 
+def attention_layers(model) -> tuple[int, ...]:
+    """Those of them whose attention reaches every earlier token, the ones the prior and pruning read: all but
+    Gemma 4's sliding-window layers, read from its own modules too."""
+    layers = model.model.language_model.layers
+    return tuple(i for i in softmax_layers(model) if getattr(layers[i].self_attn, "sliding_window", None) is None)
+
+
 def is_hybrid(family) -> bool:
-    return len(attention_layers(family.adapter.model)) < len(family.adapter.model.get_decoder().layers)
+    """Whether the decoder has linear-attention layers."""
+    return len(softmax_layers(family.adapter.model)) < len(family.adapter.model.model.language_model.layers)
 
 
 def early_layer(family) -> int:
@@ -122,7 +130,7 @@ def eager_prior(eager_model, adapter, frames: Frames, question: str, layers, num
     with torch.no_grad():
         attentions = eager_model(**inputs, output_attentions=True).attentions
     video = (inputs["input_ids"][0] == adapter.video_token_id()).nonzero()[:, 0][: num_frames * per_frame]
-    with_attention = attention_layers(eager_model)  # `attentions` holds one entry per layer that has any
+    with_attention = softmax_layers(eager_model)  # `attentions` holds one entry per layer that has any
     assert len(attentions) == len(with_attention)
     per_layer = []
     for layer in layers:
@@ -445,9 +453,10 @@ def test_prior_layers_beyond_the_prune_layer(family, clip):
 
 
 def test_a_hybrid_reads_and_prunes_at_full_attention_layers_only(family, clip):
-    if not is_hybrid(family):
-        pytest.skip("every decoder layer has softmax attention")
+    """And Gemma 4 at its global layers only: from the last prompt token a sliding-window layer sees no video."""
     with_attention = attention_layers(family.adapter.model)
+    if len(with_attention) == family.adapter.num_layers:
+        pytest.skip("every decoder layer has softmax attention over every token")
     listing = ", ".join(map(str, with_attention))
     linear = with_attention[0] - 1
     for method, fields in [(Method.dytok_fastv, dict(prune_layer=linear)), (Method.dytok, dict(prior_layers=f"0-{linear}"))]:

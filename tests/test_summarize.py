@@ -25,7 +25,7 @@ DURATION = 60.0
 # Small and quick: a frame every 4 s, one-token texts, decoding in this process.
 FAST = ["--fps", "0.25", "--max-new-tokens", "1", "--decode-timeout", "0"]
 # The families (their MoE variants differ only in the decoder's MLP).
-FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl", "smolvlm"]
+FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl", "smolvlm", "gemma4"]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_every_family_describes_windows_at_their_true_times(model_type, build_fa
             # in the video (an odd count repeats the last frame).
             pairs = [frame_times[i : i + 2] for i in range(0, len(frame_times), 2)]
             assert list(prompt_times) == pytest.approx([sum(pair) / len(pair) for pair in pairs])
-        if model_type == "smolvlm":  # each frame is written into the prompt at its own time in the video
+        if model_type in ("smolvlm", "gemma4"):  # each frame is written into the prompt at its own time in the video
             assert prompt_times == frame_times
 
 

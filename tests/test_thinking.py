@@ -92,6 +92,7 @@ def test_prompt_ends_as_the_published_template_would(kind, name, switch, default
 
 
 MARKERS = Markers(open=1, close=2)
+LABELLED = Markers(open=1, close=2, label=(3, 4))  # as Gemma 4's: "<|channel>", "<channel|>", "thought\n"
 
 
 @pytest.mark.parametrize("generated_ids, reasoning_first, reasoning, answer, closed", [
@@ -109,11 +110,24 @@ def test_an_answer_that_opens_with_reasoning_is_split(generated_ids, reasoning_f
     assert (split.reasoning, split.answer, split.closed) == (reasoning, answer, closed)
 
 
-def generation_steps(prompt: list[int], generated: list[int], reasoning_first: bool, budget: int, length: int):
+@pytest.mark.parametrize("generated_ids, reasoning, answer, closed", [
+    ([1, 3, 4, 5, 6, 2, 7], [5, 6], [7], True),  # the block's name is neither reasoning nor answer
+    ([1, 3, 4, 2, 7], [], [7], True),
+    ([1, 3, 5, 2, 7], [3, 5], [7], True),  # a block that does not begin with its whole name keeps all it holds
+    ([1, 3, 4, 5], [5], [], False),  # cut off
+    ([1, 3], [3], [], False),  # cut off inside the name
+])
+def test_a_named_block_is_split_without_its_name(generated_ids, reasoning, answer, closed):
+    split = LABELLED.split(generated_ids, False)
+    assert (split.reasoning, split.answer, split.closed) == (reasoning, answer, closed)
+
+
+def generation_steps(prompt: list[int], generated: list[int], reasoning_first: bool, budget: int, length: int,
+                     markers: Markers = MARKERS):
     """What `generate` hands the reasoning budget (before each token) and the answer's length (after it),
     one token at a time; yields (ids so far, the budget's forcing, whether to stop), as `Markers.split` of
     the ids so far would decide them too."""
-    progress = ReasoningProgress(MARKERS, len(prompt), reasoning_first)
+    progress = ReasoningProgress(markers, len(prompt), reasoning_first)
     limit, stop = ReasoningBudget(progress, budget), AnswerLength(progress, length)
     for count in range(len(generated)):
         ids = torch.tensor([prompt + generated[:count]])
@@ -123,13 +137,14 @@ def generation_steps(prompt: list[int], generated: list[int], reasoning_first: b
 
 
 @examples(max_examples=300, deadline=None)
-@given(generated=st.lists(st.sampled_from([1, 2, 5, 6, 7]), max_size=12), reasoning_first=st.booleans(),
-       budget=st.integers(0, 4), length=st.integers(1, 4))
-def test_the_reasoning_budget_and_answer_length_decide_as_the_split_does(generated, reasoning_first, budget, length):
-    for ids, forced, stopped in generation_steps([9, 3], generated, reasoning_first, budget, length):
-        before = MARKERS.split(ids[:-1], reasoning_first)
+@given(generated=st.lists(st.sampled_from([1, 2, 3, 4, 5, 6, 7]), max_size=12), reasoning_first=st.booleans(),
+       budget=st.integers(0, 4), length=st.integers(1, 4), markers=st.sampled_from([MARKERS, LABELLED]))
+def test_the_reasoning_budget_and_answer_length_decide_as_the_split_does(generated, reasoning_first, budget, length,
+                                                                          markers):
+    for ids, forced, stopped in generation_steps([9, 8], generated, reasoning_first, budget, length, markers):
+        before = markers.split(ids[:-1], reasoning_first)
         assert forced == (before.reasoning is not None and not before.closed and len(before.reasoning) >= budget)
-        after = MARKERS.split(ids, reasoning_first)
+        after = markers.split(ids, reasoning_first)
         assert stopped == (after.closed and len(after.answer) >= length)
 
 

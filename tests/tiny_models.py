@@ -45,6 +45,14 @@ from transformers import (
     InternVLProcessor,
     InternVLVideoProcessor,
 )
+from transformers import (
+    Gemma4AudioFeatureExtractor,
+    Gemma4Config,
+    Gemma4ForConditionalGeneration,
+    Gemma4ImageProcessor,
+    Gemma4Processor,
+    Gemma4VideoProcessor,
+)
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
@@ -69,10 +77,12 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(
-    special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE, extra_words: tuple[str, ...] = ()
+    special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE, extra_words: tuple[str, ...] = (),
+    **roles: str | dict[str, str],
 ) -> PreTrainedTokenizerFast:
     """A word-level tokenizer; `extra_words` extend the vocabulary (a family's own text, such as
-    Qwen3-VL's "<0.5 seconds>" timestamps). Digits are single tokens, so any number tokenizes."""
+    Qwen3-VL's "<0.5 seconds>" timestamps). Digits are single tokens, so any number tokenizes. `roles` name
+    the special tokens' roles where a family's differ from Qwen's (`eos_token`, `extra_special_tokens`, ...)."""
     vocab = {token: i for i, token in enumerate(["[UNK]", *special_tokens, *WORDS, *PUNCTUATION, *extra_words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     if extra_words:
@@ -83,10 +93,8 @@ def build_tokenizer(
         backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
         additional_special_tokens=special_tokens,
+        **{"unk_token": "[UNK]", "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", **roles},
     )
     tokenizer.chat_template = chat_template
     return tokenizer
@@ -673,6 +681,138 @@ def build_smolvlm(
     return path
 
 
+GEMMA4_SPECIAL_TOKENS = [
+    "<pad>", "<eos>", "<bos>", "<|turn>", "<turn|>", "<|image>", "<image|>", "<|image|>", "<|video|>", "<|audio>",
+    "<audio|>", "<|audio|>", "<|think|>", "<|channel>", "<channel|>",
+]
+# The roles the published tokenizer gives its tokens; the processor reads the media ones by name.
+GEMMA4_ROLES = dict(
+    bos_token="<bos>", eos_token="<turn|>", pad_token="<pad>",
+    extra_special_tokens={"image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>",
+                          "audio_token": "<|audio|>", "boa_token": "<|audio>", "eoa_token": "<audio|>"},
+)
+# What Gemma 4's prompts need beyond the shared words: its assistant's role, its reasoning block's name, and the
+# frames' "00:01" timestamps.
+GEMMA4_WORDS = ("model", "thought", *"0123456789")
+# Shaped like the chat template of Gemma 4 E2B and E4B (written here): turns opened by "<|turn>" and the role
+# ("model" for the assistant) and closed by "<turn|>", a video as one "<|video|>" right before its text, a system
+# turn holding "<|think|>" when `enable_thinking` is true, and "<|turn>model\n" as the generation prompt.
+GEMMA4_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if enable_thinking | default(false) %}<|turn>system\n<|think|>\n<turn|>\n{% endif %}"
+    "{% for message in messages %}<|turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|image|>{% elif content['type'] == 'video' %}<|video|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
+    "<turn|>\n{% endfor %}{% if add_generation_prompt %}<|turn>model\n{% endif %}"
+)
+
+
+def gemma4_layer_types(layers: int) -> list[str]:
+    """Sliding-window and global layers in turn, the last one global as in every Gemma 4 (a 3-layer assistant:
+    sliding, global, global)."""
+    types = ["full_attention" if i % 2 else "sliding_attention" for i in range(layers)]
+    types[-1] = "full_attention"
+    return types
+
+
+def build_gemma4(
+    path: Path,
+    *,
+    seed: int = 0,
+    text_layers: int = 6,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    sliding_window: int = 64,
+    patch_size: int = 4,
+    vision_layers: int = 2,
+    large: bool = False,
+) -> Path:
+    """Save a tiny Gemma 4 with its processor to `path` and return it: of the E2B/E4B kind, or with `large` of
+    the 26B-A4B kind.
+
+    Its decoder has what makes the family: sliding-window layers (a window of `sliding_window` tokens, far
+    shorter than a prompt with video) between global ones, the last one global, and global layers with wider
+    heads than the sliding ones. The E2B/E4B kind has per-layer embeddings, and its last third of layers reads
+    the keys and values of the last earlier layer of the same kind (KV sharing: with 6 layers, 4 reads layer 2's
+    and 5 reads layer 3's). The 26B-A4B kind has neither; it has a mixture of experts beside each layer's MLP (4,
+    2 a token), global layers whose keys are their values, and frames whose tokens attend to each other both
+    ways in the sliding layers. The clips' 64x48 frames are sized by the published video processor's budget of 70
+    soft tokens: 72x56 pixels, 18x14 patches of `patch_size`, pooled 2x2 into 63 tokens a frame."""
+    tokenizer = build_tokenizer(GEMMA4_SPECIAL_TOKENS, GEMMA4_CHAT_TEMPLATE, GEMMA4_WORDS, **GEMMA4_ROLES)
+    # The roles' own list of special tokens replaced the one given: they are special again (none is new).
+    tokenizer.add_special_tokens({"additional_special_tokens": GEMMA4_SPECIAL_TOKENS})
+    token = tokenizer.convert_tokens_to_ids
+    head_dim = hidden // heads
+    edge_kind = {"num_kv_shared_layers": text_layers // 3, "hidden_size_per_layer_input": 8, "use_double_wide_mlp": True}
+    large_kind = {
+        "hidden_size_per_layer_input": 0, "enable_moe_block": True, "num_experts": 4, "top_k_experts": 2,
+        "moe_intermediate_size": hidden // 2, "attention_k_eq_v": True, "num_global_key_value_heads": 1,
+        "use_bidirectional_attention": "vision",
+    }
+    config = Gemma4Config(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "vocab_size_per_layer_input": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "global_head_dim": head_dim * 2,
+            "layer_types": gemma4_layer_types(text_layers),
+            "sliding_window": sliding_window,
+            "final_logit_softcapping": 30.0,
+            "max_position_embeddings": 4096,
+            # The model's own default: its embeddings are scaled by sqrt(width) and every sublayer's output is
+            # normalised, and at 0.3 every answer was one token repeated whatever the video (0.02: varied answers
+            # that change with the frames).
+            "initializer_range": 0.02,
+            **(large_kind if large else edge_kind),
+            "pad_token_id": token("<pad>"),
+            "bos_token_id": token("<bos>"),
+            "eos_token_id": token("<turn|>"),
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "head_dim": 8,
+            "patch_size": patch_size,
+            "pooling_kernel_size": 2,
+            "position_embedding_size": 64,
+            "initializer_range": INIT_RANGE,
+        },
+        audio_config=None,
+        image_token_id=token("<|image|>"),
+        video_token_id=token("<|video|>"),
+        boi_token_id=token("<|image>"),
+        eoi_token_id=token("<image|>"),
+        audio_token_id=token("<|audio|>"),
+        boa_token_id=token("<|audio>"),
+        eoa_token_index=token("<audio|>"),
+        initializer_range=0.02,
+    )
+    _save_model(path, Gemma4ForConditionalGeneration, config, tokenizer, seed)
+
+    shared = dict(patch_size=patch_size, pooling_kernel_size=2, max_soft_tokens=70)
+    processor = Gemma4Processor(
+        feature_extractor=Gemma4AudioFeatureExtractor(),
+        image_processor=Gemma4ImageProcessor(**shared),
+        tokenizer=tokenizer,
+        video_processor=Gemma4VideoProcessor(**shared),
+        chat_template=GEMMA4_CHAT_TEMPLATE,
+        image_seq_length=70,
+    )
+    processor.save_pretrained(path)
+    return path
+
+
 FAMILIES = {
     "llava_onevision": build_llava_onevision,
     "qwen2_5_vl": build_qwen2_5_vl,
@@ -682,4 +822,6 @@ FAMILIES = {
     "qwen3_5_moe": partial(build_qwen3_5, moe=True),
     "internvl": build_internvl,
     "smolvlm": build_smolvlm,
+    # Seed 0 makes a tiny Gemma 4 whose text-only reply ends after one token, too short to tell a cap's.
+    "gemma4": partial(build_gemma4, seed=2),
 }

@@ -159,6 +159,9 @@ class PromptTensors:
     # Per early decoder layer, (N, D) added to the hidden states at `visual_positions` after that
     # layer (Qwen3-VL's DeepStack); empty for families without.
     deepstack: tuple[torch.Tensor, ...] = ()
+    # (1, S, L, P): what each of the L decoder layers takes beside the hidden states, for each token, made from
+    # that token alone (Gemma 4's per-layer embeddings); None for families without.
+    layer_inputs: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -175,6 +178,7 @@ class PromptTensors:
             visual_positions=self.visual_positions[inside] - start,
             frame_positions=frames[(frames >= start) & (frames < stop)] - start,
             deepstack=tuple(rows[inside] for rows in self.deepstack),
+            layer_inputs=None if self.layer_inputs is None else self.layer_inputs[:, start:stop],
         )
 
 

@@ -79,15 +79,6 @@ def peak_gpu_memory(device: torch.device) -> Iterator[Callable[[], int | None]]:
     yield lambda: torch.cuda.max_memory_allocated(device)
 
 
-def kv_cache_bytes(model: VideoModel, sequence_length: int) -> int:
-    """Bytes of the key/value cache holding `sequence_length` positions in every attention layer (a hybrid's
-    linear-attention layers hold a state of fixed size instead, whatever the length)."""
-    text = model.model.config.get_text_config()
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    element = torch.finfo(model.model.dtype).bits // 8
-    return 2 * len(model.attention_layers()) * text.num_key_value_heads * head_dim * sequence_length * element
-
-
 def dtype_name(settings: Settings) -> str:
     """The dtype `settings` run in on this machine (`--dtype auto` resolved)."""
     return str(resolve_dtype(settings.dtype, resolve_device(settings.device))).removeprefix("torch.")
@@ -130,7 +121,7 @@ def _one_run(pipeline: Pipeline, video: str | Path, question: str) -> dict[str, 
         "total_s": timings["total_s"],
         "next_question_s": later.timings["total_s"],
         "next_question_recomputed_s": recomputed,
-        "kv_cache_bytes": kv_cache_bytes(pipeline.model, prompt),
+        "kv_cache_bytes": pipeline.model.kv_cache_bytes(prompt),
     }
 
 

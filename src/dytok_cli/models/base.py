@@ -72,6 +72,15 @@ class VideoModel:
         the single pass can read; every layer unless the family's decoder is a hybrid."""
         return tuple(range(self.num_layers))
 
+    def kv_cache_bytes(self, sequence_length: int) -> int:
+        """Bytes of the key/value cache the model's own `generate` holds for a prompt of `sequence_length`
+        positions: every position in every attention layer (a hybrid's linear-attention layers hold a state of
+        fixed size instead, whatever the length)."""
+        text = self.model.config.get_text_config()
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        element = torch.finfo(self.model.dtype).bits // 8
+        return 2 * len(self.attention_layers()) * text.num_key_value_heads * head_dim * sequence_length * element
+
     # --- family specifics -------------------------------------------------------------------
     def encode(self, frames: Frames, max_pixels: int | None = None, repeat_tolerance: int | None = 0) -> EncodedVideo:
         """Vision tower, projector and any pooling for the sampled frames; a family whose positions
@@ -139,8 +148,9 @@ class VideoModel:
         """The chat template's text for `question` with one video placeholder, ending where the answer
         begins: the video and the first question in the first user turn, then any earlier turns.
 
-        `thinking` is the template's thinking switch where it has one (off: the model answers directly);
-        it changes only the text after the last turn, so never the prompt up to the video."""
+        `thinking` is the template's thinking switch where it has one (off: the model answers directly).
+        Qwen's templates change only the text after the last turn with it, so never the prompt up to the video;
+        Gemma 4's adds a system turn before everything, so a prompt prefix is not shared across the switch."""
         question = Question.of(question)
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question.first_turn_text()}]}]
         for turn, (asked, answered) in enumerate(question.history):

@@ -11,6 +11,12 @@ generated token.
 Everything here works on token ids, with the tokenizer's own `<think>` and `</think>` tokens: the
 published tokenizers have them as single tokens (not special ones, so decoding does not drop them). A
 tokenizer without them has no reasoning to keep apart.
+
+Gemma 4 marks reasoning otherwise: its template's switch puts `<|think|>` in a system turn before everything,
+and the model writes `<|channel>thought\n...<channel|>` before its answer (its larger checkpoints' template
+ends a prompt with the empty `<|channel>thought\n<channel|>` unless `enable_thinking`). Its markers are
+special tokens, and the block's name after the opening one, "thought" and a line end, belongs to neither the
+reasoning nor the answer (as the published response schema parses it): `Markers.label`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from transformers import LogitsProcessor, StoppingCriteria, TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 OPEN, CLOSE = "<think>", "</think>"
+# Each published kind of markers: opening, closing, and the text that names the block right after it opens.
+MARKER_KINDS = ((OPEN, CLOSE, ""), ("<|channel>", "<channel|>", "thought\n"))
 SWITCH = "enable_thinking"  # the template variable of a chat template with a thinking mode
 
 
@@ -51,15 +59,23 @@ class Markers:
 
     open: int
     close: int
+    label: tuple[int, ...] = ()  # what names the block right after it opens (Gemma 4's "thought\n"); not reasoning
 
     @classmethod
     def of(cls, tokenizer: Any) -> Markers | None:
         if tokenizer is None:
             return None
         vocabulary = tokenizer.get_vocab()
-        if OPEN in vocabulary and CLOSE in vocabulary:
-            return cls(vocabulary[OPEN], vocabulary[CLOSE])
+        for opening, closing, label in MARKER_KINDS:
+            if opening in vocabulary and closing in vocabulary:
+                named = tuple(tokenizer(label, add_special_tokens=False)["input_ids"]) if label else ()
+                return cls(vocabulary[opening], vocabulary[closing], named)
         return None
+
+    def unlabelled(self, reasoning: list[int]) -> list[int]:
+        """`reasoning`, the ids inside a block, without the block's name where it begins with it."""
+        named = bool(self.label) and tuple(reasoning[: len(self.label)]) == self.label
+        return reasoning[len(self.label) :] if named else reasoning
 
     def opens(self, prompt_ids: Sequence[int]) -> bool:
         """Whether a prompt ends inside a reasoning block, so that the answer's first tokens are reasoning."""
@@ -77,8 +93,8 @@ class Markers:
             ids = ids[1:]
         if self.close in ids:
             at = ids.index(self.close)
-            return Split(ids[:at], ids[at + 1 :], closed=True)
-        return Split(ids, [], closed=False)
+            return Split(self.unlabelled(ids[:at]), ids[at + 1 :], closed=True)
+        return Split(self.unlabelled(ids), [], closed=False)
 
 
 class ReasoningProgress:
@@ -91,7 +107,8 @@ class ReasoningProgress:
         self.markers = markers
         self.phase = "reasoning" if reasoning_first else "start"  # then "reasoning" or "answer"
         self.read = prompt_length  # positions of the sequence looked at
-        self.reasoning = 0  # tokens inside the block so far
+        self.inside = 0  # tokens inside the block so far
+        self.head: list[int] = []  # its first ones, as many as its name has
         self.answer_from = prompt_length  # where the answer begins, once `phase` is "answer"
 
     def update(self, input_ids: torch.Tensor) -> None:
@@ -104,10 +121,17 @@ class ReasoningProgress:
                 elif token == self.markers.close:
                     self.phase, self.answer_from = "answer", position + 1
                 else:
-                    self.reasoning += 1
+                    self.inside += 1
+                    if len(self.head) < len(self.markers.label):
+                        self.head.append(token)
                 if self.phase == "answer":
                     break
         self.read = length
+
+    @property
+    def reasoning(self) -> int:
+        """Tokens of reasoning so far: those inside the block, less its name (`Markers.unlabelled`)."""
+        return len(self.markers.unlabelled(self.head)) - len(self.head) + self.inside
 
     @property
     def closed(self) -> bool:
@@ -183,6 +207,7 @@ class ReasoningStreamer(BaseStreamer):
         self.answer = _Sink(tokenizer, on_text) if on_text else None
         self.reasoning = _Sink(tokenizer, on_reasoning) if on_reasoning else None
         self.phase: str | None = None  # None until the prompt is seen; then "start", "reasoning" or "answer"
+        self.head: list[int] | None = []  # the block's first tokens, held until they are known not to be its name
 
     def put(self, value: torch.Tensor) -> None:
         ids = value.reshape(-1).tolist()
@@ -205,13 +230,27 @@ class ReasoningStreamer(BaseStreamer):
                 self.phase = "answer"
                 self._end_reasoning()
                 return
+            if self.head is not None:  # the block's name, if it begins with it, is neither reasoning nor answer
+                self.head.append(token)
+                if len(self.head) < len(markers.label) and self.head == list(markers.label[: len(self.head)]):
+                    return
+                self._put(self.reasoning, markers.unlabelled(self.head))
+                self.head = None
+                return
             sink = self.reasoning
         else:
             sink = self.answer
-        if sink is not None:
-            sink.put(torch.tensor([token]))  # on the host, where the text is decoded
+        self._put(sink, [token])
+
+    @staticmethod
+    def _put(sink: _Sink | None, tokens: list[int]) -> None:
+        if sink is not None and tokens:
+            sink.put(torch.tensor(tokens))  # on the host, where the text is decoded
 
     def _end_reasoning(self) -> None:
+        if self.head:  # a block shorter than its name: what there was of it
+            self._put(self.reasoning, self.head)
+        self.head = None
         if self.reasoning is not None:
             self.reasoning.end()
             if self.reasoning.started:

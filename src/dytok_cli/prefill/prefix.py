@@ -33,8 +33,8 @@ def shared_length(prompt: PromptTensors) -> int:
     return int(prompt.visual_positions.max()) + 1
 
 
-def _tensors(prompt: PromptTensors) -> list[torch.Tensor]:
-    """Every tensor of `prompt`, the per-layer DeepStack rows one by one."""
+def _tensors(prompt: PromptTensors) -> list[torch.Tensor | None]:
+    """Every tensor of `prompt`, the per-layer DeepStack rows one by one (None for a part the family has not)."""
     values = [getattr(prompt, field.name) for field in dataclasses.fields(prompt)]
     return [tensor for value in values for tensor in (value if isinstance(value, tuple) else (value,))]
 
@@ -42,7 +42,9 @@ def _tensors(prompt: PromptTensors) -> list[torch.Tensor]:
 def _same(first: PromptTensors, second: PromptTensors) -> bool:
     ours, theirs = _tensors(first), _tensors(second)
     # `torch.equal` is False for tensors of different sizes.
-    return len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    return len(ours) == len(theirs) and all(
+        (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b)) for a, b in zip(ours, theirs)
+    )
 
 
 class PrefixReuse:

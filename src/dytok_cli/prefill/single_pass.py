@@ -111,6 +111,7 @@ def prune(model: VideoModel, probe: Probe, kept_index: torch.Tensor) -> PrunedPr
         visual_positions=rank[visual_kept],
         frame_positions=rank[visual_kept][: int((kept_index < prompt.frame_positions.numel()).sum())],
         deepstack=tuple(layer[rows] for layer in prompt.deepstack),
+        layer_inputs=None if prompt.layer_inputs is None else prompt.layer_inputs[:, keep],
     )
     decoder = model.decoder()
     return PrunedPrefill(
