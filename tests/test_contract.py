@@ -71,13 +71,13 @@ def softmax_layers(model) -> tuple[int, ...]:
 def attention_layers(model) -> tuple[int, ...]:
     """Those of them whose attention reaches every earlier token, the ones the prior and pruning read: all but
     Gemma 4's sliding-window layers, read from its own modules too."""
-    layers = model.model.language_model.layers
+    layers = model.get_decoder().layers
     return tuple(i for i in softmax_layers(model) if getattr(layers[i].self_attn, "sliding_window", None) is None)
 
 
 def is_hybrid(family) -> bool:
     """Whether the decoder has linear-attention layers."""
-    return len(softmax_layers(family.adapter.model)) < len(family.adapter.model.model.language_model.layers)
+    return len(softmax_layers(family.adapter.model)) < len(family.adapter.model.get_decoder().layers)
 
 
 def early_layer(family) -> int:
