@@ -417,6 +417,8 @@ def eval_table(summary: dict[str, Any]) -> None:
 
 def parameters(count: int) -> str:
     """A parameter count as model names give it: 894M, 2.1B."""
+    if count >= 10e9:
+        return f"{count / 1e9:.0f}B"
     return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
 
 

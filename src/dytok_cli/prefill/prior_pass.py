@@ -110,7 +110,7 @@ def window_prior(
     prompt, per_layer = _read_layers(prior, video, question, layers, both, thinking=thinking)
     weights = combine_layers([per_layer[layer][0] for layer in layers]).cpu()
     attention = torch.stack([per_layer[layer][1] for layer in layers]).mean(dim=0).double().cpu()  # (S,)
-    text = torch.ones(prompt.length, dtype=torch.bool)
+    text = torch.ones(prompt.length, dtype=torch.bool, device="cpu")  # indexed with positions moved to the host
     text[prompt.visual_positions.cpu()] = False
     scores = text_relative_frame_scores(attention, prompt.frame_positions.cpu(), text.nonzero()[:, 0], video.num_frames)
     return WindowPrior(weights, scores)
