@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(DYTOK is None, reason="the dytok script is not i
 
 RECORD_KEYS = {
     "video", "question", "answer", "reasoning", "model", "prior_model", "method", "ratio", "dtype", "backend",
-    "frames", "visual_tokens", "tokens_per_frame", "frame_size", "reused_frames", "reused_prefix_tokens", "subtitles", "timings",
-    "error",
+    "frames", "visual_tokens", "tokens_per_frame", "frame_size", "reused_frames", "reused_prefix_tokens", "subtitles", "whole",
+    "timings", "error",
 }
 FRAME_KEYS = {"index", "frame", "timestamp", "weight", "budget", "dominant", "contextual"}
 TIMING_KEYS = {"decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s"}
@@ -78,6 +78,7 @@ def test_json_record(dytok_here, tiny_llava_dir, clip):
     assert isinstance(record["answer"], str) and record["error"] is None
     assert record["model"] == str(tiny_llava_dir) == record["prior_model"]
     assert record["method"] == "dytok" and record["ratio"] == 0.5 and record["backend"] == "decord"
+    assert record["whole"] is None  # without --whole
     assert record["dtype"] in {"float32", "bfloat16"}  # --dtype auto on a CPU, resolved
     assert record["tokens_per_frame"] == 16 and record["frame_size"] == [32, 32]
     assert record["visual_tokens"] == {"full": 6 * 16, "kept": 48}

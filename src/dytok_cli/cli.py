@@ -343,7 +343,7 @@ def _ray_options(workers: int | None, gpus_per_worker: float | None, ray_address
         raise typer.BadParameter(str(error)) from None
 
 
-_REASONING_TOKENS_HELP = "Longest reasoning before the answer, in tokens (--think, or a model that always reasons)."
+_REASONING_TOKENS_HELP = "Longest reasoning, in tokens (--think, or a model that always reasons)."
 
 
 @app.command(cls=PlainHelpCommand, short_help="Answer questions about videos.")
@@ -366,6 +366,8 @@ def ask(
         "--recursive", rich_help_panel=BASICS, help="Look for videos in subdirectories too.")] = False,
     null_separated: Annotated[bool, typer.Option(
         "-0", "--null", rich_help_panel=BASICS, help="Paths on stdin (-) are NUL-separated.")] = False,
+    whole: Annotated[bool, typer.Option(
+        "--whole", rich_help_panel=BASICS, help="Score every window, answer from the best (slower).")] = False,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", metavar="N", rich_help_panel=OUTPUT, help="Longest answer, in tokens.")] = _DEFAULTS.max_new_tokens,
     max_reasoning_tokens: Annotated[int, typer.Option(
@@ -410,6 +412,8 @@ def ask(
     if output_dir is not None and (json_output or jsonl_output):
         raise typer.BadParameter("--output writes the records to DIR; drop --json/--jsonl")
     ray_options = _ray_options(workers, gpus_per_worker, ray_address)
+    if whole:
+        _check_whole(options, local=engine is Engine.local and output_dir is None)
     from .media import (
         inputs as given_inputs,  # torch-free: a wrong command line fails before anything loads
     )
@@ -478,7 +482,7 @@ def ask(
         try:
             failed_in_folder = _answer(settings, videos[len(refused):], questions, deliver, progress, options=options, engine=engine,
                     ray_options=ray_options, stream=stream, headings=pairs > 1, show_reasoning=show_reasoning,
-                    output_dir=output_dir, output_format=output_format, force=force)
+                    output_dir=output_dir, output_format=output_format, force=force, whole=whole)
         except KeyboardInterrupt:
             render.end_line()  # a partly streamed answer: the message goes below it
             raise Interrupted(f"interrupted after {completed} of {pairs} answers") from None
@@ -507,13 +511,25 @@ def _refused_before_loading(videos: list[str], timeout_s: float | None) -> list[
     return refused
 
 
+def _check_whole(options: dict[str, Any], local: bool) -> None:
+    """--whole's usage errors: the flags it does not take."""
+    if not local:
+        raise typer.BadParameter("--whole answers in this process: not with --engine ray")
+    sampling = [flag for flag, name in (("--fps", "fps"), ("--max-frames", "max_frames")) if options[name] is not None]
+    if sampling:
+        raise typer.BadParameter(f"{', '.join(sampling)}: not with --whole, which samples every window as summarize "
+                                 "does; --frames is how many frames its answer sees")
+    if options["subtitles"] is not None or options["speech"]:
+        raise typer.BadParameter("--subtitles and --speech are not yet part of a --whole answer")
+
+
 def _answer(settings: Settings, videos: list[str], questions: list[str], deliver: Callable[[dict[str, Any]], None],
             progress: render.BatchProgress, *, options: dict[str, Any], engine: Engine, ray_options: RayOptions,
             stream: bool, headings: bool, show_reasoning: bool, output_dir: Path | None,
-            output_format: OutputFormat | None, force: bool) -> int:
+            output_format: OutputFormat | None, force: bool, whole: bool) -> int:
     """`ask`'s answering, once its arguments are checked: every question on every video, each pair's record
     to `deliver` as it completes; with --output the records go into that folder instead, and the number of
-    failed pairs is returned."""
+    failed pairs is returned. With `whole`, each question is answered from the whole video."""
     _random_weights_note(options)
     cache_dir = options["cache_dir"]
     # Imported here so `--help` and usage errors answer without loading torch.
@@ -522,6 +538,7 @@ def _answer(settings: Settings, videos: list[str], questions: list[str], deliver
         from .media.cache import VisualCache
         from .media.video import thinning_note
         from .pipeline import Pipeline
+        from .windowed import Segmentation, sparse_note
 
     if output_dir is not None:
         return ray_engine.write(settings, videos, questions, output_dir, options=ray_options, note=render.note,
@@ -535,8 +552,14 @@ def _answer(settings: Settings, videos: list[str], questions: list[str], deliver
             with progress.paused():
                 render.write(f"# {video}: {question}\n")
 
+    hinted = False
+
     def prepared(visual: Any) -> None:
-        for note in (thinning_note(visual.frames), visual.transcript and visual.transcript.note):
+        nonlocal hinted
+        # Said of the first video whose frames lie far apart, once: the flag is the same for the rest.
+        sparse = None if hinted else sparse_note(visual.frames)
+        hinted = hinted or sparse is not None
+        for note in (thinning_note(visual.frames), visual.transcript and visual.transcript.note, sparse):
             if note:
                 progress.note(f"{visual.video}: {note}")
 
@@ -551,6 +574,7 @@ def _answer(settings: Settings, videos: list[str], questions: list[str], deliver
                 pipeline, videos, questions, emit, on_pair=before_pair, on_prepared=prepared, on_stage=progress.stage,
                 on_text=progress.streaming(render.write) if stream else None,
                 on_reasoning=progress.streaming(render.reasoning) if show_reasoning else None,
+                whole=Segmentation() if whole else None,
             )
     return 0
 

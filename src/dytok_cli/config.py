@@ -40,6 +40,9 @@ SUMMARY_FPS = {"cpu": 0.25, "accelerator": 0.5}
 SUMMARY_MAX_FRAMES = 32
 SUMMARY_MIN_WINDOW_S, SUMMARY_MAX_WINDOW_S = 10.0, 60.0
 SUMMARY_MAX_NEW_TOKENS = 160
+# `dytok ask` without --whole says once that --whole exists when a video's sampled frames lie this many seconds
+# apart or more: a 10-minute video at the default 32 frames, where a minute holds three frames.
+WHOLE_HINT_GAP_S = 600 / 32
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def _base(video: str, question: str, settings: Settings, prior_model: str | None
         "reused_frames": None,  # tower frames that repeat the one before, so not encoded again (--reuse-repeats)
         "reused_prefix_tokens": None,  # prompt tokens an earlier question about the video ran (prefix reuse)
         "subtitles": None,  # with --subtitles/--speech: what is said that went into the prompt (`subtitles_record`)
+        "whole": None,  # with --whole: every window's score and those the answer saw (`windowed.Whole.record`)
         "timings": None,
         "error": None,
     }
@@ -112,8 +113,11 @@ def inspect_record(plan: Plan, settings: Settings, prior_model: str | None) -> d
     return record
 
 
-def answer_record(answer: Answer, settings: Settings, prior_model: str | None) -> dict[str, Any]:
+def answer_record(answer: Answer, settings: Settings, prior_model: str | None,
+                  whole: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`whole`: a whole-video answer's windows (`windowed.Whole.record`), its timings beside the answer's."""
     record = plan_record(answer.plan, settings, prior_model)
+    record["whole"] = whole
     record["answer"] = answer.text
     record["reasoning"] = answer.reasoning
     record["timings"] = {key: round(answer.timings.get(key, 0.0), 4) for key in TIMING_KEYS}

@@ -12,6 +12,9 @@
 reads them back) and read by the keyframe prior (`prefill.prior_pass.window_prior`), which scores the
 window on a scale every window of every video shares, window after window, so no two windows' frames or
 visual tokens are ever alive at once and memory stays flat however long the video is.
+
+`whole_video` and `ask_whole` answer a question from the whole video (`dytok ask --whole`): the scan says
+where, the best windows' frames (`math.windows.whole_video_frames`) answer.
 """
 
 from __future__ import annotations
@@ -27,16 +30,30 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .config import SUMMARY_FPS, SUMMARY_MAX_FRAMES, SUMMARY_MAX_WINDOW_S, SUMMARY_MIN_WINDOW_S, Device, Settings
+from .config import (
+    SUMMARY_FPS,
+    SUMMARY_MAX_FRAMES,
+    SUMMARY_MAX_WINDOW_S,
+    SUMMARY_MIN_WINDOW_S,
+    WHOLE_HINT_GAP_S,
+    Device,
+    Settings,
+)
+from .errors import InputError
 from .files import write_atomically
 from .gpu import clock
-from .math.windows import Window, fixed_windows, shot_windows, window_samples
+from .math.layers import parse_prior_layers
+from .math.windows import Window, fixed_windows, shot_windows, whole_video_frames, window_samples
 from .media.shots import ADAPTIVE_THRESHOLD, detect_cuts
 from .media.video import Timeline, call_bounded, read_frames, sample_indices, video_timeline
-from .types import Frames, Question
+from .timecode import short_hms
+from .types import Answer, Frames, Question
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    import threading
+    from collections.abc import Callable
+
+    from .pipeline import Pipeline, StageCallback
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,20 @@ class ShotCuts:
     def save_cuts(self, threshold: float, cuts: list[float]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomically(self._path(threshold), json.dumps({"cuts": cuts}))
+
+
+class KeptCuts:
+    """A video's shot cuts kept in memory, by threshold: its later questions in this process find them here
+    where no vision cache keeps them on disk."""
+
+    def __init__(self) -> None:
+        self.found: dict[float, list[float]] = {}
+
+    def cuts(self, threshold: float) -> list[float] | None:
+        return self.found.get(threshold)
+
+    def save_cuts(self, threshold: float, cuts: list[float]) -> None:
+        self.found[threshold] = cuts
 
 
 # --- 1. timeline ----------------------------------------------------------------------------------------
@@ -210,6 +241,8 @@ class ScoredWindow:
 
     index: int
     window: Window
+    sampled: tuple[int, ...]  # source frame number of every frame sampled in the window, ascending
+    frames_per_group: int  # sampled frames the model merges into one of its frames (Qwen's temporal patch: 2)
     frames: tuple[int, ...]  # source frame number of each model frame's first sampled frame
     timestamps: tuple[float, ...]  # their start times, seconds
     weights: tuple[float, ...]  # the keyframe prior within the window: normalised over its frames, as DyToK's
@@ -222,6 +255,11 @@ class ScoredWindow:
     def peak(self) -> float:
         """When the frame with the highest score starts: where in the window the question points."""
         return self.timestamps[int(np.argmax(self.frame_scores))]
+
+    @property
+    def peak_frame(self) -> int:
+        """The source frame number where the frame with the highest score starts."""
+        return self.frames[int(np.argmax(self.frame_scores))]
 
     def record(self) -> dict[str, Any]:
         return {
@@ -242,6 +280,7 @@ class Scan:
     segmentation: Segmentation
     cuts: list[float] | None  # None with fixed windows
     windows: list[ScoredWindow]
+    line: Timeline = field(repr=False)  # every frame's start time: a later question on the video reads them here
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -261,7 +300,8 @@ def score_window(pipeline: Pipeline, video: str, line: Timeline, index: int, win
     encoded = visual.prior_encoded
     firsts = visual.frames.group_starts(encoded.frames_per_group)
     return ScoredWindow(
-        index=index, window=window, frames=firsts.indices, timestamps=firsts.timestamps,
+        index=index, window=window, sampled=visual.frames.indices, frames_per_group=encoded.frames_per_group,
+        frames=firsts.indices, timestamps=firsts.timestamps,
         weights=tuple(read.weights.tolist()), frame_scores=tuple(read.frame_scores.tolist()), score=read.score,
         cached=visual.cached,
         timings={"decode_s": visual.timings.get("decode_s", 0.0),
@@ -271,17 +311,19 @@ def score_window(pipeline: Pipeline, video: str, line: Timeline, index: int, win
 
 
 def scan(pipeline: Pipeline, video: str, question: str | Question, segmentation: Segmentation,
-         layers: tuple[int, ...], *, cuts: CutsStore | None = None, progress: ScanProgress | None = None) -> Scan:
+         layers: tuple[int, ...], *, cuts: CutsStore | None = None, progress: ScanProgress | None = None,
+         line: Timeline | None = None) -> Scan:
     """Every window of `video` scored for `question` by the prior model's attention at `layers`, window by
     window in bounded memory (InputError, a VideoError among them, for a video that cannot be used). With the
     pipeline's vision cache each window's encoding is kept, so a later question reads it back; `cuts` keeps
-    the shot cuts likewise."""
+    the shot cuts likewise. `line`: the video's `timeline`, when the caller has read it already."""
     progress = progress or _Quiet()
     question = Question.of(question)
     settings = pipeline.settings
     started = time.perf_counter()
-    progress.stage("Reading frame times")
-    line = timeline(video, settings)
+    if line is None:
+        progress.stage("Reading frame times")
+        line = timeline(video, settings)
     timed = time.perf_counter()
     if segmentation.window is None:
         progress.step("Finding shots")
@@ -291,7 +333,6 @@ def scan(pipeline: Pipeline, video: str, question: str | Question, segmentation:
     progress.windows(len(windows), 0)
     scored = []
     for index, (window, indices) in enumerate(zip(windows, samples)):
-        progress.stage(f"Window {index + 1}/{len(windows)}")
         begun = time.perf_counter()
         scored.append(score_window(pipeline, video, line, index, window, indices, question, layers, progress))
         progress.scored(index, window, time.perf_counter() - begun)
@@ -301,4 +342,169 @@ def scan(pipeline: Pipeline, video: str, question: str | Question, segmentation:
         timings[key] = sum(item.timings[key] for item in scored)
     timings.update(windows_s=finished - segmented, total_s=finished - started)
     return Scan(video=video, duration_s=line.duration_s, segmentation=segmentation, cuts=found, windows=scored,
-                timings=timings)
+                timings=timings, line=line)
+
+
+# --- a question answered from the whole video -----------------------------------------------------------
+
+
+class StageProgress:
+    """A scan's progress told to a display of one stage line (`Pipeline`'s StageCallback): the window being
+    scored, then what is done to it."""
+
+    def __init__(self, on_stage: StageCallback) -> None:
+        self.on_stage = on_stage
+        self.total = self.done = 0
+
+    def windows(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+
+    def stage(self, message: str) -> None:
+        self.on_stage(f"Window {self.done + 1}/{self.total}: {message}" if self.total else message)
+
+    def step(self, message: str) -> None:
+        self.on_stage(message)
+
+    def scored(self, index: int, window: Window, seconds: float) -> None:
+        self.done = index + 1
+
+
+def sparse_note(frames: Frames) -> str | None:
+    """What `ask` says once, without `--whole`, about a video whose frames lie far apart: that --whole answers
+    from the parts that matter; None for frames close enough."""
+    gap = frames.duration_s / max(1, len(frames.indices))
+    if gap < WHOLE_HINT_GAP_S:
+        return None
+    return (f"{len(frames.indices)} frames over {short_hms(frames.duration_s)}, one every {gap:.0f} s; --whole answers "
+            "from the parts of the video that matter (it scores every window first, so it costs more)")
+
+
+def scan_layers(pipeline: Pipeline) -> tuple[int, ...]:
+    """The layers a whole-video answer's scan reads: those the method reads its prior from (dytok-fastv's
+    single pass: up to its prune layer); for a method that reads no prior (none, visionzip), DyToK's
+    default, the deepest third of the model's full-attention layers."""
+    if pipeline.prior_layers is not None:
+        return pipeline.prior_layers
+    prior = pipeline.prior
+    return parse_prior_layers(None, prior.num_layers, prior.attention_layers())
+
+
+def scanning(pipeline: Pipeline, fps: float) -> Pipeline:
+    """A pipeline of `pipeline`'s models and vision cache that samples a whole video as `summarize` does:
+    every 1/`fps` s, at most SUMMARY_MAX_FRAMES a window. Its windows' cache entries are `find`'s too."""
+    from .pipeline import Pipeline  # torch: only once a video is scanned
+
+    settings = dataclasses.replace(pipeline.settings, fps=fps, max_frames=SUMMARY_MAX_FRAMES)
+    return Pipeline(settings, model=pipeline.model, prior=pipeline.prior, cache=pipeline.cache)
+
+
+@dataclass(frozen=True)
+class UsedWindow:
+    """A window whose frames a whole-video answer sees, and which of them."""
+
+    window: ScoredWindow
+    frames: tuple[int, ...]  # source frame numbers taken, ascending
+    timestamps: tuple[float, ...]  # their start times, seconds, from the packets
+
+    def record(self) -> dict[str, Any]:
+        window = self.window
+        return {"index": window.index, "start": window.window.start, "end": window.window.end, "score": window.score,
+                "peak": round(window.peak, 3), "frames": list(self.frames),
+                "timestamps": [round(t, 3) for t in self.timestamps]}
+
+
+@dataclass(frozen=True)
+class Whole:
+    """Where in a whole video a question points (`scan`: every window scored) and the frames its answer sees:
+    the best windows' (`used`, best first), `budget` in all."""
+
+    scan: Scan
+    layers: tuple[int, ...]  # the prior's layers the scan read
+    fps: float  # the windows' sampling
+    budget: int
+    used: list[UsedWindow]
+
+    @property
+    def frames(self) -> tuple[int, ...]:
+        """Every frame taken, in time order: what the answer decodes."""
+        return tuple(sorted(frame for used in self.used for frame in used.frames))
+
+    def ranges(self) -> list[tuple[float, float]]:
+        """The time ranges the frames come from: the used windows in time order, adjacent ones joined."""
+        joined: list[tuple[float, float]] = []
+        for start, end in sorted((used.window.window.start, used.window.window.end) for used in self.used):
+            if joined and joined[-1][1] == start:
+                joined[-1] = (joined[-1][0], end)
+            else:
+                joined.append((start, end))
+        return joined
+
+    @property
+    def context(self) -> str:
+        """The line the question gets beside the frames: where in how long a video they come from. The frames
+        are not spread evenly over the video, and most families see no times at all."""
+        spans = [f"{short_hms(start)}-{short_hms(end)}" for start, end in self.ranges()]
+        listed = spans[0] if len(spans) == 1 else f"{', '.join(spans[:-1])} and {spans[-1]}"
+        return f"These frames are from {listed} of a {short_hms(self.scan.duration_s)} video."
+
+    def part(self) -> dict[str, Any]:
+        """The vision cache's name for the frames taken (`Pipeline.prepare_part`): the same selection is read
+        back by a later question that makes it."""
+        return {"frames": list(self.frames)}
+
+    def record(self) -> dict[str, Any]:
+        """The `whole` field of `ask --whole`'s JSON record (docs/ask.md)."""
+        found = self.scan
+        return {
+            "budget": self.budget, "fps": self.fps, "prior_layers": list(self.layers),
+            "duration_s": round(found.duration_s, 3),
+            "segmentation": {**found.segmentation.record(), "cuts": found.cuts},
+            "context": self.context,
+            "used": [used.record() for used in self.used],
+            "windows": [{"index": window.index, "start": window.window.start, "end": window.window.end,
+                         "score": window.score, "cached": window.cached} for window in found.windows],
+            "cached_windows": sum(window.cached for window in found.windows),
+            "timings": {key: round(value, 4) for key, value in found.timings.items()},
+        }
+
+
+def whole_video(pipeline: Pipeline, video: str, question: str | Question, segmentation: Segmentation,
+                layers: tuple[int, ...], frames: int, *, fps: float | None = None, line: Timeline | None = None,
+                cuts: CutsStore | None = None, progress: ScanProgress | None = None) -> Whole:
+    """Where in `video` `question` points, and the `frames` frames its answer sees: every window `scan`ned
+    (sampled at `fps`, default `default_fps`; with the pipeline's vision cache each window's encoding is kept
+    for a later question, and the shot cuts unless `cuts` says where), then the best windows' frames
+    (`whole_video_frames`). `line`: the video's `timeline`, when read already (an earlier question's
+    `Scan.line`)."""
+    settings = pipeline.settings
+    if settings.uses_transcript:
+        raise InputError("--subtitles and --speech are not yet part of a whole-video answer (--whole)")
+    rate = fps if fps is not None else default_fps(settings.device)
+    if cuts is None and pipeline.cache is not None:
+        cuts = ShotCuts(pipeline.cache.directory / "shots", pipeline.cache.digest(video))
+    found = scan(scanning(pipeline, rate), video, question, segmentation, layers, cuts=cuts, progress=progress,
+                 line=line)
+    windows, times = found.windows, found.line.times
+    chosen = whole_video_frames([window.sampled for window in windows], [window.peak_frame for window in windows],
+                                [window.score for window in windows], frames, group=windows[0].frames_per_group)
+    used = [UsedWindow(windows[index], taken, tuple(float(times[frame]) for frame in taken)) for index, taken in chosen]
+    return Whole(found, layers, rate, frames, used)
+
+
+def ask_whole(pipeline: Pipeline, whole: Whole, question: str | Question, *,
+              on_text: Callable[[str], None] | None = None, on_stage: StageCallback | None = None,
+              stop: threading.Event | None = None, on_reasoning: Callable[[str], None] | None = None) -> Answer:
+    """`question` answered from `whole`'s frames, as `Pipeline.ask` answers (the pipeline's method and ratio):
+    the frames decoded by number, so with their true times (the times Qwen3-VL/3.5 and SmolVLM2 write into
+    the prompt); encoded once for this selection (with the vision cache, kept under a part naming them); the
+    question led by one line of context saying where in the video they come from."""
+    settings, video, indices = pipeline.settings, whole.scan.video, list(whole.frames)
+
+    def read() -> Frames:
+        return call_bounded(read_frames, video, timeout_s=settings.decode_timeout, indices=indices,
+                            backend=settings.backend.value)
+
+    visual = pipeline.prepare_part(video, whole.part(), read, on_stage)
+    asked = Question.of(question)
+    asked = dataclasses.replace(asked, context="\n".join(text for text in (whole.context, asked.context) if text))
+    return pipeline.ask(visual, asked, on_text=on_text, on_stage=on_stage, stop=stop, on_reasoning=on_reasoning)

@@ -457,7 +457,9 @@ def record_schema() -> Any:
         + [("ratio", pa.float64()), ("dtype", pa.string()), ("backend", pa.string()), ("frames", pa.list_(frame)),
            ("visual_tokens", pa.struct([("full", pa.int64()), ("kept", pa.int64())])), ("tokens_per_frame", pa.int64()),
            ("frame_size", pa.list_(pa.int64())), ("reused_frames", pa.int64()),
-           ("reused_prefix_tokens", pa.int64()), ("subtitles", subtitles), ("timings", pa.struct([(key, pa.float64()) for key in TIMING_KEYS])), ("error", pa.string())]
+           ("reused_prefix_tokens", pa.int64()), ("subtitles", subtitles),
+           ("whole", pa.null()),  # always null: --whole answers in one process, never on Ray
+           ("timings", pa.struct([(key, pa.float64()) for key in TIMING_KEYS])), ("error", pa.string())]
     )
 
 

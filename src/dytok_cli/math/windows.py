@@ -186,3 +186,48 @@ def chapter_spans(windows: Sequence[Window], starts: Sequence[int]) -> list[rang
     if not starts or starts[0] != 0 or list(starts) != sorted(set(starts)) or starts[-1] >= len(windows):
         raise ValueError(f"chapter starts must ascend from 0 through the {len(windows)} windows, got {list(starts)}")
     return [range(first, stop) for first, stop in zip(starts, [*starts[1:], len(windows)])]
+
+
+def spread(count: int, take: int, keep: int) -> list[int]:
+    """`take` of the positions 0..count-1, evenly spaced, `keep` among them: the positions cut into `take`
+    runs as equal as whole positions allow, the middle of each run, except that the run holding `keep`
+    gives `keep`. One per run, so the picks are distinct and ascending."""
+    if not 1 <= take <= count or not 0 <= keep < count:
+        raise ValueError(f"cannot take {take} of {count} positions keeping position {keep}")
+    firsts = [-(-run * count // take) for run in range(take + 1)]  # run r is firsts[r]..firsts[r+1]-1
+    picks = [(first + following - 1) // 2 for first, following in zip(firsts, firsts[1:])]
+    picks[keep * take // count] = keep
+    return picks
+
+
+def whole_video_frames(samples: Sequence[Sequence[int]], peaks: Sequence[int], scores: Sequence[float], budget: int,
+                       group: int = 1) -> list[tuple[int, tuple[int, ...]]]:
+    """The frames a whole-video answer sees, from windows scored for its question: the windows best first
+    (equal scores: the earlier), each giving its sampled frames `samples[w]` (source frame numbers,
+    ascending) until `budget` frames are taken. A window that does not fit whole gives as many as fit,
+    evenly spaced over it (`spread`), with its peak `peaks[w]` (one of its frames) among them. With
+    `group` above 1 (a model that merges that many consecutive frames into one: Qwen's two) a window
+    gives a multiple of `group` frames where it has that many, so that in time order no merged frame
+    spans two windows; one with fewer gives them all.
+
+    Returns (window, its frames taken, ascending) for every window used, best first."""
+    if budget < 1:
+        raise ValueError(f"the budget must be at least one frame, not {budget}")
+    if not len(samples) == len(peaks) == len(scores):
+        raise ValueError(f"{len(samples)} windows' frames, {len(peaks)} peaks and {len(scores)} scores")
+    group = max(1, min(group, budget))  # a budget under one group still sees a frame
+    left = budget
+    used = []
+    for window in sorted(range(len(samples)), key=lambda w: (-scores[w], w)):
+        frames = list(samples[window])
+        take = min(len(frames), left)
+        if len(frames) >= group:
+            take -= take % group
+        if take == 0:
+            continue
+        picks = spread(len(frames), take, frames.index(peaks[window]))
+        used.append((window, tuple(frames[pick] for pick in picks)))
+        left -= take
+        if left == 0:
+            break
+    return used
