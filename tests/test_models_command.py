@@ -47,12 +47,19 @@ def test_published_scores_and_measured_times_are_given_where_known_and_never_mad
     assert first["seconds"] == {"360p": 50.3, "1080p": 199.9} and "32 frames" in first["conditions"]
     assert listed["llava-ov-0.5b"]["first_question"]["seconds"]["360p"] == 201.1
     assert listed["smolvlm2-500m"]["video_mme"] == {"score": 42.2, "thinking": False}
-    # Every preset of 4B parameters or less, at both sizes, but InternVL3.5's and SmolVLM2's, whose times wait for a run under the
-    # same conditions (a 2-core CPU without other work); none of the larger ones.
-    measured = [name for name, entry in listed.items() if entry["parameters"] < 5e9 and entry["family"] not in ("internvl", "smolvlm")]
-    assert measured == ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3-vl-4b", "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b"]
-    assert [name for name, entry in listed.items() if entry["first_question"]] == measured
-    assert all(set(listed[name]["first_question"]["seconds"]) == {"360p", "1080p"} for name in measured)
+    # Every preset of 4B parameters or less of the first run, at both sizes; none of the larger ones.
+    first_run = [name for name, entry in listed.items() if entry["first_question"] and entry["first_question"]["run"] == "2026-12-05"]
+    assert first_run == [name for name, entry in listed.items() if entry["parameters"] < 5e9
+                         and entry["family"] not in ("internvl", "smolvlm", "gemma4")]
+    assert first_run == ["llava-ov-0.5b", "qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3-vl-4b", "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b"]
+    assert all(set(listed[name]["first_question"]["seconds"]) == {"360p", "1080p"} for name in first_run)
+    # The later families' smallest shapes in a run of their own, beside the default model again (360p only).
+    later = {name: entry["first_question"] for name, entry in listed.items()
+             if entry["first_question"] and entry["first_question"]["run"] == "2026-12-08"}
+    assert set(later) == {"gemma4-e2b", "internvl3.5-1b", "smolvlm2-256m", "smolvlm2-500m"}
+    assert all(set(first["seconds"]) == {"360p"} and first["default_model_360p"] == 20.3 and "bfloat16" in first["conditions"]
+               for first in later.values())
+    assert listed["qwen3.5-0.8b"]["first_question"]["default_model_360p"] == 50.3
 
 
 def test_parameters_are_the_shapes_own(listed):

@@ -432,15 +432,21 @@ def models_table(presets: Sequence[dict[str, Any]]) -> None:
         "first answer on a 2-core CPU at 32 frames of 360p (--json says how, and gives 1080p's), to compare, not to "
         "expect. —: none published or measured."
     )
+    main_run = next(((p["first_question"] or {}).get("run") for p in presets if p["default"]), None)
+    other = sorted({p["first_question"]["default_model_360p"] for p in presets
+                    if p["first_question"] and p["first_question"]["run"] != main_run})
+    if other:
+        legend += (f" †: measured in another run, on another CPU, where the default model took "
+                   f"{' and '.join(f'{seconds:.0f}' for seconds in other)} s (--json gives its conditions).")
     out = stdout_console()
-    table = _models_table(presets, family=True)
+    table = _models_table(presets, main_run, family=True)
     if (whole := table_width(out, table)) > out.width:
-        table = _models_table(presets, family=False)
+        table = _models_table(presets, main_run, family=False)
         legend += f" The family column needs {whole} columns (--json gives it too)."
     print_table(out, table, legend)
 
 
-def _models_table(presets: Sequence[dict[str, Any]], *, family: bool) -> Any:
+def _models_table(presets: Sequence[dict[str, Any]], main_run: str | None, *, family: bool) -> Any:
     """The table of `models_table`, with or without the family column (the hub id says the family too)."""
     from rich import box
     from rich.table import Table
@@ -464,7 +470,7 @@ def _models_table(presets: Sequence[dict[str, Any]], *, family: bool) -> Any:
             parameters(preset["parameters"]),
             "—" if score is None else f"{score['score']:.1f}" + ("*" if score["thinking"] else ""),
             "yes" if preset["cached"] else "no",
-            "—" if first is None else f"{first['seconds']['360p']:.0f}",
+            "—" if first is None else f"{first['seconds']['360p']:.0f}" + ("" if first["run"] == main_run else "†"),
         )
     return table
 
