@@ -9,6 +9,7 @@ kind layers 4 and 5 read the keys and values of layers 2 and 3.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -27,12 +28,14 @@ from test_contract import (
     same_prompt,
     settings,
 )
+from speech_helpers import speech_like, write_clip_with_audio
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dytok_cli import cli
 from dytok_cli.apps import bench
 from dytok_cli.attention import watch_attention
 from dytok_cli.config import Device, DType, Method
+from dytok_cli.media.audio import read_audio
 from dytok_cli.models import load_random_model
 from dytok_cli.models.thinking import Markers
 from dytok_cli.pipeline import Pipeline
@@ -409,3 +412,55 @@ def test_eval_and_serve_run_it(gemma, clip, tmp_path, dytok_here, monkeypatch):
     assert body.status_code == 200, body.text
     expected = Pipeline(cli_settings(directory, method=Method.dytok_fastv), model=service.model).ask(clip, QUESTION)
     assert body.json()["choices"][0]["message"]["content"] == expected.text
+
+
+# --- audio: the E2B/E4B kind hears the video's audio track itself ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hearing(build_family, load_family):
+    """(model directory, loaded adapter) of the tiny Gemma 4 of the E2B/E4B kind with an audio tower."""
+    return build_family("gemma4", audio=True), load_family("gemma4", audio=True)
+
+
+@pytest.fixture(scope="module")
+def talking_clip(tmp_path_factory):
+    """A 35-second clip whose audio track is two items for the model (30 s and 5 s), at 1 frame a second."""
+    return write_clip_with_audio(tmp_path_factory.mktemp("talking") / "talk.mp4", speech_like(35.0), n_frames=35, fps=1)
+
+
+def own_generate_hearing(adapter, frames: Frames, samples, question: str, max_new_tokens: int = 6) -> list[int]:
+    """The model's own processor + generate on the same frames and audio, the audio cut into the 30-second items
+    its feature extractor takes, before the video."""
+    items = [samples[start : start + 30 * 16000] for start in range(0, samples.size, 30 * 16000)]
+    content = [*[{"type": "audio"}] * len(items), {"type": "video"}, {"type": "text", "text": question}]
+    prompt = adapter.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices),
+                "duration": frames.duration_s}
+    inputs = adapter.processor(text=prompt, videos=[frames.images], audio=items, video_metadata=[metadata],
+                               do_sample_frames=False, return_tensors="pt")
+    output = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("fields", [dict(method=Method.none), dict(method=Method.dytok, ratio=1.0),
+                                    dict(method=Method.dytok_fastv, ratio=1.0, prune_layer=1)],
+                         ids=["none", "dytok", "dytok-fastv"])
+def test_the_heard_answer_is_its_own_generate_on_the_same_audio(hearing, talking_clip, fields):
+    """The audio's tokens in our prompt (written into its embeddings, handed to `generate` whole or through the
+    cache our walk prefilled) give the answer the model's own processor and generate give, for the second
+    question too (its prefix, audio included, reused); and the audio changes that answer."""
+    directory, adapter = hearing
+    pipeline = Pipeline(settings(directory, frames=4, max_new_tokens=6, **fields), model=adapter)
+    visual = pipeline.prepare(talking_clip)
+    samples = read_audio(talking_clip)
+    audio = adapter.encode_audio(samples)
+    assert [item.shape[0] for item in audio] == [750, 125]  # 40 ms a token
+    visual.encoded = visual.prior_encoded = dataclasses.replace(visual.encoded, audio=audio)
+    frames = pipeline.read(talking_clip)
+    for question in LATER_QUESTIONS[:2]:
+        answer = pipeline.ask(visual, question)
+        assert answer.token_ids == own_generate_hearing(adapter, frames, samples, question)
+    assert answer.plan.reused_prefix_tokens > 0
+    if fields["method"] is Method.none:
+        assert answer.token_ids != own_generate_hearing(adapter, frames, speech_like(35.0, seed=1), question)

@@ -122,6 +122,9 @@ class EncodedVideo:
     deepstack: tuple[torch.Tensor, ...] = ()
     # Frames whose pixels repeat the frame's before them, so the vision tower did not encode them again.
     reused_frames: int = 0
+    # (A_i, D) each: the soft tokens of the video's audio track, one tensor per item the model hears, in time
+    # order, for a model that hears audio itself (Gemma 4 E2B/E4B with --speech); never compressed; else empty.
+    audio: tuple[torch.Tensor, ...] = ()
 
     @property
     def num_frames(self) -> int:
