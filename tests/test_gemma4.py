@@ -9,6 +9,7 @@ kind layers 4 and 5 read the keys and values of layers 2 and 3.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -27,16 +28,19 @@ from test_contract import (
     same_prompt,
     settings,
 )
+from speech_helpers import speech_like, tiny_whisper_dir, write_clip_with_audio  # noqa: F401 (a fixture)
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dytok_cli import cli
 from dytok_cli.apps import bench
 from dytok_cli.attention import watch_attention
 from dytok_cli.config import Device, DType, Method
+from dytok_cli.media.audio import read_audio
 from dytok_cli.models import load_random_model
 from dytok_cli.models.thinking import Markers
 from dytok_cli.pipeline import Pipeline
-from dytok_cli.types import Frames, Question
+from dytok_cli.record import subtitles_record
+from dytok_cli.types import HEARD, Frames, Question
 
 TOKENS = 63  # per frame
 
@@ -409,3 +413,82 @@ def test_eval_and_serve_run_it(gemma, clip, tmp_path, dytok_here, monkeypatch):
     assert body.status_code == 200, body.text
     expected = Pipeline(cli_settings(directory, method=Method.dytok_fastv), model=service.model).ask(clip, QUESTION)
     assert body.json()["choices"][0]["message"]["content"] == expected.text
+
+
+# --- audio: the E2B/E4B kind hears the video's audio track itself ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hearing(build_family, load_family):
+    """(model directory, loaded adapter) of the tiny Gemma 4 of the E2B/E4B kind with an audio tower."""
+    return build_family("gemma4", audio=True), load_family("gemma4", audio=True)
+
+
+@pytest.fixture(scope="module")
+def talking_clip(tmp_path_factory):
+    """A 35-second clip whose audio track is two items for the model (30 s and 5 s), at 1 frame a second."""
+    return write_clip_with_audio(tmp_path_factory.mktemp("talking") / "talk.mp4", speech_like(35.0), n_frames=35, fps=1)
+
+
+def own_generate_hearing(adapter, frames: Frames, samples, question: str, max_new_tokens: int = 6) -> list[int]:
+    """The model's own processor + generate on the same frames and audio, the audio cut into the 30-second items
+    its feature extractor takes, before the video."""
+    items = [samples[start : start + 30 * 16000] for start in range(0, samples.size, 30 * 16000)]
+    content = [*[{"type": "audio"}] * len(items), {"type": "video"}, {"type": "text", "text": question}]
+    prompt = adapter.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    metadata = {"total_num_frames": frames.total_frames, "fps": frames.video_fps, "frames_indices": list(frames.indices),
+                "duration": frames.duration_s}
+    inputs = adapter.processor(text=prompt, videos=[frames.images], audio=items, video_metadata=[metadata],
+                               do_sample_frames=False, return_tensors="pt")
+    output = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("fields", [dict(method=Method.dytok, ratio=1.0), dict(method=Method.dytok_fastv, ratio=1.0,
+                                    prune_layer=1)], ids=["dytok", "dytok-fastv"])
+def test_the_heard_answer_is_its_own_generate_on_the_same_audio(hearing, talking_clip, fields):
+    """The audio's tokens in our prompt (written into its embeddings, `generate` going on from the cache our walk
+    prefilled, whole or after the single pass) give the answer the model's own processor and generate give, for
+    and the audio changes that answer. (--method none, whose prefix every question shares, is
+    `test_speech_gives_...`.)"""
+    directory, adapter = hearing
+    pipeline = Pipeline(settings(directory, frames=4, max_new_tokens=6, **fields), model=adapter)
+    visual = pipeline.prepare(talking_clip)
+    samples = read_audio(talking_clip)
+    audio = adapter.encode_audio(samples)
+    assert [item.shape[0] for item in audio] == [750, 125]  # 40 ms a token
+    visual.encoded = visual.prior_encoded = dataclasses.replace(visual.encoded, audio=audio)
+    frames = pipeline.read(talking_clip)
+    answer = pipeline.ask(visual, QUESTION)
+    assert answer.token_ids == own_generate_hearing(adapter, frames, samples, QUESTION)
+    if fields["method"] is Method.dytok:
+        assert answer.token_ids != own_generate_hearing(adapter, frames, speech_like(35.0, seed=1), QUESTION)
+
+
+def test_speech_gives_a_hearing_model_the_audio_and_others_a_transcript(hearing, gemma, talking_clip, tiny_whisper_dir):
+    """--speech: the model with an audio tower hears the track (the answer its own generate gives with that
+    audio, the record saying so and counting the audio's prompt tokens); one without gets Whisper's lines."""
+    directory, adapter = hearing
+    pipeline = Pipeline(settings(directory, frames=4, max_new_tokens=6, method=Method.none, speech=True,
+                                 speech_model=str(tiny_whisper_dir)), model=adapter)
+    answer = pipeline.ask(talking_clip, QUESTION)
+    samples = read_audio(talking_clip)
+    assert answer.token_ids == own_generate_hearing(adapter, pipeline.read(talking_clip), samples, QUESTION)
+    said = subtitles_record(answer.plan)
+    assert (said["source"], said["speech"], said["tokens"], said["lines"]) == (HEARD, "native-audio", 750 + 125 + 4, [])
+    assert "transcriber" not in pipeline.__dict__  # no Whisper loaded
+    directory, adapter = gemma
+    pipeline = Pipeline(settings(directory, frames=4, max_new_tokens=1, method=Method.none, speech=True,
+                                 speech_model=str(tiny_whisper_dir)), model=adapter)
+    plan = pipeline.plan(talking_clip, QUESTION)
+    assert plan.encoded.audio == () and subtitles_record(plan)["speech"] == "whisper"
+
+
+def test_a_hearing_model_given_no_audio_track_answers_from_the_frames_as_whisper_would(hearing, clip):
+    """A video without an audio track: --speech says so and the prompt is the one without --speech."""
+    directory, adapter = hearing
+    plans = [Pipeline(settings(directory, frames=4, method=Method.none, speech=speech), model=adapter).plan(clip, QUESTION)
+             for speech in (True, False)]
+    assert plans[0].transcript.note == "no audio track; answering from the frames alone"
+    assert plans[0].encoded.audio == () and subtitles_record(plans[0])["speech"] is None
+    assert torch.equal(same_prompt(adapter, plans[0])["input_ids"], same_prompt(adapter, plans[1])["input_ids"])

@@ -59,7 +59,7 @@ def test_a_file_that_does_not_parse_is_a_note_not_an_error(dytok_here, tiny_llav
     note = f"{talk.parent / 'notes.srt'}: not SRT or WebVTT (no cue timings); answering from the frames alone"
     assert result.stderr == f"{talk}: {note}\n"
     said = json.loads(result.stdout)["subtitles"]
-    assert said == {"source": None, "lines": [], "tokens": 0, "note": note, "speech_s": said["speech_s"]}
+    assert said == {"source": None, "speech": None, "lines": [], "tokens": 0, "note": note, "speech_s": said["speech_s"]}
 
 
 @pytest.mark.parametrize(

@@ -704,6 +704,7 @@ GEMMA4_CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] | trim }}"
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'image' %}<|image|>{% elif content['type'] == 'video' %}<|video|>"
+    "{% elif content['type'] == 'audio' %}<|audio|>"
     "{% elif content['type'] == 'text' %}{{ content['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
     "<turn|>\n{% endfor %}{% if add_generation_prompt %}<|turn>model\n{% endif %}"
 )
@@ -729,6 +730,7 @@ def build_gemma4(
     patch_size: int = 4,
     vision_layers: int = 2,
     large: bool = False,
+    audio: bool = False,
 ) -> Path:
     """Save a tiny Gemma 4 with its processor to `path` and return it: of the E2B/E4B kind, or with `large` of
     the 26B-A4B kind.
@@ -739,7 +741,8 @@ def build_gemma4(
     the keys and values of the last earlier layer of the same kind (KV sharing: with 6 layers, 4 reads layer 2's
     and 5 reads layer 3's). The 26B-A4B kind has neither; it has a mixture of experts beside each layer's MLP (4,
     2 a token), global layers whose keys are their values, and frames whose tokens attend to each other both
-    ways in the sliding layers. The clips' 64x48 frames are sized by the published video processor's budget of 70
+    ways in the sliding layers. With `audio`, the E2B/E4B kind hears too: a 2-layer audio tower of the published
+    shape's kind (its feature extractor's 128 mel bins, 40 ms a token). The clips' 64x48 frames are sized by the published video processor's budget of 70
     soft tokens: 72x56 pixels, 18x14 patches of `patch_size`, pooled 2x2 into 63 tokens a frame."""
     tokenizer = build_tokenizer(GEMMA4_SPECIAL_TOKENS, GEMMA4_CHAT_TEMPLATE, GEMMA4_WORDS, **GEMMA4_ROLES)
     # The roles' own list of special tokens replaced the one given: they are special again (none is new).
@@ -788,7 +791,15 @@ def build_gemma4(
             "position_embedding_size": 64,
             "initializer_range": INIT_RANGE,
         },
-        audio_config=None,
+        audio_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            # The first must be 128: the tower sizes its projection from it as if it were the mel bins.
+            "subsampling_conv_channels": [128, 4],
+            "output_proj_dims": 48,
+            "initializer_range": 0.02,
+        } if audio else None,
         image_token_id=token("<|image|>"),
         video_token_id=token("<|video|>"),
         boi_token_id=token("<|image>"),

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
@@ -23,13 +24,13 @@ from .gpu import clock
 from .math.layers import resolve_prune_layer
 from .media import subtitles
 from .media.cache import VisualCache
-from .media.speech import FRAMES_ALONE, Transcriber
+from .media.speech import FRAMES_ALONE, Transcriber, audio_track
 from .media.video import read_video_bounded
 from .methods import PlanContext, Strategy, strategy
 from .models import VideoModel, load_model, load_random_model
 from .models.thinking import AnswerLength, ReasoningBudget, ReasoningProgress, ReasoningStreamer
 from .prefill.prefix import PrefixReuse
-from .types import Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
+from .types import HEARD, Answer, EncodedVideo, Frames, Plan, Question, Transcript, Visual
 
 StageCallback = Callable[[str], None]  # told what the pipeline is doing now, for progress displays
 
@@ -151,6 +152,17 @@ class Pipeline:
         """What is said in `video` (of `duration_s` seconds), as the settings ask: its subtitle file's lines,
         else with `speech` its audio track's; lines past the video's end clipped. No lines and a note saying
         why when neither gives any: the video is then answered from its frames alone."""
+        return self._said(video, duration_s, on_stage, hear=False)[0]
+
+    @property
+    def hears(self) -> bool:
+        """Whether `--speech` gives the answering model the audio track itself rather than a transcript."""
+        return self.settings.speech and self.model.hears_audio()
+
+    def _said(self, video: str | Path, duration_s: float, on_stage: StageCallback | None,
+              hear: bool) -> tuple[Transcript, np.ndarray | None]:
+        """`transcript`, and with `hear` the audio track's samples in place of its transcript (source HEARD, no
+        lines), or None when the model hears nothing of it."""
         settings = self.settings
         notes = []
         if settings.subtitles is not None:
@@ -164,27 +176,41 @@ class Pipeline:
                     notes.append(str(error))
                 else:
                     if lines:
-                        return Transcript(str(found), lines)
+                        return Transcript(str(found), lines), None
                     notes.append(f"{found} has no subtitle lines within the video")
-        if settings.speech:
+        if settings.speech and hear:
+            samples, note = audio_track(video, settings.decode_timeout)
+            if samples is not None:
+                return Transcript(HEARD, (), f"{'; '.join(notes)}; heard its audio instead" if notes else None), samples
+            notes.append(note)
+        elif settings.speech:
             if on_stage:
                 on_stage("Transcribing its audio")
             heard = self.transcriber.transcribe(video)
             lines = subtitles.clip(heard.lines, duration_s)
             if lines:
-                return Transcript(heard.source, lines, f"{'; '.join(notes)}; transcribed its audio instead" if notes else None)
+                said = Transcript(heard.source, lines, f"{'; '.join(notes)}; transcribed its audio instead" if notes else None)
+                return said, None
             notes.append(heard.note.removesuffix(f"; {FRAMES_ALONE}") if heard.note else "no speech within the video")
-        return Transcript(None, (), f"{'; '.join(notes)}; {FRAMES_ALONE}")
+        return Transcript(None, (), f"{'; '.join(notes)}; {FRAMES_ALONE}"), None
 
     def prepare(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
         """Decode and encode a video once, and find what is said in it if the settings ask; every question
         on it reuses the result."""
         visual = self._prepare_frames(video, on_stage)
         if self.settings.uses_transcript and visual.transcript is None:
-            # What is said comes back as text, on the host: nothing is left running on a device after it.
+            # What is said comes back as text, on the host: nothing is left running on a device after it; audio
+            # the model hears comes back as its soft tokens, beside the frames' (never compressed).
             started = clock()
-            visual.transcript = self.transcript(video, visual.frames.duration_s, on_stage)
-            visual.timings["speech_s"] = clock() - started
+            visual.transcript, samples = self._said(video, visual.frames.duration_s, on_stage, hear=self.hears)
+            if samples is not None:
+                if on_stage:
+                    on_stage("Encoding its audio")
+                heard = dataclasses.replace(visual.encoded, audio=self.model.encode_audio(samples))
+                if visual.prior_encoded is visual.encoded:  # an assistant prior model hears nothing: it weighs frames
+                    visual.prior_encoded = heard
+                visual.encoded = heard
+            visual.timings["speech_s"] = clock(self.model.device) - started
         return visual
 
     def _prepare_frames(self, video: str | Path, on_stage: StageCallback | None = None) -> Visual:
@@ -297,9 +323,14 @@ class Pipeline:
         plan.reused_prefix_tokens = reuse.reused if reuse is not None else 0
         if said is not None:
             plan.transcript, plan.subtitles = said, lines
-            plan.subtitle_tokens = self._context_tokens(question) if lines else 0
+            plan.subtitle_tokens = self._context_tokens(question) if lines else self._audio_tokens(visual.encoded)
         plan.thinking = context.thinking
         return plan
+
+    @staticmethod
+    def _audio_tokens(encoded: EncodedVideo) -> int:
+        """The prompt tokens the heard audio takes: each item's soft tokens and the two that mark it."""
+        return sum(item.shape[0] + 2 for item in encoded.audio)
 
     def _context_tokens(self, question: Question) -> int:
         """The prompt tokens `question.context` takes: the prompt's length with it less without it."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Settings
-from .types import Answer, Plan
+from .types import HEARD, Answer, Plan
 
 TIMING_KEYS = ("decode_s", "vision_s", "prior_s", "prefill_s", "generate_s", "total_s")
 
@@ -80,6 +80,9 @@ def subtitles_record(plan: Plan) -> dict[str, Any] | None:
         return None
     return {
         "source": said.source,
+        # With --speech: how the model took the audio track, "native-audio" (it heard it: a model with an audio
+        # tower) or "whisper" (a transcript's lines); None when a subtitle file's lines, or nothing, went in.
+        "speech": "native-audio" if said.source == HEARD else "whisper" if (said.source or "").startswith("speech (") else None,
         "lines": [{"start": round(line.start, 3), "end": round(line.end, 3), "text": line.text} for line in plan.subtitles],
         "tokens": plan.subtitle_tokens,
         "note": said.note,

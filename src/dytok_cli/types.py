@@ -84,11 +84,15 @@ class Line:
     text: str
 
 
+# `Transcript.source` when the answering model heard the audio track itself (`VideoModel.hears_audio`).
+HEARD = "native audio"
+
+
 @dataclass(frozen=True)
 class Transcript:
     """What is said in one video: the lines of a subtitle file, or of its audio track transcribed."""
 
-    source: str | None  # the subtitle file read, or "speech (MODEL)"; None when neither gave anything
+    source: str | None  # the subtitle file read, "speech (MODEL)", or HEARD; None when none gave anything
     lines: tuple[Line, ...]  # in time order, none past the video's end
     # One line saying why nothing is said (no subtitles found, a file that does not parse, no audio
     # track, silence): the video is then answered from its frames alone.
@@ -122,6 +126,9 @@ class EncodedVideo:
     deepstack: tuple[torch.Tensor, ...] = ()
     # Frames whose pixels repeat the frame's before them, so the vision tower did not encode them again.
     reused_frames: int = 0
+    # (A_i, D) each: the soft tokens of the video's audio track, one tensor per item the model hears, in time
+    # order, for a model that hears audio itself (Gemma 4 E2B/E4B with --speech); never compressed; else empty.
+    audio: tuple[torch.Tensor, ...] = ()
 
     @property
     def num_frames(self) -> int:

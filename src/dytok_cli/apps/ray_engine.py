@@ -450,7 +450,7 @@ def record_schema() -> Any:
                       + [(name, pa.int64()) for name in ("budget", "dominant", "contextual")])
     text = ("video", "question", "answer", "reasoning", "model", "prior_model", "method")
     line = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
-    subtitles = pa.struct([("source", pa.string()), ("lines", pa.list_(line)), ("tokens", pa.int64()),
+    subtitles = pa.struct([("source", pa.string()), ("speech", pa.string()), ("lines", pa.list_(line)), ("tokens", pa.int64()),
                            ("note", pa.string()), ("speech_s", pa.float64())])
     return pa.schema(
         [(name, pa.string()) for name in text]

@@ -13,6 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import Device, DType
 from ..errors import ModelError, ModelUnavailable
 from ..models import fetch_failed, model_source, resolve_device, resolve_dtype
@@ -41,6 +43,20 @@ def lines_from_chunks(chunks: list[dict[str, Any]], seconds: float) -> tuple[Lin
             if end > start:
                 lines.append(Line(float(start), float(end), text))
     return subtitles.clip(sorted(lines, key=lambda line: line.start), seconds)
+
+
+def audio_track(video: str | Path, decode_timeout: float | None) -> tuple[np.ndarray | None, str | None]:
+    """`video`'s audio track as speech is taken from it (`audio.read_audio`), or None and why not: no audio
+    track, silence, audio that cannot be decoded."""
+    try:
+        samples = read_audio_bounded(video, timeout_s=decode_timeout)
+    except VideoError as error:
+        return None, str(error).removeprefix(f"{video}: ")
+    if samples is None:
+        return None, "no audio track"
+    if is_silent(samples):
+        return None, "its audio track is silent"
+    return samples, None
 
 
 class Transcriber:
@@ -94,15 +110,9 @@ class Transcriber:
         return transcript
 
     def _transcribe(self, video: str | Path) -> Transcript:
-        try:
-            samples = read_audio_bounded(video, timeout_s=self.decode_timeout)
-        except VideoError as error:
-            reason = str(error).removeprefix(f"{video}: ")
-            return Transcript(None, (), f"{reason}; {FRAMES_ALONE}")
+        samples, note = audio_track(video, self.decode_timeout)
         if samples is None:
-            return Transcript(None, (), f"no audio track; {FRAMES_ALONE}")
-        if is_silent(samples):
-            return Transcript(None, (), f"its audio track is silent; {FRAMES_ALONE}")
+            return Transcript(None, (), f"{note}; {FRAMES_ALONE}")
         result = self.recognizer({"raw": samples, "sampling_rate": RATE}, return_timestamps=True, generate_kwargs=DECODING)
         lines = lines_from_chunks(result.get("chunks") or [], samples.size / RATE)
         if not lines:

@@ -130,6 +130,15 @@ class VideoModel:
         raise NotImplementedError
 
     # --- shared plumbing --------------------------------------------------------------------
+    def hears_audio(self) -> bool:
+        """Whether the model takes a video's audio track itself (`encode_audio`), not as a transcript."""
+        return False
+
+    def encode_audio(self, samples: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The soft tokens of `samples` (N,) float32 mono at 16 kHz, one (A_i, D) tensor per item the model
+        hears, in time order (`EncodedVideo.audio`); only for a model that `hears_audio`."""
+        raise NotImplementedError
+
     def video_span_ids(self) -> list[int]:
         """What a chat template writes for one video, with a single placeholder."""
         return [self.video_token_id()]
@@ -144,15 +153,18 @@ class VideoModel:
         before, after = text[: self.SYNTHETIC_TEXT_BEFORE], text[self.SYNTHETIC_TEXT_BEFORE :]
         return torch.tensor([[*before, *self.video_span_ids(), *after]])  # on the host, as a tokenizer's ids
 
-    def chat_text(self, question: Question | str, thinking: bool = False) -> str:
+    def chat_text(self, question: Question | str, thinking: bool = False, audio_items: int = 0) -> str:
         """The chat template's text for `question` with one video placeholder, ending where the answer
         begins: the video and the first question in the first user turn, then any earlier turns.
 
         `thinking` is the template's thinking switch where it has one (off: the model answers directly).
         Qwen's templates change only the text after the last turn with it, so never the prompt up to the video;
-        Gemma 4's adds a system turn before everything, so a prompt prefix is not shared across the switch."""
+        Gemma 4's adds a system turn before everything, so a prompt prefix is not shared across the switch.
+        `audio_items` audio placeholders go before the video (`EncodedVideo.audio`), so the prefix every question
+        shares holds them too."""
         question = Question.of(question)
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question.first_turn_text()}]}]
+        media = [*[{"type": "audio"}] * audio_items, {"type": "video"}]
+        messages = [{"role": "user", "content": [*media, {"type": "text", "text": question.first_turn_text()}]}]
         for turn, (asked, answered) in enumerate(question.history):
             if turn:
                 messages.append({"role": "user", "content": [{"type": "text", "text": asked}]})
@@ -219,6 +231,11 @@ class VideoModel:
             **self.video_inputs(input_ids, visual_tokens, kept_index, video),
         }
 
+    def layout_inputs(self, *arguments: Any, **keywords: Any) -> dict[str, Any]:
+        """The ids `prompt_tensors` lays its rows out by: `build_inputs`'s, unless a family hands `generate`
+        embeddings it makes from those rows (Gemma 4 with audio)."""
+        return self.build_inputs(*arguments, **keywords)
+
     def sequence_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Position ids of `inputs` (from `build_inputs`) for the rotary embedding: 1-D (1, S) here."""
         length = inputs["input_ids"].shape[1]
@@ -242,7 +259,7 @@ class VideoModel:
             deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
         else:
             frame_tokens = int((kept_index < frame_tokens).sum())
-        inputs = self.build_inputs(
+        inputs = self.layout_inputs(
             question, visual_tokens, kept_index, video=video, deepstack=deepstack or None, thinking=thinking
         )
         visual = self.video_positions(inputs)

@@ -27,6 +27,15 @@ and the single pass's pruning read global layers only (`attention_layers`). Thre
   tokens of one frame attend to each other both ways; the global layers stay causal. A frame's kept tokens
   do so among themselves. The prompt's token types (`mm_token_type_ids`) say where the frames are.
 
+Audio (E2B, E4B: an audio tower). With `--speech` the model hears the video's audio track itself: the whole
+track, in items of 30 seconds (the most the processor gives one item: 750 tokens of 40 ms), in time order, each
+written as the processor writes it, `<|audio> <|audio|> * A <audio|>`, in the user turn before the video, so the
+prefix every question shares holds it. Audio tokens are never compressed and count in no frame's budget. The
+model takes audio only as `input_features`, which its tower encodes on every call, so the audio's soft tokens
+(`EncodedVideo.audio`) are written into the prompt's embeddings as the visual tokens are, each as padding in
+its per-layer inputs as the model's own forward makes them, and `generate` (which takes no embeddings for this
+model) goes on from a cache of the prompt that our walk through the layers filled.
+
 VisionZip scores come from the tower's last layer, whose output the pooler averages k x k into soft tokens:
 each patch's attention received and key, within its own frame, averaged over the patches of each soft token.
 """
@@ -37,6 +46,7 @@ import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers.masking_utils import (
@@ -58,6 +68,8 @@ from .decoder import Decoder, cache_argument
 
 # What `mm_token_type_ids` calls a video token (text 0, image 1, video 2, audio 3).
 _VIDEO_TOKEN_TYPE = 2
+# The most audio the processor gives one item: its feature extractor truncates at 30 seconds.
+_AUDIO_ITEM_SECONDS = 30
 # A synthetic prompt's timestamp, as long as Gemma's tokenizer makes "00:01" (digits one by one, and ":").
 _SYNTHETIC_TIMESTAMP_TOKENS = 5
 
@@ -219,12 +231,14 @@ class Gemma4(VideoModel):
 
     @classmethod
     def processor_for(cls, config: Any) -> Any:
-        from transformers import Gemma4VideoProcessor
+        from transformers import Gemma4AudioFeatureExtractor, Gemma4VideoProcessor
 
         vision = config.vision_config
-        # The published checkpoints' video processor: the class defaults (70 soft tokens a frame).
+        # The published checkpoints' video processor and feature extractor: the class defaults (70 soft tokens a
+        # frame; 128 mel bins of 16 kHz audio).
         video_processor = Gemma4VideoProcessor(patch_size=vision.patch_size, pooling_kernel_size=vision.pooling_kernel_size)
-        return SimpleNamespace(video_processor=video_processor, tokenizer=None)
+        return SimpleNamespace(video_processor=video_processor, feature_extractor=Gemma4AudioFeatureExtractor(),
+                               tokenizer=None)
 
     def _text_config(self) -> Any:
         return self.model.config.get_text_config()
@@ -298,6 +312,23 @@ class Gemma4(VideoModel):
             timestamps=tuple(frames.timestamps),
         )
 
+    # --- audio --------------------------------------------------------------------------------
+    def hears_audio(self) -> bool:
+        return self.model.config.audio_config is not None
+
+    def encode_audio(self, samples: np.ndarray) -> tuple[torch.Tensor, ...]:
+        extractor = self.processor.feature_extractor
+        step = _AUDIO_ITEM_SECONDS * extractor.sampling_rate
+        items = [samples[start : start + step] for start in range(0, samples.shape[0], step)]
+        # All items at once, padded to the longest, as the processor extracts them.
+        features = extractor(items, return_tensors="pt")
+        with torch.inference_mode():
+            output = self.model.model.get_audio_features(
+                features["input_features"].to(self.device, self.model.dtype), features["input_features_mask"].to(self.device)
+            )
+        # An item's padding makes tokens the model strips; the rest are its own.
+        return tuple(tokens[real] for tokens, real in zip(output.pooler_output, output.attention_mask))
+
     # --- prompt -------------------------------------------------------------------------------
     def build_inputs(
         self,
@@ -310,7 +341,35 @@ class Gemma4(VideoModel):
     ) -> dict[str, Any]:
         """The prompt with every timestamp and frame f's first n_f placeholders, where n_f is how many of frame
         f's tokens `kept_index` (N,) picks, frame-major (None: all of them); `visual_tokens` (N, D) fill them in
-        order. `thinking`: see `chat_text`."""
+        order. `thinking`: see `chat_text`. With audio (`video.audio`), `generate` goes on from a cache of the
+        prompt with the audio and visual tokens written in."""
+        if video is None or not video.audio:
+            return self.layout_inputs(question, visual_tokens, kept_index, video, deepstack, thinking)
+        prompt = self.prompt_tensors(question, video, visual_tokens, kept_index, deepstack or (), thinking)
+        # `generate` takes no embeddings for this model: it goes on from a cache of the prompt but its last token
+        # (a text token, which it runs itself: see `models.decoder`).
+        decoder = self.decoder()
+        cache = decoder.new_cache()
+        last = prompt.length - 1
+        with torch.inference_mode():
+            decoder.run(prompt.embeddings[:, :last], prompt.rows(0, last), cache, range(decoder.num_layers))
+        return {
+            "input_ids": prompt.input_ids,
+            "attention_mask": torch.ones_like(prompt.input_ids),
+            "position_ids": prompt.position_ids,
+            **cache_argument(type(self.model).forward, cache),
+        }
+
+    def layout_inputs(
+        self,
+        question: Question | str,
+        visual_tokens: torch.Tensor,
+        kept_index: torch.Tensor | None = None,
+        video: EncodedVideo | None = None,
+        deepstack: tuple[torch.Tensor, ...] | None = None,
+        thinking: bool = False,
+    ) -> dict[str, Any]:
+        """`build_inputs` as the model's own forward takes them: the ids, and the visual tokens beside them."""
         if deepstack:
             raise ValueError("Gemma 4 takes no DeepStack features")
         if video is None:
@@ -349,26 +408,46 @@ class Gemma4(VideoModel):
         # Each frame brings its timestamp's tokens and its markers beside its visual tokens.
         return int(self._uncompressed_ids(question, video, thinking).shape[0])
 
+    def _audio_token_ids(self) -> tuple[int, int, int]:
+        """(begin, placeholder, end) of an audio item."""
+        config = self.model.config
+        return config.boa_token_id, config.audio_token_id, config.eoa_token_index
+
+    def _as_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`input_ids` with each placeholder of a visual or audio token as padding, as the model's own forward
+        makes the per-layer inputs."""
+        placeholders = (input_ids == self.video_token_id()) | (input_ids == self.model.config.audio_token_id)
+        return input_ids.masked_fill(placeholders, self._text_config().pad_token_id)
+
     def _uncompressed_ids(self, question: Question | str, video: EncodedVideo, thinking: bool = False) -> torch.Tensor:
         """(S_full,) the prompt the processor builds for `video`: every frame's timestamp, markers and T
         placeholders in place of the chat template's single video placeholder."""
         prompt = self.prompt_ids(question, thinking)[0]
         at = int((prompt == self.video_token_id()).nonzero()[0])
         config = self.model.config
+        begin, placeholder, end = self._audio_token_ids()
         if self.tokenizer is None:
             timestamp = prompt[:_SYNTHETIC_TIMESTAMP_TOKENS]  # ordinary vocabulary, as `synthetic_prompt_ids` uses
             frame = [*timestamp.tolist(), config.boi_token_id, *[self.video_token_id()] * video.tokens_per_frame,
                      config.eoi_token_id]
-            return torch.cat([prompt[:at], prompt.new_tensor(frame * video.num_frames), prompt[at + 1 :]])
+            heard = [token for item in video.audio for token in (begin, *[placeholder] * item.shape[0], end)]
+            return torch.cat([prompt[:at], prompt.new_tensor(heard + frame * video.num_frames), prompt[at + 1 :]])
         # Times in seconds as frame indices at 1 frame per second: the processor's timestamps are then the frames'.
         metadata = VideoMetadata(total_num_frames=video.num_frames, fps=1.0, frames_indices=list(video.timestamps))
         layout = {"num_soft_tokens_per_video": [video.tokens_per_frame], "video_metadata": [metadata]}
         replacement = self.processor.replace_video_token(layout, 0)
-        text = self.chat_text(question, thinking)
-        expanded = self.processor.get_text_with_replacements([text], videos_replacements=[replacement])[0][0]
+        text = self.chat_text(question, thinking, audio_items=len(video.audio))
+        processor = self.processor
+        heard = [f"{processor.boa_token}{processor.audio_token * item.shape[0]}{processor.eoa_token}" for item in video.audio]
+        expanded = processor.get_text_with_replacements(
+            [text], videos_replacements=[replacement], audio_replacements=heard
+        )[0][0]
         ids = self.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-        if int((ids == self.video_token_id()).sum()) != video.num_frames * video.tokens_per_frame:
-            raise ModelError(f"the processor of {self.name!r} does not write one placeholder per visual token")
+        if (
+            int((ids == self.video_token_id()).sum()) != video.num_frames * video.tokens_per_frame
+            or int((ids == placeholder).sum()) != sum(item.shape[0] for item in video.audio)
+        ):
+            raise ModelError(f"the processor of {self.name!r} does not write one placeholder per visual or audio token")
         return ids
 
     def prompt_tensors(
@@ -381,11 +460,13 @@ class Gemma4(VideoModel):
         thinking: bool = False,
     ) -> PromptTensors:
         prompt = super().prompt_tensors(question, video, visual_tokens, kept_index, deepstack, thinking)
+        if video.audio:  # in the order the items come, as the model scatters them
+            heard = (prompt.input_ids[0] == self.model.config.audio_token_id).nonzero()[:, 0]
+            prompt.embeddings[0, heard] = torch.cat(video.audio).to(prompt.embeddings)
         text = self.language_model()
         if not text.hidden_size_per_layer_input:
             return prompt
         # As the model's own forward makes them: from each token's id, a placeholder's counting as padding, and
-        # from its input embedding, a visual token's features.
-        ids = prompt.input_ids.masked_fill(prompt.input_ids == self.video_token_id(), self._text_config().pad_token_id)
-        layer_inputs = text.project_per_layer_inputs(prompt.embeddings, text.get_per_layer_inputs(ids, None))
+        # from its input embedding, a visual or audio token's features.
+        layer_inputs = text.project_per_layer_inputs(prompt.embeddings, text.get_per_layer_inputs(self._as_text(prompt.input_ids), None))
         return dataclasses.replace(prompt, layer_inputs=layer_inputs)
