@@ -231,6 +231,26 @@ class VideoModel:
             **self.video_inputs(input_ids, visual_tokens, kept_index, video),
         }
 
+    @staticmethod
+    def kept_by_frame(video: EncodedVideo, kept_index: torch.Tensor | None,
+                      visual_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a family whose prompt keeps per-frame markers: `kept_index` (N,) on the host (None: every
+        token of `video`) and the frame each of its tokens belongs to (N,), checked to pick `visual_tokens`'
+        N rows frame by frame."""
+        frames, per_frame = video.num_frames, video.tokens_per_frame
+        # The prompt is laid out on the host, its ids as the tokenizer made them, and moved when whole.
+        index = torch.arange(frames * per_frame) if kept_index is None else kept_index.cpu()  # on the host
+        frame_of = index // per_frame
+        if (
+            index.shape != (visual_tokens.shape[0],) or bool((index >= frames * per_frame).any())
+            or bool((frame_of.diff() < 0).any())
+        ):
+            raise ValueError(
+                f"kept_index must pick {visual_tokens.shape[0]} of the video's {frames * per_frame} tokens "
+                f"frame by frame, got shape {tuple(index.shape)}"
+            )
+        return index, frame_of
+
     def layout_inputs(self, *arguments: Any, **keywords: Any) -> dict[str, Any]:
         """The ids `prompt_tensors` lays its rows out by: `build_inputs`'s, unless a family hands `generate`
         embeddings it makes from those rows (Gemma 4 with audio)."""

@@ -375,17 +375,7 @@ class Gemma4(VideoModel):
         if video is None:
             raise ValueError("Gemma 4 prompts need the encoded video the visual tokens were taken from")
         frames, per_frame = video.num_frames, video.tokens_per_frame
-        # The prompt is laid out on the host, its ids as the tokenizer made them, and moved when whole.
-        index = torch.arange(frames * per_frame) if kept_index is None else kept_index.cpu()  # on the host
-        frame_of = index // per_frame
-        if (
-            index.shape != (visual_tokens.shape[0],) or bool((index >= frames * per_frame).any())
-            or bool((frame_of.diff() < 0).any())
-        ):
-            raise ValueError(
-                f"kept_index must pick {visual_tokens.shape[0]} of the video's {frames * per_frame} tokens "
-                f"frame by frame, got shape {tuple(index.shape)}"
-            )
+        _, frame_of = self.kept_by_frame(video, kept_index, visual_tokens)
         full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
         placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
         counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f

@@ -132,17 +132,7 @@ class Qwen3VL(QwenVideoModel):
         if video is None or video.grid is None:
             raise ValueError("Qwen3-VL prompts need the encoded video the visual tokens were taken from")
         frames, per_frame = video.num_frames, video.tokens_per_frame
-        # The prompt is laid out on the host, its ids as the tokenizer made them, and moved when whole.
-        index = torch.arange(frames * per_frame) if kept_index is None else kept_index.cpu()  # on the host
-        frame_of = index // per_frame
-        if (
-            index.shape != (visual_tokens.shape[0],) or bool((index >= frames * per_frame).any())
-            or bool((frame_of.diff() < 0).any())
-        ):
-            raise ValueError(
-                f"kept_index must pick {visual_tokens.shape[0]} of the video's {frames * per_frame} tokens "
-                f"frame by frame, got shape {tuple(index.shape)}"
-            )
+        index, frame_of = self.kept_by_frame(video, kept_index, visual_tokens)
         if deepstack is None:
             if kept_index is not None and video.deepstack:
                 raise ValueError("a compressed Qwen3-VL prompt needs the kept tokens' own DeepStack features")
