@@ -251,6 +251,23 @@ class VideoModel:
             )
         return index, frame_of
 
+    def kept_layout(self, full: torch.Tensor, video: EncodedVideo,
+                    frame_of: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where a compressed prompt's tokens stand in the uncompressed prompt `full` (S_full,) of a family that
+        keeps per-frame markers: frame f's n_f kept tokens (`frame_of` (N,), from `kept_by_frame`) take its
+        first n_f placeholders and the rest of its placeholders go. Returns `keep` (S_full,), what the
+        compressed prompt keeps; `slots` (N,), the placeholders the kept tokens take; and every placeholder's
+        position (F*T,), frame-major. All on the host."""
+        frames, per_frame = video.num_frames, video.tokens_per_frame
+        placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
+        counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
+        taken = torch.arange(per_frame)[None] < counts[:, None]  # (F, T) on the host
+        slots = placeholders.view(frames, per_frame)[taken]  # (N,)
+        keep = torch.ones(full.shape[0], dtype=torch.bool)  # on the host
+        keep[placeholders] = False
+        keep[slots] = True
+        return keep, slots, placeholders
+
     def layout_inputs(self, *arguments: Any, **keywords: Any) -> dict[str, Any]:
         """The ids `prompt_tensors` lays its rows out by: `build_inputs`'s, unless a family hands `generate`
         embeddings it makes from those rows (Gemma 4 with audio)."""

@@ -374,16 +374,9 @@ class Gemma4(VideoModel):
             raise ValueError("Gemma 4 takes no DeepStack features")
         if video is None:
             raise ValueError("Gemma 4 prompts need the encoded video the visual tokens were taken from")
-        frames, per_frame = video.num_frames, video.tokens_per_frame
         _, frame_of = self.kept_by_frame(video, kept_index, visual_tokens)
         full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
-        placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
-        counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
-        # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
-        taken = torch.arange(per_frame)[None] < counts[:, None]  # on the host
-        keep = torch.ones(full.shape[0], dtype=torch.bool)  # on the host
-        keep[placeholders] = False
-        keep[placeholders.view(frames, per_frame)[taken]] = True
+        keep, _, _ = self.kept_layout(full, video, frame_of)
         input_ids = full[keep][None].to(self.device)  # (1, S)
         inputs = {
             "input_ids": input_ids,

@@ -206,15 +206,9 @@ class InternVL(VideoModel):
             raise ValueError(f"{type(self).__name__} takes no DeepStack features")
         if video is None:
             raise ValueError("InternVL prompts need the encoded video the visual tokens were taken from")
-        frames, per_frame = video.num_frames, video.tokens_per_frame
         _, frame_of = self.kept_by_frame(video, kept_index, visual_tokens)
         full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
-        placeholders = (full == self.video_token_id()).nonzero()[:, 0].view(frames, per_frame)
-        # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
-        taken = torch.arange(per_frame)[None] < torch.bincount(frame_of, minlength=frames)[:, None]  # on the host
-        keep = torch.ones(full.shape[0], dtype=torch.bool)  # on the host
-        keep[placeholders.flatten()] = False
-        keep[placeholders[taken]] = True
+        keep, _, _ = self.kept_layout(full, video, frame_of)
         input_ids = full[keep][None].to(self.device)  # (1, S)
         return {
             "input_ids": input_ids,

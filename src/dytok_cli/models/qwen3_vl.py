@@ -131,7 +131,6 @@ class Qwen3VL(QwenVideoModel):
         `video`'s own, which only a prompt that keeps every token can. `thinking`: see `chat_text`."""
         if video is None or video.grid is None:
             raise ValueError("Qwen3-VL prompts need the encoded video the visual tokens were taken from")
-        frames, per_frame = video.num_frames, video.tokens_per_frame
         index, frame_of = self.kept_by_frame(video, kept_index, visual_tokens)
         if deepstack is None:
             if kept_index is not None and video.deepstack:
@@ -139,14 +138,7 @@ class Qwen3VL(QwenVideoModel):
             deepstack = tuple(layer.flatten(0, 1) for layer in video.deepstack)
 
         full = self._uncompressed_ids(question, video, thinking)  # (S_full,)
-        placeholders = (full == self.video_token_id()).nonzero()[:, 0]  # (F*T,) frame-major
-        counts = torch.bincount(frame_of, minlength=frames)  # (F,) n_f
-        # Frame f's n_f tokens take its first n_f placeholders; the rest of its placeholders go.
-        taken = torch.arange(per_frame)[None] < counts[:, None]  # on the host
-        slots = placeholders.view(frames, per_frame)[taken]  # (N,)
-        keep = torch.ones(full.shape[0], dtype=torch.bool)  # on the host
-        keep[placeholders] = False
-        keep[slots] = True
+        keep, slots, placeholders = self.kept_layout(full, video, frame_of)
         # For each position of the compressed prompt, the uncompressed one whose M-RoPE position it takes.
         source = torch.arange(full.shape[0])  # on the host
         source[slots] = placeholders[index]
